@@ -1,0 +1,281 @@
+#pragma once
+// Log: the segmented, append-only write-ahead log with group commit.
+//
+// Records are opaque bytes. Append() assigns each record the next LSN at once (dense from 1) and
+// completes — by callback, or by future — only when that LSN is durable (fdatasync completed).
+// One writer thread takes everything appended so far (up to batch_bytes_max), writes it as one
+// batch and issues one fdatasync; meanwhile the next group forms in memory and is written only
+// after that sync completed, so the disk never holds a batch after one that is not yet durable.
+// There is no linger delay: at low load each append is synced at once; under load the groups
+// grow by themselves.
+//
+// Threads: Append, the readers, retention and the accessors may be called from any thread.
+// Completion callbacks run on the writer thread, in LSN order; they must be short and must not
+// block (they may call Append). With LogOptions::writer_thread = false nothing runs in the
+// background: the caller drives the writer with Flush() (deterministic tests and simulation).
+//
+// Fail-stop: after a write or fdatasync error the log is failed for good: every waiting appender
+// completes with the error, Append returns it, durable_lsn() stops moving, reads of durable data
+// go on. A full disk when a new segment is prepared is not fatal: the appends waiting for that
+// segment complete with kResourceExhausted, their LSNs are handed out again, and later appends
+// are tried again.
+//
+// Visibility: readers never see past durable_lsn().
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/strong_id.h"
+#include "storage/batch.h"
+#include "storage/io.h"
+#include "storage/segment.h"
+
+namespace lockstep::storage {
+
+struct LogOptions {
+  std::string dir;        // created if missing (its parent must exist)
+  Io* io = nullptr;       // not owned; must outlive the Log
+  std::uint64_t segment_bytes = 64ull << 20;
+  std::uint32_t batch_bytes_max = 1u << 20;      // one group commit writes at most this much
+  std::uint64_t staging_bytes_max = 64ull << 20;  // appended but not yet written; then kResourceExhausted
+  std::uint32_t index_interval_bytes = 64u << 10;  // sparse index: one entry per this many bytes
+  Preallocation preallocation = Preallocation::kZeroFill;
+  bool prepare_in_background = true;  // keep one spare segment ready (a thread)
+  bool writer_thread = true;          // false: no threads at all; the caller calls Flush()
+  bool verify_checksums_on_read = true;
+  std::uint64_t salt_seed = 0;              // 0: random segment salts; else deterministic
+  std::function<std::int64_t()> now_ms;     // wall clock for batch timestamps; default real
+};
+
+// What recovery found and did when the log was opened.
+struct RecoveryReport {
+  std::uint32_t segments = 0;
+  std::uint64_t batches = 0;
+  Lsn first_lsn;  // oldest LSN held
+  Lsn last_lsn;   // newest durable LSN (first_lsn - 1 when empty)
+  bool torn_tail = false;  // a damaged batch at the end was cut off
+  std::string torn_segment;
+  std::uint64_t torn_position = 0;
+  std::string torn_reason;
+  std::vector<std::string> removed_temp_files;
+};
+
+struct LogRecord {
+  Lsn lsn;
+  ConstBytes bytes;  // valid while the LogReader that returned it lives
+  std::int64_t timestamp_ms = 0;  // of the batch it was written in
+};
+
+// What retention may delete. Only whole segments are deleted, oldest first, never the active
+// one, and never a segment holding an LSN >= keep_from_lsn.
+// A segment goes when it lies wholly below keep_from_lsn and at least one of the other rules
+// asks for it; deletion stops at the first segment that stays.
+struct RetentionPolicy {
+  Lsn keep_from_lsn{UINT64_MAX};   // never delete an LSN >= this (e.g. the newest checkpoint's)
+  Lsn delete_below_lsn;            // delete segments wholly below this LSN (0: no such rule)
+  std::uint64_t retained_bytes_max = 0;  // delete the oldest while the log is larger (0: no limit)
+  std::int64_t retained_age_ms = 0;  // delete segments whose newest batch is older (0: no limit)
+};
+
+struct RetentionReport {
+  std::uint32_t segments_deleted = 0;
+  std::uint64_t bytes_deleted = 0;
+  Lsn first_lsn;  // oldest LSN still held afterwards
+};
+
+struct LogStats {
+  std::uint64_t batches = 0;  // = group commits = fdatasyncs of batches
+  std::uint64_t records = 0;
+  std::uint64_t bytes = 0;    // batch bytes written
+  std::uint64_t rolls = 0;
+  std::uint32_t segments = 0;
+  std::uint64_t segment_bytes = 0;  // capacity of all segments held
+};
+
+class Log;
+
+// Iterates records in LSN order from a start LSN up to the durable LSN. Not thread-safe; any
+// number of readers may run at once. REQUIRES: does not outlive its Log.
+class LogReader {
+ public:
+  // The next record, or nullopt once the durable LSN is reached (call again later for more).
+  // kDataLoss for a damaged batch; kOutOfRange if retention deleted the next record's segment.
+  Result<std::optional<LogRecord>> Next();
+  Lsn next_lsn() const { return next_lsn_; }
+
+ private:
+  friend class Log;
+  LogReader(const Log* log, Lsn from) : log_(log), next_lsn_(from) {}
+  Status Seek();
+  Status EnterBatch(std::uint64_t pos);
+
+  const Log* log_;
+  Lsn next_lsn_;
+  std::shared_ptr<Segment> segment_;
+  std::uint64_t batch_pos_ = 0;  // of the batch being read
+  std::uint64_t batch_end_ = 0;
+  Lsn batch_last_lsn_;
+  std::uint32_t batch_count_ = 0;
+  std::int64_t batch_timestamp_ms_ = 0;
+  FrameCursor cursor_;
+};
+
+class Log {
+ public:
+  using AppendCallback = std::function<void(Lsn, const Status&)>;
+
+  // Opens (creating if missing) and recovers the log in options.dir. Fails with
+  // kFailedPrecondition when another opener holds the directory's lock, kDataLoss when durable
+  // data is damaged (naming the segment and position), kInvalidArgument for bad options.
+  static Result<std::unique_ptr<Log>> Open(LogOptions options, RecoveryReport* report = nullptr);
+
+  // Writes and syncs everything appended, completes every callback, stops the threads and
+  // releases the lock.
+  ~Log();
+  Log(const Log&) = delete;
+  Log& operator=(const Log&) = delete;
+
+  // Appends one record and returns its LSN; `done` runs once that LSN is durable, or with the
+  // error that stopped it. On an error return `done` is not called. Never blocks on I/O.
+  // kInvalidArgument: record longer than record_bytes_max(). kResourceExhausted: staging full
+  // (back off until durable_lsn() moves). The failure status once the log has failed.
+  Result<Lsn> Append(ConstBytes record, AppendCallback done);
+
+  struct PendingAppend {
+    Lsn lsn;
+    std::future<Status> durable;
+  };
+  Result<PendingAppend> AppendWithFuture(ConstBytes record);
+
+  // The newest durable LSN (0 before any). Lock-free.
+  Lsn durable_lsn() const { return Lsn(durable_lsn_.load(std::memory_order_acquire)); }
+  // Blocks until durable_lsn() >= lsn, the log fails, or the timeout passes (kDeadlineExceeded).
+  // REQUIRES: the writer thread runs (options.writer_thread).
+  Status WaitForDurable(Lsn lsn, std::chrono::milliseconds timeout) const;
+  // Makes everything appended so far durable (in manual mode: by doing the writes itself).
+  Status Flush();
+
+  // The oldest LSN still held (retention moves it up).
+  Lsn first_lsn() const;
+  // The LSN the next Append will get.
+  Lsn next_lsn() const;
+  std::size_t record_bytes_max() const;
+  // Ok, or the error that failed the log.
+  Status status() const;
+
+  // A reader from `from`. kOutOfRange when `from` is below first_lsn() or above
+  // durable_lsn() + 1.
+  Result<LogReader> Read(Lsn from) const;
+
+  Result<RetentionReport> ApplyRetention(const RetentionPolicy& policy);
+  // Deletes every segment all of whose records are below `lsn` (never the active one).
+  Result<RetentionReport> DeleteSegmentsBelow(Lsn lsn) {
+    RetentionPolicy policy;
+    policy.delete_below_lsn = lsn;
+    return ApplyRetention(policy);
+  }
+
+  LogStats stats() const;
+  const LogOptions& options() const { return options_; }
+
+ private:
+  friend class LogReader;
+  struct Staging {
+    std::vector<std::byte> frames;
+    std::vector<AppendCallback> callbacks;
+    Lsn first_lsn;
+    // Writer only: how much of this staging has been written.
+    std::size_t done_records = 0;
+    std::size_t done_bytes = 0;
+    bool exhausted() const { return done_records == callbacks.size(); }
+    void Clear();
+  };
+  struct SpareFile {
+    std::string path;
+    std::unique_ptr<File> file;
+  };
+
+  explicit Log(LogOptions options);
+  Status Recover(RecoveryReport* report);
+  Status RemoveTempFiles(const std::vector<std::string>& names, RecoveryReport* report);
+  Status LoadSegment(const std::string& name, Lsn expected_first, bool is_last,
+                     RecoveryReport* report);
+  Status CutTornTail(Segment& segment, File& file, std::uint64_t pos);
+
+  void WriterLoop();
+  // One group commit: takes staged records, writes one batch, syncs, completes callbacks.
+  // Returns false when there was nothing to do.
+  bool CommitOneGroup();
+  // Picks the records of the next batch out of writing_ (rolling when the active segment is
+  // full). Returns how many; 0 when the log failed or the disk is full.
+  std::size_t NextBatchRecords(std::size_t* frame_bytes);
+  Status Roll(Lsn first_lsn);
+  Result<SpareFile> PrepareSpare();
+  Result<SpareFile> TakeSpare();
+  void PreparerLoop();
+  Status InstallSegment(SpareFile spare, Lsn first_lsn);
+  void PublishDurable(Lsn lsn);
+  void FailStop(const Status& status);
+  void RejectForDiskFull(const Status& status);
+  void CompleteRange(Staging& staging, std::size_t from, std::size_t to, const Status& status);
+  std::shared_ptr<Segment> SegmentFor(Lsn lsn) const;
+  std::uint64_t NextSalt();
+
+  const LogOptions options_;
+  Io& io_;
+  std::unique_ptr<FileLock> lock_;
+
+  mutable std::mutex segments_mu_;
+  std::vector<std::shared_ptr<Segment>> segments_;  // ascending; back() is the active one
+
+  // Appenders' side.
+  mutable std::mutex mu_;
+  std::condition_variable writer_cv_;
+  Staging staging_;                 // guarded by mu_
+  std::uint64_t next_lsn_ = 1;      // guarded by mu_
+  bool writer_idle_ = false;        // guarded by mu_
+  bool stopping_ = false;           // guarded by mu_
+  Status failure_;                  // guarded by mu_; sticky
+  std::atomic<bool> failed_{false};
+
+  // Writer's side.
+  Staging writing_;
+  std::shared_ptr<Segment> active_;
+  std::unique_ptr<File> active_file_;
+  std::vector<AppendCallback> completing_;  // reused: callbacks being run
+  std::mt19937_64 salt_rng_;
+
+  std::atomic<std::uint64_t> durable_lsn_{0};
+  mutable std::mutex durable_mu_;
+  mutable std::condition_variable durable_cv_;
+  mutable std::atomic<int> durable_waiters_{0};
+
+  // Spare segment preparation.
+  std::mutex spare_mu_;
+  std::condition_variable spare_cv_;
+  std::optional<SpareFile> spare_;  // guarded by spare_mu_
+  bool spare_wanted_ = false;       // guarded by spare_mu_
+  bool spare_stop_ = false;         // guarded by spare_mu_
+  bool spare_busy_ = false;         // guarded by spare_mu_: the preparer is at work
+  std::atomic<std::uint64_t> spare_seq_{0};
+  std::atomic<std::uint64_t> disk_full_rejections_{0};
+
+  std::atomic<std::uint64_t> stat_batches_{0};
+  std::atomic<std::uint64_t> stat_records_{0};
+  std::atomic<std::uint64_t> stat_bytes_{0};
+  std::atomic<std::uint64_t> stat_rolls_{0};
+
+  std::thread writer_;
+  std::thread preparer_;
+};
+
+}  // namespace lockstep::storage
