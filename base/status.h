@@ -113,12 +113,14 @@ class [[nodiscard]] Result {
     LOCKSTEP_ASSERT(ok());
     return std::get<T>(v_);
   }
-  T&& value() && {
+  // By value, so that `for (auto& x : *MakeVector())` does not dangle.
+  T value() && {
     LOCKSTEP_ASSERT(ok());
     return std::get<T>(std::move(v_));
   }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
+  T operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 

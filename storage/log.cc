@@ -147,6 +147,7 @@ Status Log::Recover(RecoveryReport* report) {
   const std::uint64_t last = active_->last_lsn.load();
   next_lsn_ = last + 1;
   durable_lsn_.store(last);
+  completed_lsn_.store(last);
   report->segments = static_cast<std::uint32_t>(segments_.size());
   report->first_lsn = segments_.front()->first_lsn();
   report->last_lsn = Lsn(last);
@@ -351,6 +352,7 @@ bool Log::CommitOneGroup() {
   writing_.done_records += count;
   writing_.done_bytes += frame_bytes;
   CompleteRange(writing_, from, from + count, Status::Ok());
+  PublishCompleted(header.last_lsn);
   return true;
 }
 
@@ -495,6 +497,14 @@ void Log::PublishDurable(Lsn lsn) {
   }
 }
 
+void Log::PublishCompleted(Lsn lsn) {
+  completed_lsn_.store(lsn.value(), std::memory_order_seq_cst);
+  if (durable_waiters_.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard lock(durable_mu_);
+    durable_cv_.notify_all();
+  }
+}
+
 void Log::CompleteRange(Staging& staging, std::size_t from, std::size_t to,
                         const Status& status) {
   for (std::size_t i = from; i < to; ++i) {
@@ -539,16 +549,25 @@ void Log::RejectForDiskFull(const Status& status) {
 }
 
 Status Log::WaitForDurable(Lsn lsn, std::chrono::milliseconds timeout) const {
-  if (durable_lsn() >= lsn) return Status::Ok();
+  return WaitFor(durable_lsn_, lsn, timeout);
+}
+
+// Waits until `watermark` (the durable or the completed LSN) reaches `lsn`. The waiter count
+// and the watermark are both seq_cst, so either the publisher sees the waiter and notifies, or
+// the waiter sees the new watermark before sleeping: no lost wake-up.
+Status Log::WaitFor(const std::atomic<std::uint64_t>& watermark, Lsn lsn,
+                    std::chrono::milliseconds timeout) const {
+  auto reached = [&] { return watermark.load(std::memory_order_seq_cst) >= lsn.value(); };
+  if (reached()) return Status::Ok();
   const std::uint64_t rejections = disk_full_rejections_.load();
   durable_waiters_.fetch_add(1, std::memory_order_seq_cst);
   std::unique_lock lock(durable_mu_);
   const bool done = durable_cv_.wait_for(lock, timeout, [&] {
-    return durable_lsn() >= lsn || failed_.load() || disk_full_rejections_.load() != rejections;
+    return reached() || failed_.load() || disk_full_rejections_.load() != rejections;
   });
   lock.unlock();
   durable_waiters_.fetch_sub(1, std::memory_order_seq_cst);
-  if (durable_lsn() >= lsn) return Status::Ok();
+  if (reached()) return Status::Ok();
   if (failed_.load()) return status();
   if (!done) {
     return base::DeadlineExceeded(fmt::format("LSN {} not durable within {} ms", lsn.value(),
@@ -570,7 +589,7 @@ Status Log::Flush() {
     if (!failure_.ok()) return failure_;
     target = Lsn(next_lsn_ - 1);
   }
-  return WaitForDurable(target, std::chrono::hours(24));
+  return WaitFor(completed_lsn_, target, std::chrono::hours(24));
 }
 
 Status Log::status() const {

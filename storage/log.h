@@ -161,7 +161,8 @@ class Log {
   // Blocks until durable_lsn() >= lsn, the log fails, or the timeout passes (kDeadlineExceeded).
   // REQUIRES: the writer thread runs (options.writer_thread).
   Status WaitForDurable(Lsn lsn, std::chrono::milliseconds timeout) const;
-  // Makes everything appended so far durable (in manual mode: by doing the writes itself).
+  // Makes everything appended so far durable and waits until its callbacks have run (in
+  // manual mode: by doing the writes itself). Must not be called from a callback.
   Status Flush();
 
   // The oldest LSN still held (retention moves it up).
@@ -224,6 +225,9 @@ class Log {
   void PreparerLoop();
   Status InstallSegment(SpareFile spare, Lsn first_lsn);
   void PublishDurable(Lsn lsn);
+  void PublishCompleted(Lsn lsn);
+  Status WaitFor(const std::atomic<std::uint64_t>& watermark, Lsn lsn,
+                 std::chrono::milliseconds timeout) const;
   void FailStop(const Status& status);
   void RejectForDiskFull(const Status& status);
   void CompleteRange(Staging& staging, std::size_t from, std::size_t to, const Status& status);
@@ -255,6 +259,7 @@ class Log {
   std::mt19937_64 salt_rng_;
 
   std::atomic<std::uint64_t> durable_lsn_{0};
+  std::atomic<std::uint64_t> completed_lsn_{0};  // callbacks up to here have run
   mutable std::mutex durable_mu_;
   mutable std::condition_variable durable_cv_;
   mutable std::atomic<int> durable_waiters_{0};

@@ -33,6 +33,7 @@ Result<SegmentHeader> DecodeSegmentHeader(ConstBytes bytes) {
   if (base::LoadLe16(p + 4) != kSegmentFormatVersion) {
     return base::DataLoss(fmt::format("unknown segment format version {}", base::LoadLe16(p + 4)));
   }
+  if (base::LoadLe16(p + 6) != 0) return base::DataLoss("unknown segment flags");
   if (base::LoadLe64(p + 8) != base::Xxh3(ConstBytes(p + 16, kSegmentHeaderBytes - 16))) {
     return base::DataLoss("segment header checksum mismatch");
   }

@@ -1,0 +1,561 @@
+// Proves the log's contract: dense LSNs, durable-before-complete, reads that never pass the
+// durable LSN, rolls, reopen, the sparse index at every boundary, retention, concurrent
+// appenders, the lock file, fail-stop on write and sync errors, disk-full rejection, mid-log
+// corruption reported (never dropped) and a torn tail cut and reported.
+#include "storage/log.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <thread>
+
+#include "base/endian.h"
+#include "storage/fault_io.h"
+#include "tests/testing/backends.h"
+#include "tests/testing/bytes.h"
+#include "tests/testing/seed.h"
+#include "tests/testing/temp_dir.h"
+
+namespace lockstep::storage {
+namespace {
+
+using base::StatusCode;
+using testing::AsBytes;
+using testing::AsString;
+
+std::string RecordFor(std::uint64_t i) {
+  return "record-" + std::to_string(i) + std::string(40 + i % 97, static_cast<char>('a' + i % 26));
+}
+
+// Everything readable from `from` up to the durable LSN.
+std::vector<std::pair<Lsn, std::string>> ReadAll(const Log& log, Lsn from) {
+  std::vector<std::pair<Lsn, std::string>> out;
+  auto reader = log.Read(from);
+  EXPECT_TRUE(reader.ok()) << reader.status().ToString();
+  if (!reader.ok()) return out;
+  for (;;) {
+    auto next = reader->Next();
+    EXPECT_TRUE(next.ok()) << next.status().ToString();
+    if (!next.ok() || !next->has_value()) break;
+    out.emplace_back((*next)->lsn, AsString((*next)->bytes));
+  }
+  return out;
+}
+
+class LogTest : public ::testing::Test {
+ protected:
+  // Small segments, small batches and a dense index: rolls and index boundaries come quickly.
+  LogOptions Options() {
+    LogOptions o;
+    o.dir = "db";
+    o.io = &io_;
+    o.segment_bytes = 4096;
+    o.batch_bytes_max = 1024;
+    o.staging_bytes_max = 1 << 20;
+    o.index_interval_bytes = 256;
+    o.writer_thread = false;
+    o.salt_seed = 99;
+    o.now_ms = [this] { return now_ms_; };
+    return o;
+  }
+  std::unique_ptr<Log> Open(LogOptions o, RecoveryReport* report = nullptr) {
+    auto log = Log::Open(std::move(o), report);
+    EXPECT_TRUE(log.ok()) << log.status().ToString();
+    return log.ok() ? std::move(log).value() : nullptr;
+  }
+  std::unique_ptr<Log> Open() { return Open(Options()); }
+  // Appends records [first, first + n) and makes them durable (manual mode).
+  void AppendSome(Log& log, std::uint64_t first, std::uint64_t n) {
+    for (std::uint64_t i = first; i < first + n; ++i) {
+      auto lsn = log.Append(AsBytes(RecordFor(i)), nullptr);
+      ASSERT_TRUE(lsn.ok()) << lsn.status().ToString();
+      ASSERT_EQ(*lsn, Lsn(i));
+    }
+    ASSERT_TRUE(log.Flush().ok());
+  }
+  // Records [first, last] are readable and are RecordFor(lsn); with `exact`, nothing follows.
+  void ExpectRecords(const Log& log, std::uint64_t first, std::uint64_t last, bool exact = true) {
+    auto records = ReadAll(log, Lsn(first));
+    if (exact) {
+      ASSERT_EQ(records.size(), last - first + 1);
+    } else {
+      ASSERT_GE(records.size(), last - first + 1);
+    }
+    for (std::uint64_t i = first; i <= last; ++i) {
+      ASSERT_EQ(records[i - first].first, Lsn(i));
+      ASSERT_EQ(records[i - first].second, RecordFor(i)) << "LSN " << i;
+    }
+  }
+  std::vector<std::string> SegmentFiles() {
+    std::vector<std::string> names;
+    for (const auto& n : *io_.ListDir("db")) {
+      if (ParseSegmentFileName(n)) names.push_back(n);
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  FaultInjectingIo io_;
+  std::int64_t now_ms_ = 1'000'000;
+};
+
+TEST_F(LogTest, EmptyLogStartsAtLsnOne) {
+  RecoveryReport report;
+  auto log = Open(Options(), &report);
+  ASSERT_TRUE(log);
+  EXPECT_EQ(log->durable_lsn(), Lsn(0));
+  EXPECT_EQ(log->next_lsn(), Lsn(1));
+  EXPECT_EQ(log->first_lsn(), Lsn(1));
+  EXPECT_EQ(report.segments, 1u);
+  EXPECT_FALSE(report.torn_tail);
+  EXPECT_TRUE(ReadAll(*log, Lsn(1)).empty());
+  EXPECT_EQ(SegmentFiles(), std::vector<std::string>{"00000000000000000001.seg"});
+}
+
+TEST_F(LogTest, RoundTripAcrossRollsAndReopen) {
+  {
+    auto log = Open();
+    AppendSome(*log, 1, 300);
+    EXPECT_EQ(log->durable_lsn(), Lsn(300));
+    ExpectRecords(*log, 1, 300);
+    EXPECT_GT(log->stats().rolls, 5u);
+  }
+  EXPECT_GT(SegmentFiles().size(), 5u);
+  RecoveryReport report;
+  auto log = Open(Options(), &report);
+  ASSERT_TRUE(log);
+  EXPECT_EQ(report.last_lsn, Lsn(300));
+  EXPECT_FALSE(report.torn_tail);
+  EXPECT_EQ(log->next_lsn(), Lsn(301));
+  ExpectRecords(*log, 1, 300);
+  AppendSome(*log, 301, 50);
+  ExpectRecords(*log, 1, 350);
+  // Every segment is named by its first LSN and holds a contiguous range.
+  for (const auto& name : SegmentFiles()) {
+    const Lsn first = *ParseSegmentFileName(name);
+    auto records = ReadAll(*log, first);
+    ASSERT_FALSE(records.empty());
+    EXPECT_EQ(records.front().first, first);
+  }
+}
+
+TEST_F(LogTest, ReadsStartAtEveryLsn) {
+  auto log = Open();
+  AppendSome(*log, 1, 200);
+  for (std::uint64_t from = 1; from <= 201; ++from) {
+    auto reader = log->Read(Lsn(from));
+    ASSERT_TRUE(reader.ok());
+    auto first = reader->Next();
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    if (from == 201) {
+      EXPECT_FALSE(first->has_value());
+      continue;
+    }
+    ASSERT_TRUE(first->has_value()) << from;
+    EXPECT_EQ((*first)->lsn, Lsn(from));
+    EXPECT_EQ(AsString((*first)->bytes), RecordFor(from));
+  }
+  EXPECT_EQ(log->Read(Lsn(0)).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(log->Read(Lsn(202)).status().code(), StatusCode::kOutOfRange);
+}
+
+TEST_F(LogTest, ReadersNeverSeePastTheDurableLsn) {
+  auto log = Open();
+  AppendSome(*log, 1, 3);
+  auto reader = log->Read(Lsn(1));
+  ASSERT_TRUE(reader.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(reader->Next()->has_value());
+  ASSERT_EQ(*log->Append(AsBytes("pending"), nullptr), Lsn(4));
+  EXPECT_FALSE(reader->Next()->has_value());  // appended, not durable
+  EXPECT_EQ(log->Read(Lsn(5)).status().code(), StatusCode::kOutOfRange);
+  ASSERT_TRUE(log->Flush().ok());
+  auto next = reader->Next();
+  ASSERT_TRUE(next->has_value());  // the same reader continues once it is durable
+  EXPECT_EQ(AsString((*next)->bytes), "pending");
+}
+
+TEST_F(LogTest, CallbacksRunInLsnOrderOnlyWhenDurable) {
+  auto log = Open();
+  std::vector<std::uint64_t> completed;
+  for (int i = 0; i < 50; ++i) {
+    auto lsn = log->Append(AsBytes(RecordFor(static_cast<std::uint64_t>(i))),
+                           [&](Lsn l, const Status& s) {
+                             ASSERT_TRUE(s.ok());
+                             ASSERT_LE(l, log->durable_lsn());
+                             completed.push_back(l.value());
+                           });
+    ASSERT_TRUE(lsn.ok());
+  }
+  EXPECT_TRUE(completed.empty());
+  ASSERT_TRUE(log->Flush().ok());
+  ASSERT_EQ(completed.size(), 50u);
+  for (std::size_t i = 0; i < completed.size(); ++i) EXPECT_EQ(completed[i], i + 1);
+}
+
+TEST_F(LogTest, OneGroupIsOneBatchUpToTheBatchLimit) {
+  auto log = Open();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(log->Append(AsBytes("tiny"), nullptr).ok());
+  ASSERT_TRUE(log->Flush().ok());
+  EXPECT_EQ(log->stats().batches, 1u);  // ten appends, one write, one sync
+  // 40 records of 100 bytes do not fit one 1024-byte batch: several batches, none too big.
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(log->Append(AsBytes(std::string(100, 'x')), nullptr).ok());
+  ASSERT_TRUE(log->Flush().ok());
+  const auto stats = log->stats();
+  EXPECT_GE(stats.batches, 1u + 40 * 104 / 1024);
+  EXPECT_EQ(stats.records, 50u);
+}
+
+TEST_F(LogTest, RejectsBadOptionsAndOversizedRecords) {
+  auto o = Options();
+  o.segment_bytes = 100;
+  EXPECT_EQ(Log::Open(o).status().code(), StatusCode::kInvalidArgument);
+  o = Options();
+  o.batch_bytes_max = 8192;  // larger than a segment
+  EXPECT_EQ(Log::Open(o).status().code(), StatusCode::kInvalidArgument);
+  o = Options();
+  o.io = nullptr;
+  EXPECT_EQ(Log::Open(o).status().code(), StatusCode::kInvalidArgument);
+  auto log = Open();
+  const std::string big(log->record_bytes_max() + 1, 'x');
+  auto r = log->Append(AsBytes(big), nullptr);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("record_bytes_max"), std::string::npos);
+  // The largest record fits, in a segment of its own.
+  const std::string largest(log->record_bytes_max(), 'y');
+  ASSERT_TRUE(log->Append(AsBytes(largest), nullptr).ok());
+  ASSERT_TRUE(log->Flush().ok());
+  EXPECT_EQ(ReadAll(*log, Lsn(1)).at(0).second, largest);
+}
+
+TEST_F(LogTest, StagingLimitIsBackPressure) {
+  auto o = Options();
+  o.staging_bytes_max = 1024;
+  auto log = Open(o);
+  Status status;
+  int accepted = 0;
+  for (int i = 0; i < 100 && status.ok(); ++i) {
+    auto r = log->Append(AsBytes(std::string(100, 'z')), nullptr);
+    status = r.status();
+    if (r.ok()) ++accepted;
+  }
+  EXPECT_EQ(status.code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(accepted, 1024 / 104);
+  ASSERT_TRUE(log->Flush().ok());
+  EXPECT_TRUE(log->Append(AsBytes("again"), nullptr).ok());  // room once written
+}
+
+TEST_F(LogTest, SecondOpenerIsRefusedWithAClearError) {
+  auto log = Open();
+  ASSERT_TRUE(log);
+  auto second = Log::Open(Options());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("db/LOCK"), std::string::npos);
+  log.reset();
+  EXPECT_TRUE(Log::Open(Options()).ok());
+}
+
+TEST_F(LogTest, RetentionDeletesWholeSegmentsBelowAnLsnNeverTheActiveOne) {
+  auto log = Open();
+  AppendSome(*log, 1, 300);
+  const auto before = SegmentFiles();
+  ASSERT_GT(before.size(), 4u);
+  const Lsn third = *ParseSegmentFileName(before[2]);
+  // Up to but excluding the third segment's first LSN: exactly two segments go.
+  auto report = log->DeleteSegmentsBelow(third);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->segments_deleted, 2u);
+  EXPECT_EQ(report->first_lsn, third);
+  EXPECT_EQ(log->first_lsn(), third);
+  EXPECT_EQ(SegmentFiles(), std::vector<std::string>(before.begin() + 2, before.end()));
+  EXPECT_EQ(log->Read(Lsn(1)).status().code(), StatusCode::kOutOfRange);
+  ExpectRecords(*log, third.value(), 300);
+  // One LSN short of a segment's end keeps it.
+  const Lsn fifth = *ParseSegmentFileName(before[4]);
+  EXPECT_EQ(log->DeleteSegmentsBelow(Lsn(fifth.value() - 1))->segments_deleted, 1u);
+  // Everything: all but the active segment.
+  report = log->DeleteSegmentsBelow(Lsn(1'000'000));
+  EXPECT_EQ(SegmentFiles().size(), 1u);
+  ExpectRecords(*log, log->first_lsn().value(), 300);
+  // Reopen: the log starts where retention left it.
+  log.reset();
+  log = Open();
+  EXPECT_EQ(log->first_lsn(), *ParseSegmentFileName(SegmentFiles().front()));
+  AppendSome(*log, 301, 10);
+}
+
+TEST_F(LogTest, RetentionBySizeAndAgeStopsAtTheKeepBound) {
+  auto log = Open();
+  AppendSome(*log, 1, 100);
+  now_ms_ += 60'000;
+  AppendSome(*log, 101, 200);
+  const auto segments = SegmentFiles();
+  ASSERT_GT(segments.size(), 6u);
+  // Age: segments whose newest batch is older than 30 s (the first 100 records' segments, but
+  // not the one that also holds newer records).
+  RetentionPolicy age;
+  age.retained_age_ms = 30'000;
+  auto report = log->ApplyRetention(age);
+  ASSERT_TRUE(report.ok());
+  EXPECT_GE(report->segments_deleted, 1u);
+  EXPECT_LE(log->first_lsn(), Lsn(101));
+  // Size, bounded by keep_from_lsn: never past it.
+  RetentionPolicy size;
+  size.retained_bytes_max = 4096;
+  size.keep_from_lsn = Lsn(200);
+  ASSERT_TRUE(log->ApplyRetention(size).ok());
+  EXPECT_LE(log->first_lsn(), Lsn(200));
+  ExpectRecords(*log, log->first_lsn().value(), 300);
+  size.keep_from_lsn = Lsn(UINT64_MAX);
+  ASSERT_TRUE(log->ApplyRetention(size).ok());
+  EXPECT_EQ(SegmentFiles().size(), 1u);  // the active one always stays
+}
+
+TEST_F(LogTest, WriteErrorStopsTheLogAndFailsEveryWaiter) {
+  auto log = Open();
+  AppendSome(*log, 1, 5);
+  std::vector<Status> results;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(log->Append(AsBytes("doomed"), [&](Lsn, const Status& s) { results.push_back(s); })
+                    .ok());
+  }
+  io_.AddFault(FaultRule{0, OpKind::kWrite, ".seg", FaultKind::kEio, false});
+  EXPECT_EQ(log->Flush().code(), StatusCode::kIoError);
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& s : results) EXPECT_EQ(s.code(), StatusCode::kIoError);
+  EXPECT_EQ(log->durable_lsn(), Lsn(5));
+  EXPECT_EQ(log->Append(AsBytes("after"), nullptr).status().code(), StatusCode::kIoError);
+  EXPECT_EQ(log->status().code(), StatusCode::kIoError);
+  ExpectRecords(*log, 1, 5);  // durable data stays readable
+}
+
+TEST_F(LogTest, SyncErrorIsNeverRetriedAndNothingAfterItIsAcknowledged) {
+  auto log = Open();
+  AppendSome(*log, 1, 5);
+  int acked = 0;
+  int failed = 0;
+  auto count = [&](Lsn, const Status& s) { s.ok() ? ++acked : ++failed; };
+  ASSERT_TRUE(log->Append(AsBytes("a"), count).ok());
+  io_.AddFault(FaultRule{0, OpKind::kSync, ".seg", FaultKind::kEio, false});
+  EXPECT_EQ(log->Flush().code(), StatusCode::kIoError);
+  EXPECT_EQ(log->Append(AsBytes("b"), count).status().code(), StatusCode::kIoError);
+  EXPECT_EQ(log->Flush().code(), StatusCode::kIoError);
+  EXPECT_EQ(acked, 0);
+  EXPECT_EQ(failed, 1);
+  // After a restart the failed record is gone (the fault model dropped it), the rest is there.
+  log.reset();
+  std::mt19937_64 rng(1);
+  io_.Restart(rng);
+  log = Open();
+  EXPECT_EQ(log->durable_lsn(), Lsn(5));
+  ExpectRecords(*log, 1, 5);
+}
+
+TEST_F(LogTest, DiskFullWhenPreparingASegmentRejectsThenRecovers) {
+  auto log = Open();
+  AppendSome(*log, 1, 10);
+  const Lsn durable = log->durable_lsn();
+  io_.AddFault(FaultRule{0, OpKind::kAllocate, "", FaultKind::kEnospc, true});
+  std::vector<Status> results;
+  for (int i = 0; i < 100; ++i) {
+    auto r = log->Append(AsBytes(std::string(100, 'f')),
+                         [&](Lsn, const Status& s) { results.push_back(s); });
+    if (!r.ok()) break;
+  }
+  (void)log->Flush();
+  ASSERT_FALSE(results.empty());
+  EXPECT_EQ(results.back().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(results.back().message().find("ENOSPC"), std::string::npos);
+  EXPECT_TRUE(log->status().ok());  // not fail-stop: reads and later appends go on
+  const Lsn durable_when_full = log->durable_lsn();
+  EXPECT_GE(durable_when_full, durable);
+  ExpectRecords(*log, 1, 10, /*exact=*/false);
+  // The rejected LSNs are handed out again once space is back.
+  io_.ClearFaults();
+  EXPECT_EQ(log->next_lsn(), durable_when_full.Next());
+  auto again = log->Append(AsBytes("space is back"), nullptr);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, durable_when_full.Next());
+  ASSERT_TRUE(log->Flush().ok());
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(log->Append(AsBytes(std::string(100, 'g')), nullptr).ok());
+  ASSERT_TRUE(log->Flush().ok());
+}
+
+TEST_F(LogTest, MidLogCorruptionIsReportedNeverDropped) {
+  {
+    auto log = Open();
+    AppendSome(*log, 1, 300);
+  }
+  const auto segments = SegmentFiles();
+  ASSERT_GT(segments.size(), 3u);
+  // Damage a batch in the middle of an older segment: durable data.
+  const std::string victim = "db/" + segments[1];
+  const std::array<std::byte, 1> garbage{std::byte{0x5a}};
+  ASSERT_TRUE(io_.Corrupt(victim, kSegmentHeaderBytes + 60, garbage).ok());
+  auto reopened = Log::Open(Options());
+  ASSERT_FALSE(reopened.ok());
+  EXPECT_EQ(reopened.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(reopened.status().message().find(segments[1]), std::string::npos)
+      << reopened.status().ToString();
+  EXPECT_NE(reopened.status().message().find("position 64"), std::string::npos)
+      << reopened.status().ToString();
+  // The files are untouched: refusing to open never "repairs" by dropping data.
+  EXPECT_EQ(SegmentFiles(), segments);
+}
+
+TEST_F(LogTest, DamageFollowedByAValidBatchInTheLastSegmentIsCorruption) {
+  {
+    auto log = Open();
+    AppendSome(*log, 1, 3);
+    AppendSome(*log, 4, 3);
+  }
+  const std::string last = "db/" + SegmentFiles().back();
+  const std::array<std::byte, 1> garbage{std::byte{0xee}};
+  ASSERT_TRUE(io_.Corrupt(last, kSegmentHeaderBytes + kBatchHeaderBytes + 2, garbage).ok());
+  auto reopened = Log::Open(Options());
+  ASSERT_FALSE(reopened.ok());
+  EXPECT_EQ(reopened.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(reopened.status().message().find("followed by a valid batch"), std::string::npos)
+      << reopened.status().ToString();
+}
+
+TEST_F(LogTest, TornTailIsCutReportedAndOverwritable) {
+  std::uint64_t end = 0;
+  {
+    auto log = Open();
+    AppendSome(*log, 1, 3);
+    end = log->stats().bytes + kSegmentHeaderBytes;
+  }
+  // What a torn write leaves: the start of a batch header, then garbage, after the last batch.
+  const std::string last = "db/" + SegmentFiles().back();
+  std::vector<std::byte> torn(200, std::byte{0x77});
+  base::StoreLe32(torn.data(), kBatchMagic);
+  ASSERT_TRUE(io_.Corrupt(last, end, torn).ok());
+  RecoveryReport report;
+  auto log = Open(Options(), &report);
+  ASSERT_TRUE(log);
+  EXPECT_TRUE(report.torn_tail);
+  EXPECT_EQ(report.torn_position, end);
+  EXPECT_EQ(report.last_lsn, Lsn(3));
+  ExpectRecords(*log, 1, 3);
+  // New batches go where the torn one was, and the garbage after them is gone too.
+  AppendSome(*log, 4, 2);
+  log.reset();
+  RecoveryReport again;
+  log = Open(Options(), &again);
+  EXPECT_FALSE(again.torn_tail);
+  ExpectRecords(*log, 1, 5);
+}
+
+TEST_F(LogTest, RecoveryRemovesUnfinishedSegmentPreparations) {
+  {
+    auto log = Open();
+    AppendSome(*log, 1, 3);
+  }
+  { ASSERT_TRUE(io_.CreateFile("db/prepare-7.tmp").ok()); }
+  RecoveryReport report;
+  auto log = Open(Options(), &report);
+  EXPECT_EQ(report.removed_temp_files, std::vector<std::string>{"prepare-7.tmp"});
+  EXPECT_FALSE(io_.Exists("db/prepare-7.tmp"));
+}
+
+TEST_F(LogTest, MissingSegmentInTheMiddleIsCorruption) {
+  {
+    auto log = Open();
+    AppendSome(*log, 1, 300);
+  }
+  const auto segments = SegmentFiles();
+  ASSERT_TRUE(io_.Remove("db/" + segments[2]).ok());
+  auto reopened = Log::Open(Options());
+  ASSERT_FALSE(reopened.ok());
+  EXPECT_EQ(reopened.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(reopened.status().message().find("missing"), std::string::npos);
+}
+
+// --- Real disk, real threads -----------------------------------------------------------------
+
+class LogOnDiskTest : public ::testing::TestWithParam<IoBackend> {
+ protected:
+  LogOptions Options() {
+    LogOptions o;
+    o.dir = dir_.Sub("log");
+    io_ = std::move(MakeIo(GetParam())).value();
+    o.io = io_.get();
+    o.segment_bytes = 64 << 10;
+    o.batch_bytes_max = 16 << 10;
+    o.preallocation = Preallocation::kFallocate;
+    return o;
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<Io> io_;
+};
+
+TEST_P(LogOnDiskTest, ConcurrentAppendersGetDenseLsnsAndTheirOwnRecords) {
+  auto log = std::move(Log::Open(Options())).value();
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 1500;
+  std::vector<std::vector<std::pair<std::uint64_t, std::string>>> mine(kThreads);
+  std::atomic<int> completed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string rec = "t" + std::to_string(t) + "-" + std::to_string(i);
+        auto lsn = log->Append(AsBytes(rec), [&](Lsn l, const Status& s) {
+          EXPECT_TRUE(s.ok());
+          EXPECT_LE(l, log->durable_lsn());
+          completed.fetch_add(1);
+        });
+        ASSERT_TRUE(lsn.ok());
+        mine[static_cast<std::size_t>(t)].emplace_back(lsn->value(), rec);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(log->Flush().ok());
+  EXPECT_EQ(completed.load(), kThreads * kPerThread);
+  std::map<std::uint64_t, std::string> expected;
+  for (const auto& v : mine) {
+    for (std::size_t i = 1; i < v.size(); ++i) EXPECT_LT(v[i - 1].first, v[i].first);
+    for (const auto& [lsn, rec] : v) EXPECT_TRUE(expected.emplace(lsn, rec).second);
+  }
+  ASSERT_EQ(expected.size(), static_cast<std::size_t>(kThreads * kPerThread));
+  EXPECT_EQ(expected.begin()->first, 1u);
+  EXPECT_EQ(expected.rbegin()->first, static_cast<std::uint64_t>(kThreads * kPerThread));
+  auto records = ReadAll(*log, Lsn(1));
+  ASSERT_EQ(records.size(), expected.size());
+  for (const auto& [lsn, rec] : records) ASSERT_EQ(expected[lsn.value()], rec);
+  // Group commit grouped: fewer syncs than records.
+  EXPECT_LT(log->stats().batches, log->stats().records);
+}
+
+TEST_P(LogOnDiskTest, FuturesReopenAndLockAcrossOpeners) {
+  auto options = Options();
+  {
+    auto log = std::move(Log::Open(options)).value();
+    std::vector<std::future<Status>> futures;
+    for (int i = 0; i < 2000; ++i) {
+      auto pending = log->AppendWithFuture(AsBytes(RecordFor(static_cast<std::uint64_t>(i))));
+      ASSERT_TRUE(pending.ok());
+      EXPECT_EQ(pending->lsn, Lsn(static_cast<std::uint64_t>(i) + 1));
+      futures.push_back(std::move(pending->durable));
+    }
+    for (auto& f : futures) ASSERT_TRUE(f.get().ok());
+    EXPECT_GT(log->stats().rolls, 0u);
+    auto second = Log::Open(options);
+    EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(log->WaitForDurable(Lsn(2000), std::chrono::milliseconds(1)).ok());
+    EXPECT_EQ(log->WaitForDurable(Lsn(2001), std::chrono::milliseconds(20)).code(),
+              StatusCode::kDeadlineExceeded);
+  }
+  auto log = std::move(Log::Open(options)).value();
+  auto records = ReadAll(*log, Lsn(1));
+  ASSERT_EQ(records.size(), 2000u);
+  for (std::size_t i = 0; i < records.size(); ++i) ASSERT_EQ(records[i].second, RecordFor(i));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, LogOnDiskTest, testing::kRealBackends, testing::BackendName);
+
+}  // namespace
+}  // namespace lockstep::storage
