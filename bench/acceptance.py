@@ -3,7 +3,7 @@
 each ratio's median and spread. Every ratio is taken inside one round (same minute, same disk
 state), and the disk side always uses the faster of its two rows (prepared, extended).
 
-  bench/acceptance.py BENCH --dir D [--rounds 5] [--seconds 2] [-- extra lockstep-bench flags]
+  bench/acceptance.py BENCH --dir D [--rounds 5] [--seconds 2] [extra lockstep-bench flags, e.g. --io posix]
 """
 import argparse, json, statistics, subprocess, sys
 
@@ -12,8 +12,8 @@ p.add_argument("bench")
 p.add_argument("--dir", default=".")
 p.add_argument("--rounds", type=int, default=5)
 p.add_argument("--seconds", type=float, default=2)
-p.add_argument("extra", nargs="*")
-a = p.parse_args()
+a, extra = p.parse_known_args()
+a.extra = [x for x in extra if x != "--"]
 
 def run(workload, n, b):
     cmd = [a.bench, "--json", "--dir", a.dir, "--seconds", str(a.seconds), "--workload", workload,

@@ -42,7 +42,7 @@ struct Flags {
   double seconds = 5;
   std::string dir = ".";
   bool json = false;
-  std::string io = "auto";
+  std::string io = "posix";  // storage::kDefaultIoBackend
   std::string preallocation = "zero-fill";
   std::uint64_t segment_bytes = 64ull << 20;
 };
@@ -53,7 +53,7 @@ struct Row {
   std::uint64_t ops = 0;
   double seconds = 0;
   LatencyRecorder latency;
-  nlohmann::json extra = nlohmann::json::object();
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
 };
 
 // The bench's own folder inside --dir: created fresh, removed (only it) at the end.
@@ -235,7 +235,7 @@ void Print(const Flags& f, Row& row, std::string_view io_name) {
   const double ops_per_s = row.seconds > 0 ? static_cast<double>(row.ops) / row.seconds : 0;
   double payload_per_op = f.record_bytes;
   if (row.workload == "disk") payload_per_op *= f.outstanding;
-  nlohmann::json j;
+  nlohmann::ordered_json j;
   j["workload"] = row.workload;
   j["system"] = row.system;
   j["outstanding"] = f.outstanding;
@@ -279,7 +279,7 @@ int Main(int argc, char** argv) {
   app.add_option("--dir", f.dir, "parent folder on a real disk; the bench works in a new "
                                  "subfolder and removes only that");
   app.add_flag("--json", f.json, "one JSON object per result line");
-  app.add_option("--io", f.io, "auto | uring | posix")->check(CLI::IsMember({"auto", "uring", "posix"}));
+  app.add_option("--io", f.io, "posix | uring | auto (io_uring if the host allows it)")->check(CLI::IsMember({"auto", "uring", "posix"}));
   app.add_option("--preallocation", f.preallocation, "how segments are prepared")
       ->check(CLI::IsMember({"zero-fill", "fallocate"}));
   app.add_option("--segment-bytes", f.segment_bytes, "segment capacity")

@@ -3,9 +3,10 @@
 //
 // Three implementations exist behind this one contract:
 //   * UringIo (uring_io.h): writes and syncs through a dedicated io_uring, a write and its
-//     fdatasync submitted as one linked pair; reads through mmap. The default.
-//   * PosixIo (posix_io.h): pwritev/fdatasync, for hosts where io_uring is blocked (Docker's
-//     default seccomp profile). MakeDefaultIo() falls back to it automatically and logs why.
+//     fdatasync submitted as one linked pair; reads through mmap.
+//   * PosixIo (posix_io.h): pwritev/fdatasync; reads through mmap. The default for the log
+//     (kDefaultIoBackend, measured: docs/storage.md), and what MakeIo(kAuto) falls back to,
+//     with a log line, where io_uring is blocked (Docker's default seccomp profile).
 //   * FaultInjectingIo (fault_io.h): an in-memory file system that implements DESIGN.md's
 //     fault model exactly and can crash at any operation; tests and the torture driver use it.
 //
@@ -120,9 +121,15 @@ class Io {
 
 enum class IoBackend : unsigned char { kAuto, kUring, kPosix };
 
+// Measured on the project's machines (docs/storage.md, "I/O backend"): the log's writer is a
+// dedicated thread that waits for each fdatasync anyway, and io_uring always punts fsync to an
+// io-wq worker, adding a thread hop per group commit: posix was faster at one outstanding
+// append and even under load. So posix is the default; io_uring stays one flag away.
+inline constexpr IoBackend kDefaultIoBackend = IoBackend::kPosix;
+
 // kAuto: io_uring when the kernel and the sandbox allow it, else posix, with one log line
-// saying which and why. kUring fails with kUnavailable when io_uring cannot be used.
-Result<std::unique_ptr<Io>> MakeIo(IoBackend backend = IoBackend::kAuto);
+// saying why. kUring fails with kUnavailable when io_uring cannot be used.
+Result<std::unique_ptr<Io>> MakeIo(IoBackend backend = kDefaultIoBackend);
 
 // Joins a directory and a name with exactly one '/'.
 std::string JoinPath(std::string_view dir, std::string_view name);

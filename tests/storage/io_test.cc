@@ -28,6 +28,7 @@ class IoTest : public ::testing::TestWithParam<IoBackend> {
     auto io = MakeIo(GetParam());
     ASSERT_TRUE(io.ok()) << io.status().ToString();
     io_ = std::move(io).value();
+    ASSERT_EQ(io_->Name(), GetParam() == IoBackend::kUring ? "io_uring" : "posix");
   }
   Status WriteString(File& f, std::uint64_t offset, std::string_view s, bool sync) {
     ConstBytes part = AsBytes(s);
@@ -124,6 +125,7 @@ TEST(MakeIo, AutoPicksAWorkingBackend) {
   ASSERT_TRUE(io.ok());
   EXPECT_TRUE((*io)->Name() == "io_uring" || (*io)->Name() == "posix");
   EXPECT_EQ((*MakeIo(IoBackend::kPosix))->Name(), "posix");
+  EXPECT_EQ((*MakeIo())->Name(), "posix");  // kDefaultIoBackend
 }
 
 }  // namespace
