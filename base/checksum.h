@@ -10,19 +10,12 @@ namespace lockstep::base {
 
 std::uint64_t Xxh3(std::span<const std::byte> bytes, std::uint64_t seed = 0);
 
-// Streaming XXH3-64 over several pieces; equal to Xxh3 over their concatenation.
-class Xxh3Stream {
- public:
-  explicit Xxh3Stream(std::uint64_t seed = 0);
-  ~Xxh3Stream();
-  Xxh3Stream(const Xxh3Stream&) = delete;
-  Xxh3Stream& operator=(const Xxh3Stream&) = delete;
-
-  void Update(std::span<const std::byte> bytes);
-  std::uint64_t Digest() const;
-
- private:
-  void* state_;  // XXH3_state_t, kept out of this header
-};
+// A checksum over two pieces without copying them together and without allocating (xxHash's
+// streaming state is heap-allocated): XXH3 of `second`, seeded with XXH3 of `first` seeded with
+// `seed`. Any change to either piece, or to the seed, changes it.
+inline std::uint64_t Xxh3Chained(std::span<const std::byte> first,
+                                 std::span<const std::byte> second, std::uint64_t seed) {
+  return Xxh3(second, Xxh3(first, seed));
+}
 
 }  // namespace lockstep::base

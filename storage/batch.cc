@@ -16,10 +16,9 @@ using base::LoadLe32;
 using base::LoadLe64;
 
 std::uint64_t ChecksumOf(const std::byte* header, ConstBytes frames, std::uint64_t salt) {
-  base::Xxh3Stream stream(salt);
-  stream.Update(ConstBytes(header + kBatchChecksumFrom, kBatchHeaderBytes - kBatchChecksumFrom));
-  stream.Update(frames);
-  return stream.Digest();
+  return base::Xxh3Chained(
+      ConstBytes(header + kBatchChecksumFrom, kBatchHeaderBytes - kBatchChecksumFrom), frames,
+      salt);
 }
 
 BatchView Damaged(std::string reason) {

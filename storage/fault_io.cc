@@ -215,6 +215,7 @@ Status FaultInjectingIo::Allocate(File& file, std::uint64_t bytes, Preallocation
   Status status;
   Inode& inode = Live(file, &status);
   LOCKSTEP_RETURN_IF_ERROR(status);
+  LOCKSTEP_ASSERT(mode != Preallocation::kAdaptive);  // the log resolves it first
   if (inode.data.size() >= bytes) return Status::Ok();
   LOCKSTEP_ASSERT_MSG(inode.mappings.load() == 0 || bytes <= inode.data.capacity(),
                       "growing a mapped file would move its mapping");
@@ -453,6 +454,16 @@ void FaultInjectingIo::Restart(std::mt19937_64& rng, const CrashModel& model) {
   }
   durable_files_ = files_;
   pending_dir_ops_.clear();
+  locks_.clear();
+  rules_.clear();
+  ++generation_;
+  operations_ = 0;
+  crash_at_ = 0;
+  crashed_ = false;
+}
+
+void FaultInjectingIo::RestartProcess() {
+  std::lock_guard lock(mu_);
   locks_.clear();
   rules_.clear();
   ++generation_;

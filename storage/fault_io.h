@@ -14,6 +14,10 @@
 //   * after a failed fdatasync the unsynced data is gone for good, reads still return it, and
 //     a later fdatasync reports success (as Linux does).
 //
+// Two kinds of restart: Restart(rng) is a power loss (the rules above); RestartProcess() is a
+// process crash (kill -9): the kernel keeps everything, synced or not, so a recovering process
+// reads unsynced data — which it must sync before it treats it as durable.
+//
 // Every call is one numbered operation (WriteAndSync is two: the write, then the sync), so a
 // test can crash "at any operation": CrashAtOperation(n) makes operation n and every later one
 // fail without effect, as if the process had died just before it. Restart(rng) then applies the
@@ -113,6 +117,9 @@ class FaultInjectingIo final : public Io {
   // Power loss and restart: applies CrashModel to everything unsynced, using `rng`; releases
   // locks; makes old File handles fail; resets the operation count, the crash point and faults.
   void Restart(std::mt19937_64& rng, const CrashModel& model = {});
+  // Process crash: the same bookkeeping as Restart (locks, handles, counters, faults), but file
+  // contents, unsynced writes and unsynced directory changes all stay as they are.
+  void RestartProcess();
 
   // --- Inspection and media damage (tests only; not counted as operations) ---------------
 

@@ -75,6 +75,7 @@ class FileLock {
 enum class Preallocation : unsigned char {
   kFallocate,  // posix_fallocate: instant, leaves unwritten extents
   kZeroFill,   // write zeros over the whole range: slow once, fastest syncs afterwards
+  kAdaptive,   // (Log only) zero-fill while the log writes slowly, else fallocate
 };
 
 class Io {

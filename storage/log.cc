@@ -14,6 +14,10 @@ namespace lockstep::storage {
 namespace {
 
 constexpr std::string_view kLockFileName = "LOCK";
+
+// The log whose completion callbacks this thread is running while holding that log's mu_:
+// Append, next_lsn() and status() called from inside a callback must not lock it again.
+thread_local const Log* tls_completing = nullptr;
 constexpr std::uint64_t kMinSegmentBytes = 4096;
 
 Status ValidateOptions(const LogOptions& o) {
@@ -63,6 +67,13 @@ std::optional<std::uint64_t> FindValidBatchAfter(ConstBytes segment, std::uint64
 
 }  // namespace
 
+Preallocation ChoosePreallocation(Preallocation configured, double bytes_per_s,
+                                  std::uint64_t zero_fill_below_bytes_per_s) {
+  if (configured != Preallocation::kAdaptive) return configured;
+  return bytes_per_s < static_cast<double>(zero_fill_below_bytes_per_s) ? Preallocation::kZeroFill
+                                                                        : Preallocation::kFallocate;
+}
+
 void Log::Staging::Clear() {
   frames.clear();
   callbacks.clear();
@@ -85,6 +96,9 @@ Result<std::unique_ptr<Log>> Log::Open(LogOptions options, RecoveryReport* repor
   *report = RecoveryReport{};
   LOCKSTEP_RETURN_IF_ERROR(log->Recover(report));
   if (log->options_.writer_thread) {
+    // spdlog builds its registry on first use; do that here, before the log's threads may log
+    // concurrently (the registry's one-time initialization is invisible to ThreadSanitizer).
+    (void)spdlog::default_logger_raw();
     log->writer_ = std::thread([raw = log.get()] { raw->WriterLoop(); });
     if (log->options_.prepare_in_background) {
       log->spare_wanted_ = true;
@@ -144,6 +158,13 @@ Status Log::Recover(RecoveryReport* report) {
                                          i + 1 == firsts.size(), report));
   }
   active_ = segments_.back();
+  // After a process crash (not a power loss) the page cache still holds writes that were never
+  // synced, and recovery just read them back as valid batches. They become durable here, before
+  // anything is published; the directory too, for a segment renamed but not yet synced in.
+  // (Older segments were synced before the log rolled past them.)
+  LOCKSTEP_RETURN_IF_ERROR(io_.Sync(*active_file_));
+  LOCKSTEP_RETURN_IF_ERROR(io_.SyncDir(dir));
+  active_since_ns_ = base::MonotonicNs();
   const std::uint64_t last = active_->last_lsn.load();
   next_lsn_ = last + 1;
   durable_lsn_.store(last);
@@ -265,28 +286,30 @@ Result<Lsn> Log::Append(ConstBytes record, AppendCallback done) {
     return base::InvalidArgument(fmt::format("record of {} bytes exceeds record_bytes_max {}",
                                              record.size(), record_bytes_max()));
   }
-  bool wake = false;
-  Lsn lsn;
-  {
-    std::lock_guard lock(mu_);
-    if (!failure_.ok()) return failure_;
-    if (stopping_) return base::Unavailable("log is closing");
-    const std::size_t frame = kRecordFrameBytes + record.size();
-    if (!staging_.callbacks.empty() &&
-        staging_.frames.size() + frame > options_.staging_bytes_max) {
-      return base::ResourceExhausted(fmt::format(
-          "log staging is full ({} bytes appended but not yet written); retry once the durable "
-          "LSN moves",
-          staging_.frames.size()));
-    }
-    if (staging_.callbacks.empty()) staging_.first_lsn = Lsn(next_lsn_);
-    AppendFrame(staging_.frames, record);
-    staging_.callbacks.push_back(std::move(done));
-    lsn = Lsn(next_lsn_++);
-    wake = writer_idle_;
-  }
+  if (tls_completing == this) return AppendLocked(record, std::move(done));  // mu_ is ours
+  std::unique_lock lock(mu_);
+  Result<Lsn> lsn = AppendLocked(record, std::move(done));
+  const bool wake = lsn.ok() && writer_idle_;
+  lock.unlock();
   if (wake) writer_cv_.notify_one();
   return lsn;
+}
+
+Result<Lsn> Log::AppendLocked(ConstBytes record, AppendCallback&& done) {
+  if (!failure_.ok()) return failure_;
+  if (stopping_) return base::Unavailable("log is closing");
+  const std::size_t frame = kRecordFrameBytes + record.size();
+  if (!staging_.callbacks.empty() &&
+      staging_.frames.size() + frame > options_.staging_bytes_max) {
+    return base::ResourceExhausted(fmt::format(
+        "log staging is full ({} bytes appended but not yet written); retry once the durable "
+        "LSN moves",
+        staging_.frames.size()));
+  }
+  if (staging_.callbacks.empty()) staging_.first_lsn = Lsn(next_lsn_);
+  AppendFrame(staging_.frames, record);
+  staging_.callbacks.push_back(std::move(done));
+  return Lsn(next_lsn_++);
 }
 
 Result<Log::PendingAppend> Log::AppendWithFuture(ConstBytes record) {
@@ -356,44 +379,59 @@ bool Log::CommitOneGroup() {
   return true;
 }
 
-std::size_t Log::NextBatchRecords(std::size_t* frame_bytes) {
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    const Segment& segment = *active_;
-    const std::uint64_t room =
-        segment.header.capacity_bytes - segment.end_pos.load(std::memory_order_relaxed);
-    const std::uint64_t limit = std::min<std::uint64_t>(
-        {room, segment.header.batch_bytes_max, options_.batch_bytes_max});
-    const std::byte* frames = writing_.frames.data() + writing_.done_bytes;
-    const std::size_t available = writing_.callbacks.size() - writing_.done_records;
-    std::size_t count = 0;
-    std::size_t bytes = 0;
-    while (count < available) {
-      const std::size_t frame = kRecordFrameBytes + base::LoadLe32(frames + bytes);
-      if (kBatchHeaderBytes + bytes + frame > limit) break;
-      bytes += frame;
-      ++count;
-    }
-    if (count > 0) {
-      *frame_bytes = bytes;
-      return count;
-    }
-    // A fresh segment takes any record up to record_bytes_max(): one roll is always enough.
-    LOCKSTEP_ASSERT(attempt == 0);
-    Status status = Roll(Lsn(writing_.first_lsn.value() + writing_.done_records));
-    if (status.code() == base::StatusCode::kResourceExhausted) {
-      RejectForDiskFull(status);
-      return 0;
-    }
-    if (!status.ok()) {
-      FailStop(status);
-      return 0;
-    }
+// How many of the unwritten records of writing_ fit in a batch of at most `limit` bytes.
+std::size_t Log::RecordsFitting(std::uint64_t limit, std::size_t* frame_bytes) const {
+  const std::byte* frames = writing_.frames.data() + writing_.done_bytes;
+  const std::size_t available = writing_.callbacks.size() - writing_.done_records;
+  std::size_t count = 0;
+  std::size_t bytes = 0;
+  while (count < available) {
+    const std::size_t frame = kRecordFrameBytes + base::LoadLe32(frames + bytes);
+    if (kBatchHeaderBytes + bytes + frame > limit) break;
+    bytes += frame;
+    ++count;
   }
-  return 0;
+  *frame_bytes = bytes;
+  return count;
+}
+
+std::size_t Log::NextBatchRecords(std::size_t* frame_bytes) {
+  // The batch is as much of the group as batch_bytes_max allows. When it does not fit in the
+  // active segment, the log rolls and writes it whole into the next one: one batch, one sync.
+  const std::size_t count = RecordsFitting(options_.batch_bytes_max, frame_bytes);
+  LOCKSTEP_ASSERT(count > 0);  // record_bytes_max() guarantees room for one record
+  const Segment& segment = *active_;
+  const std::uint64_t room = std::min<std::uint64_t>(
+      segment.header.capacity_bytes - segment.end_pos.load(std::memory_order_relaxed),
+      segment.header.batch_bytes_max);
+  if (kBatchHeaderBytes + *frame_bytes <= room) return count;
+  if (segment.last_lsn.load() + 1 == segment.first_lsn().value()) {
+    // An empty active segment made with smaller limits (reopened with other options): use what
+    // fits; a record that fits nowhere in it replaces it with a new segment of the same name.
+    const std::size_t fitting = RecordsFitting(room, frame_bytes);
+    if (fitting > 0) return fitting;
+    RecordsFitting(options_.batch_bytes_max, frame_bytes);
+  }
+  Status status = Roll(Lsn(writing_.first_lsn.value() + writing_.done_records));
+  if (status.code() == base::StatusCode::kResourceExhausted) {
+    RejectForDiskFull(status);
+    return 0;
+  }
+  if (!status.ok()) {
+    FailStop(status);
+    return 0;
+  }
+  return count;
 }
 
 Status Log::Roll(Lsn first_lsn) {
   LOCKSTEP_ASSERT(first_lsn.value() == active_->last_lsn.load() + 1);
+  // How fast the segment now left behind was filled decides how the next spare is prepared.
+  const std::int64_t filled_ns = base::MonotonicNs() - active_since_ns_;
+  if (filled_ns > 0) {
+    fill_bytes_per_s_.store(static_cast<double>(active_->end_pos.load()) * 1e9 /
+                            static_cast<double>(filled_ns));
+  }
   auto spare = TakeSpare();
   if (!spare.ok()) return spare.status();
   Status status = InstallSegment(std::move(spare).value(), first_lsn);
@@ -429,10 +467,13 @@ Status Log::InstallSegment(SpareFile spare, Lsn first_lsn) {
                                            options_.index_interval_bytes);
   {
     std::lock_guard lock(segments_mu_);
+    // The rename replaced an empty active segment of the same name (see NextBatchRecords).
+    if (!segments_.empty() && segments_.back()->first_lsn() == first_lsn) segments_.pop_back();
     segments_.push_back(segment);
   }
   active_ = std::move(segment);
   active_file_ = std::move(file);
+  active_since_ns_ = base::MonotonicNs();
   return Status::Ok();
 }
 
@@ -442,7 +483,9 @@ Result<Log::SpareFile> Log::PrepareSpare() {
   const std::string path = JoinPath(
       options_.dir, fmt::format("prepare-{}{}", spare_seq_.fetch_add(1), kTempSuffix));
   LOCKSTEP_ASSIGN_OR_RETURN(std::unique_ptr<File> file, io_.CreateFile(path));
-  Status status = io_.Allocate(*file, options_.segment_bytes, options_.preallocation);
+  const Preallocation mode = ChoosePreallocation(
+      options_.preallocation, fill_bytes_per_s_.load(), options_.zero_fill_below_bytes_per_s);
+  Status status = io_.Allocate(*file, options_.segment_bytes, mode);
   if (status.ok()) status = io_.Sync(*file);
   if (!status.ok()) {
     file.reset();
@@ -507,13 +550,24 @@ void Log::PublishCompleted(Lsn lsn) {
 
 void Log::CompleteRange(Staging& staging, std::size_t from, std::size_t to,
                         const Status& status) {
+  // Callbacks mostly refill (a pipelined producer appends from its completion): holding mu_
+  // across the whole group makes that one lock per group instead of one per record. Other
+  // appenders wait at most for one group's callbacks, which must be short anyway.
+  std::lock_guard lock(mu_);
+  tls_completing = this;
   for (std::size_t i = from; i < to; ++i) {
     auto& done = staging.callbacks[i];
     if (done) done(Lsn(staging.first_lsn.value() + i), status);
   }
+  tls_completing = nullptr;
 }
 
-void Log::FailStop(const Status& status) {
+void Log::FailStop(const Status& cause) {
+  // Whatever the errno (an ENOSPC writing into a thin-provisioned segment reads as "back off"),
+  // a stopped log tells every caller "stop": kIoError, until a restart recovers.
+  const Status status = cause.code() == base::StatusCode::kIoError
+                            ? cause
+                            : base::IoError(std::string(cause.message()));
   spdlog::error("log {}: stopped after a storage error: {}", options_.dir, status.ToString());
   Staging rejected;
   {
@@ -539,27 +593,27 @@ void Log::RejectForDiskFull(const Status& status) {
                     durable_lsn_.load() + 1);
     next_lsn_ = durable_lsn_.load() + 1;
     std::swap(rejected, staging_);
+    // Under mu_, so that Flush() sees either the old next LSN or this rejection.
+    disk_full_rejections_.fetch_add(1);
   }
   CompleteRange(writing_, writing_.done_records, writing_.callbacks.size(), status);
   writing_.done_records = writing_.callbacks.size();
   CompleteRange(rejected, 0, rejected.callbacks.size(), status);
-  disk_full_rejections_.fetch_add(1);
   std::lock_guard lock(durable_mu_);
   durable_cv_.notify_all();
 }
 
 Status Log::WaitForDurable(Lsn lsn, std::chrono::milliseconds timeout) const {
-  return WaitFor(durable_lsn_, lsn, timeout);
+  return WaitFor(durable_lsn_, lsn, timeout, disk_full_rejections_.load());
 }
 
 // Waits until `watermark` (the durable or the completed LSN) reaches `lsn`. The waiter count
 // and the watermark are both seq_cst, so either the publisher sees the waiter and notifies, or
 // the waiter sees the new watermark before sleeping: no lost wake-up.
 Status Log::WaitFor(const std::atomic<std::uint64_t>& watermark, Lsn lsn,
-                    std::chrono::milliseconds timeout) const {
+                    std::chrono::milliseconds timeout, std::uint64_t rejections) const {
   auto reached = [&] { return watermark.load(std::memory_order_seq_cst) >= lsn.value(); };
   if (reached()) return Status::Ok();
-  const std::uint64_t rejections = disk_full_rejections_.load();
   durable_waiters_.fetch_add(1, std::memory_order_seq_cst);
   std::unique_lock lock(durable_mu_);
   const bool done = durable_cv_.wait_for(lock, timeout, [&] {
@@ -584,20 +638,24 @@ Status Log::Flush() {
     return status();
   }
   Lsn target;
+  std::uint64_t rejections = 0;
   {
     std::lock_guard lock(mu_);
     if (!failure_.ok()) return failure_;
     target = Lsn(next_lsn_ - 1);
+    rejections = disk_full_rejections_.load();
   }
-  return WaitFor(completed_lsn_, target, std::chrono::hours(24));
+  return WaitFor(completed_lsn_, target, std::chrono::hours(24), rejections);
 }
 
 Status Log::status() const {
+  if (tls_completing == this) return failure_;  // called from a callback: mu_ is held
   std::lock_guard lock(mu_);
   return failure_;
 }
 
 Lsn Log::next_lsn() const {
+  if (tls_completing == this) return Lsn(next_lsn_);
   std::lock_guard lock(mu_);
   return Lsn(next_lsn_);
 }
@@ -648,10 +706,18 @@ Result<RetentionReport> Log::ApplyRetention(const RetentionPolicy& policy) {
     report.first_lsn = segments_.front()->first_lsn();
   }
   // Oldest first, so that a crash part-way leaves a contiguous log.
-  for (const auto& segment : doomed) {
-    LOCKSTEP_RETURN_IF_ERROR(io_.Remove(segment->path));
+  for (std::size_t i = 0; i < doomed.size(); ++i) {
+    Status removed = io_.Remove(doomed[i]->path);
+    if (!removed.ok()) {
+      // Those not deleted are still the log's oldest segments: give them back (rolls only
+      // append at the other end, so the front is where they belong).
+      std::lock_guard lock(segments_mu_);
+      segments_.insert(segments_.begin(), doomed.begin() + static_cast<std::ptrdiff_t>(i),
+                       doomed.end());
+      return removed;
+    }
     ++report.segments_deleted;
-    report.bytes_deleted += segment->header.capacity_bytes;
+    report.bytes_deleted += doomed[i]->header.capacity_bytes;
   }
   if (!doomed.empty()) LOCKSTEP_RETURN_IF_ERROR(io_.SyncDir(options_.dir));
   return report;

@@ -10,8 +10,10 @@
 // grow by themselves.
 //
 // Threads: Append, the readers, retention and the accessors may be called from any thread.
-// Completion callbacks run on the writer thread, in LSN order; they must be short and must not
-// block (they may call Append). With LogOptions::writer_thread = false nothing runs in the
+// Completion callbacks run on the writer thread, in append order (which is LSN order, except
+// that LSNs rejected for a full disk are handed out again), while the writer holds the staging
+// lock: they must be short and must not block. They may call Append, next_lsn(), status() and
+// the lock-free accessors; nothing else of this Log (Flush would deadlock). With LogOptions::writer_thread = false nothing runs in the
 // background: the caller drives the writer with Flush() (deterministic tests and simulation).
 //
 // Fail-stop: after a write or fdatasync error the log is failed for good: every waiting appender
@@ -45,16 +47,28 @@ struct LogOptions {
   std::string dir;        // created if missing (its parent must exist)
   Io* io = nullptr;       // not owned; must outlive the Log
   std::uint64_t segment_bytes = 64ull << 20;
-  std::uint32_t batch_bytes_max = 1u << 20;      // one group commit writes at most this much
-  std::uint64_t staging_bytes_max = 64ull << 20;  // appended but not yet written; then kResourceExhausted
+  std::uint32_t batch_bytes_max = 4u << 20;  // one group commit writes at most this much
+  // Bytes appended while the previous group is written (then Append returns
+  // kResourceExhausted); the writer holds at most one more group of up to this size.
+  std::uint64_t staging_bytes_max = 64ull << 20;
   std::uint32_t index_interval_bytes = 64u << 10;  // sparse index: one entry per this many bytes
-  Preallocation preallocation = Preallocation::kZeroFill;
+  // kAdaptive: a spare is zero-filled (fastest small syncs, docs/storage.md) while the log fills
+  // segments slower than zero_fill_below_bytes_per_s — then the extra write of zeros costs the
+  // disk little — and fallocate'd when it writes faster, where that extra write would halve the
+  // bandwidth.
+  Preallocation preallocation = Preallocation::kAdaptive;
+  std::uint64_t zero_fill_below_bytes_per_s = 32ull << 20;
   bool prepare_in_background = true;  // keep one spare segment ready (a thread)
   bool writer_thread = true;          // false: no threads at all; the caller calls Flush()
   bool verify_checksums_on_read = true;
   std::uint64_t salt_seed = 0;              // 0: random segment salts; else deterministic
   std::function<std::int64_t()> now_ms;     // wall clock for batch timestamps; default real
 };
+
+// The preparation kAdaptive picks for a segment written at `bytes_per_s` (0: no history yet).
+// Shared with lockstep-bench, whose raw-disk baseline prepares its files the same way.
+Preallocation ChoosePreallocation(Preallocation configured, double bytes_per_s,
+                                  std::uint64_t zero_fill_below_bytes_per_s);
 
 // What recovery found and did when the log was opened.
 struct RecoveryReport {
@@ -158,7 +172,10 @@ class Log {
 
   // The newest durable LSN (0 before any). Lock-free.
   Lsn durable_lsn() const { return Lsn(durable_lsn_.load(std::memory_order_acquire)); }
-  // Blocks until durable_lsn() >= lsn, the log fails, or the timeout passes (kDeadlineExceeded).
+  // Blocks until durable_lsn() >= lsn, the log fails, appends are rejected for a full disk
+  // (kResourceExhausted), or the timeout passes (kDeadlineExceeded). This follows the log's
+  // progress, not one append's fate: after a disk-full rejection an LSN is handed out again, so
+  // an appender learns its own outcome from its callback or future, never from this.
   // REQUIRES: the writer thread runs (options.writer_thread).
   Status WaitForDurable(Lsn lsn, std::chrono::milliseconds timeout) const;
   // Makes everything appended so far durable and waits until its callbacks have run (in
@@ -212,6 +229,7 @@ class Log {
                      RecoveryReport* report);
   Status CutTornTail(Segment& segment, File& file, std::uint64_t pos);
 
+  Result<Lsn> AppendLocked(ConstBytes record, AppendCallback&& done);  // REQUIRES: mu_ held
   void WriterLoop();
   // One group commit: takes staged records, writes one batch, syncs, completes callbacks.
   // Returns false when there was nothing to do.
@@ -219,6 +237,7 @@ class Log {
   // Picks the records of the next batch out of writing_ (rolling when the active segment is
   // full). Returns how many; 0 when the log failed or the disk is full.
   std::size_t NextBatchRecords(std::size_t* frame_bytes);
+  std::size_t RecordsFitting(std::uint64_t limit, std::size_t* frame_bytes) const;
   Status Roll(Lsn first_lsn);
   Result<SpareFile> PrepareSpare();
   Result<SpareFile> TakeSpare();
@@ -227,7 +246,7 @@ class Log {
   void PublishDurable(Lsn lsn);
   void PublishCompleted(Lsn lsn);
   Status WaitFor(const std::atomic<std::uint64_t>& watermark, Lsn lsn,
-                 std::chrono::milliseconds timeout) const;
+                 std::chrono::milliseconds timeout, std::uint64_t rejections) const;
   void FailStop(const Status& status);
   void RejectForDiskFull(const Status& status);
   void CompleteRange(Staging& staging, std::size_t from, std::size_t to, const Status& status);
@@ -272,6 +291,10 @@ class Log {
   bool spare_stop_ = false;         // guarded by spare_mu_
   bool spare_busy_ = false;         // guarded by spare_mu_: the preparer is at work
   std::atomic<std::uint64_t> spare_seq_{0};
+  // Bytes per second at which the last full segment was filled (0: none yet); set by the writer
+  // at each roll, read by the preparer.
+  std::atomic<double> fill_bytes_per_s_{0};
+  std::int64_t active_since_ns_ = 0;  // writer only: when the active segment was installed
   std::atomic<std::uint64_t> disk_full_rejections_{0};
 
   std::atomic<std::uint64_t> stat_batches_{0};

@@ -112,6 +112,7 @@ Result<std::uint64_t> PosixIo::FileSize(File& file) {
 Status PosixIo::Allocate(File& file, std::uint64_t bytes, Preallocation mode) {
   LOCKSTEP_ASSIGN_OR_RETURN(std::uint64_t size, FileSize(file));
   if (size >= bytes) return Status::Ok();
+  LOCKSTEP_ASSERT(mode != Preallocation::kAdaptive);  // the log resolves it first
   if (mode == Preallocation::kFallocate) {
     int err = ::posix_fallocate(Fd(file), 0, static_cast<off_t>(bytes));
     if (err != 0) return ErrnoStatus(err, "fallocate", file.path());
@@ -143,6 +144,8 @@ Status PosixIo::Write(File& file, std::uint64_t offset, std::span<const ConstByt
       if (errno == EINTR || errno == EAGAIN) continue;
       return DataPathErrno(errno, "write", file.path());
     }
+    // No progress at all would loop forever; the kernel only does this when it cannot write.
+    if (n == 0) return DataPathErrno(EIO, "write (no progress)", file.path());
     // A short write: skip what was written and resubmit the rest.
     auto done = static_cast<std::size_t>(n);
     offset += done;

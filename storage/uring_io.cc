@@ -39,53 +39,44 @@ Result<std::unique_ptr<UringIo>> UringIo::Create() {
   return io;
 }
 
-Status UringIo::Write(File& file, std::uint64_t offset, std::span<const ConstBytes> parts) {
-  return Submit(file, offset, parts, /*sync=*/false);
+unsigned UringIo::Prepare(int fd, std::size_t first, std::uint64_t offset, bool synced) {
+  io_uring* ring = ring_.get();
+  unsigned submitted = 0;
+  if (first < iov_.size()) {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    LOCKSTEP_ASSERT(sqe != nullptr);
+    io_uring_prep_writev(sqe, fd, &iov_[first], static_cast<unsigned>(iov_.size() - first),
+                         offset);
+    io_uring_sqe_set_data64(sqe, kWriteTag);
+    // Linked: the kernel starts the sync only after the whole write succeeded; a short or
+    // failed write cancels it (-ECANCELED) and we resubmit.
+    if (!synced) sqe->flags |= IOSQE_IO_LINK;
+    ++submitted;
+  }
+  if (!synced) {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    LOCKSTEP_ASSERT(sqe != nullptr);
+    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+    io_uring_sqe_set_data64(sqe, kSyncTag);
+    ++submitted;
+  }
+  return submitted;
 }
-
-Status UringIo::Sync(File& file) { return Submit(file, 0, {}, /*sync=*/true); }
 
 Status UringIo::WriteAndSync(File& file, std::uint64_t offset,
                              std::span<const ConstBytes> parts) {
-  return Submit(file, offset, parts, /*sync=*/true);
-}
-
-Status UringIo::Submit(File& file, std::uint64_t offset, std::span<const ConstBytes> parts,
-                       bool sync) {
   std::lock_guard lock(mu_);
   io_uring* ring = ring_.get();
-  const int fd = Fd(file);
   iov_.clear();
   for (ConstBytes p : parts) {
     if (!p.empty()) iov_.push_back(iovec{const_cast<std::byte*>(p.data()), p.size()});
   }
   std::size_t first = 0;  // first iovec not yet completely written
-  bool synced = !sync;
+  bool synced = false;
   while (first < iov_.size() || !synced) {
-    std::size_t remaining = 0;
-    for (std::size_t i = first; i < iov_.size(); ++i) remaining += iov_[i].iov_len;
-    unsigned submitted = 0;
-    if (first < iov_.size()) {
-      io_uring_sqe* sqe = io_uring_get_sqe(ring);
-      LOCKSTEP_ASSERT(sqe != nullptr);
-      io_uring_prep_writev(sqe, fd, &iov_[first], static_cast<unsigned>(iov_.size() - first),
-                           offset);
-      io_uring_sqe_set_data64(sqe, kWriteTag);
-      // Linked: the kernel starts the sync only after the whole write succeeded; a short or
-      // failed write cancels it (-ECANCELED) and we resubmit.
-      if (!synced) sqe->flags |= IOSQE_IO_LINK;
-      ++submitted;
-    }
-    if (!synced) {
-      io_uring_sqe* sqe = io_uring_get_sqe(ring);
-      LOCKSTEP_ASSERT(sqe != nullptr);
-      io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-      io_uring_sqe_set_data64(sqe, kSyncTag);
-      ++submitted;
-    }
+    const unsigned submitted = Prepare(Fd(file), first, offset, synced);
     int rc = io_uring_submit(ring);
     LOCKSTEP_ASSERT_MSG(rc == static_cast<int>(submitted), "io_uring_submit");
-
     Status error;
     for (unsigned reaped = 0; reaped < submitted; ++reaped) {
       io_uring_cqe* cqe = nullptr;
@@ -96,28 +87,28 @@ Status UringIo::Submit(File& file, std::uint64_t offset, std::span<const ConstBy
       const std::uint64_t tag = io_uring_cqe_get_data64(cqe);
       const int res = cqe->res;
       io_uring_cqe_seen(ring, cqe);
-      if (tag == kWriteTag) {
-        if (res < 0) {
-          if (res == -EINTR || res == -EAGAIN) continue;  // resubmitted by the outer loop
-          if (error.ok()) error = DataPathErrno(-res, "write", file.path());
-          continue;
-        }
-        auto done = static_cast<std::size_t>(res);
-        LOCKSTEP_ASSERT(done <= remaining);
-        offset += done;
-        while (first < iov_.size() && done >= iov_[first].iov_len) done -= iov_[first++].iov_len;
-        if (first < iov_.size()) {
-          iov_[first].iov_base = static_cast<std::byte*>(iov_[first].iov_base) + done;
-          iov_[first].iov_len -= done;
-        }
-      } else {
-        LOCKSTEP_ASSERT(tag == kSyncTag);
+      if (tag == kSyncTag) {
         if (res == 0) {
           synced = true;
         } else if (res != -ECANCELED && error.ok()) {
           // Never retried: after a failed fdatasync the unsynced pages may be gone for good.
           error = DataPathErrno(-res, "fdatasync", file.path());
         }
+        continue;
+      }
+      LOCKSTEP_ASSERT(tag == kWriteTag);
+      if (res == -EINTR || res == -EAGAIN) continue;  // resubmitted by the outer loop
+      if (res <= 0) {
+        // res == 0: no progress at all, which would loop forever.
+        if (error.ok()) error = DataPathErrno(res == 0 ? EIO : -res, "write", file.path());
+        continue;
+      }
+      auto done = static_cast<std::size_t>(res);
+      offset += done;
+      while (first < iov_.size() && done >= iov_[first].iov_len) done -= iov_[first++].iov_len;
+      if (first < iov_.size()) {
+        iov_[first].iov_base = static_cast<std::byte*>(iov_[first].iov_base) + done;
+        iov_[first].iov_len -= done;
       }
     }
     if (!error.ok()) return error;

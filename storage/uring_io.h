@@ -1,11 +1,12 @@
 #pragma once
-// UringIo: PosixIo with the write and sync paths on a dedicated io_uring.
+// UringIo: PosixIo with the group-commit path on a dedicated io_uring.
 //
-// WriteAndSync submits the write and its fdatasync as one linked pair (IOSQE_IO_LINK): one
-// system call per group commit instead of two. Short writes and EINTR/EAGAIN are resubmitted;
-// EIO and ENOSPC come back as a Status; EBADF/EFAULT/EINVAL assert (our bug). A failed
-// fdatasync is never retried. The ring is shared by every caller under a mutex: in the log only
-// the writer thread writes, so the mutex is uncontended on the hot path.
+// WriteAndSync — what the log's writer does once per group — submits the write and its
+// fdatasync as one linked pair (IOSQE_IO_LINK): one system call instead of two. Short writes and
+// EINTR/EAGAIN are resubmitted; EIO and ENOSPC come back as a Status; EBADF/EFAULT/EINVAL
+// assert (our bug). A failed fdatasync is never retried. Plain Write and Sync (segment
+// preparation, recovery) stay on the posix calls, so that preparing a spare segment never holds
+// the ring while the writer needs it: the ring's mutex is only ever taken by the writer.
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -24,14 +25,13 @@ class UringIo final : public PosixIo {
   ~UringIo() override;
 
   std::string_view Name() const override { return "io_uring"; }
-  Status Write(File& file, std::uint64_t offset, std::span<const ConstBytes> parts) override;
-  Status Sync(File& file) override;
   Status WriteAndSync(File& file, std::uint64_t offset,
                       std::span<const ConstBytes> parts) override;
 
  private:
   UringIo();
-  Status Submit(File& file, std::uint64_t offset, std::span<const ConstBytes> parts, bool sync);
+  // Queues the write of iov_[first..] at `offset`, linked to an fdatasync unless `synced`.
+  unsigned Prepare(int fd, std::size_t first, std::uint64_t offset, bool synced);
 
   std::mutex mu_;
   std::unique_ptr<io_uring> ring_;

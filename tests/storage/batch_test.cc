@@ -121,10 +121,10 @@ TEST(Batch, FrameLengthLieIsCaughtEvenWithAValidChecksum) {
   std::vector<std::byte> seg(hb.begin(), hb.end());
   seg.insert(seg.end(), frames.begin(), frames.end());
   // Recompute the checksum over the lying frames.
-  base::Xxh3Stream stream(kSalt);
-  stream.Update(ConstBytes(seg.data() + kBatchChecksumFrom, kBatchHeaderBytes - kBatchChecksumFrom));
-  stream.Update(frames);
-  base::StoreLe64(seg.data() + 8, stream.Digest());
+  base::StoreLe64(seg.data() + 8,
+                  base::Xxh3Chained(ConstBytes(seg.data() + kBatchChecksumFrom,
+                                               kBatchHeaderBytes - kBatchChecksumFrom),
+                                    frames, kSalt));
   BatchView v = ParseBatch(seg, 0, {kSalt});
   EXPECT_EQ(v.state, BatchState::kDamaged);
   EXPECT_NE(v.reason.find("frames"), std::string::npos);

@@ -25,9 +25,8 @@ using testing::AsString;
 class IoTest : public ::testing::TestWithParam<IoBackend> {
  protected:
   void SetUp() override {
-    auto io = MakeIo(GetParam());
-    ASSERT_TRUE(io.ok()) << io.status().ToString();
-    io_ = std::move(io).value();
+    LOCKSTEP_IO_OR_SKIP(io, GetParam());
+    io_ = std::move(io);
     ASSERT_EQ(io_->Name(), GetParam() == IoBackend::kUring ? "io_uring" : "posix");
   }
   Status WriteString(File& f, std::uint64_t offset, std::string_view s, bool sync) {

@@ -61,7 +61,7 @@ class LogAllocationTest : public ::testing::TestWithParam<IoBackend> {};
 
 TEST_P(LogAllocationTest, SteadyStateAppendsAllocateNothing) {
   testing::TempDir dir;
-  auto io = std::move(MakeIo(GetParam())).value();
+  LOCKSTEP_IO_OR_SKIP(io, GetParam());
   LogOptions options;
   options.dir = dir.Sub("log");
   options.io = io.get();

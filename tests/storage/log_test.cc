@@ -6,12 +6,16 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <map>
 #include <set>
 #include <thread>
 
 #include "base/endian.h"
 #include "storage/fault_io.h"
+#include "storage/posix_io.h"
 #include "tests/testing/backends.h"
 #include "tests/testing/bytes.h"
 #include "tests/testing/seed.h"
@@ -477,14 +481,112 @@ TEST_F(LogTest, MissingSegmentInTheMiddleIsCorruption) {
   EXPECT_NE(reopened.status().message().find("missing"), std::string::npos);
 }
 
+TEST_F(LogTest, AGroupThatDoesNotFitRollsAndIsWrittenWhole) {
+  auto log = Open();
+  // 3,600 of 4,032 usable bytes used; then a group of five 100-byte records (568 bytes).
+  for (int i = 0; i < 36; ++i) ASSERT_TRUE(log->Append(AsBytes(std::string(96, 'a')), nullptr).ok());
+  ASSERT_TRUE(log->Flush().ok());
+  const auto before = log->stats();
+  ASSERT_EQ(before.rolls, 0u);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(log->Append(AsBytes(std::string(100, 'b')), nullptr).ok());
+  ASSERT_TRUE(log->Flush().ok());
+  const auto after = log->stats();
+  EXPECT_EQ(after.rolls, 1u);
+  EXPECT_EQ(after.batches, before.batches + 1);  // one batch, one sync: not split across the roll
+  EXPECT_EQ(SegmentFiles().back(), SegmentFileName(Lsn(37)));
+}
+
+TEST(Preallocation, AdaptiveZeroFillsSlowLogsAndFallocatesFastOnes) {
+  constexpr std::uint64_t kThreshold = 32 << 20;
+  EXPECT_EQ(ChoosePreallocation(Preallocation::kAdaptive, 0, kThreshold), Preallocation::kZeroFill);
+  EXPECT_EQ(ChoosePreallocation(Preallocation::kAdaptive, 1e6, kThreshold),
+            Preallocation::kZeroFill);
+  EXPECT_EQ(ChoosePreallocation(Preallocation::kAdaptive, 1e9, kThreshold),
+            Preallocation::kFallocate);
+  EXPECT_EQ(ChoosePreallocation(Preallocation::kZeroFill, 1e9, kThreshold),
+            Preallocation::kZeroFill);
+  EXPECT_EQ(ChoosePreallocation(Preallocation::kFallocate, 0, kThreshold),
+            Preallocation::kFallocate);
+}
+
+TEST_F(LogTest, RecoverySyncsWhatAProcessCrashLeftInThePageCache) {
+  {
+    auto log = Open();
+    AppendSome(*log, 1, 3);
+    ASSERT_TRUE(log->Append(AsBytes(RecordFor(4)), nullptr).ok());
+    // Crash at the sync of that group: written to the page cache, never synced, never acked.
+    io_.CrashAtOperation(io_.operations() + 2);  // op +1 is the write, op +2 the sync
+    EXPECT_FALSE(log->Flush().ok());
+  }
+  io_.RestartProcess();  // kill -9: the page cache survives
+  {
+    auto log = Open();
+    ASSERT_EQ(log->durable_lsn(), Lsn(4));  // recovery found the unsynced batch
+  }
+  // A power loss now must not take LSN 4 away: recovery published it, so it had to sync it.
+  std::mt19937_64 rng(3);
+  CrashModel lose_everything_unsynced;
+  lose_everything_unsynced.lose_write = 1.0;
+  lose_everything_unsynced.tear_write = 0.0;
+  io_.Restart(rng, lose_everything_unsynced);
+  auto log = Open();
+  EXPECT_EQ(log->durable_lsn(), Lsn(4));
+  ExpectRecords(*log, 1, 4);
+}
+
+TEST_F(LogTest, RetentionThatFailsToDeleteKeepsItsSegments) {
+  auto log = Open();
+  AppendSome(*log, 1, 300);
+  const auto before = SegmentFiles();
+  io_.AddFault(FaultRule{0, OpKind::kRemove, before[1], FaultKind::kEio, false});
+  auto report = log->DeleteSegmentsBelow(Lsn(250));
+  EXPECT_EQ(report.status().code(), StatusCode::kIoError);
+  // The first segment is gone; the one that failed and everything after are still the log's.
+  EXPECT_EQ(log->first_lsn(), *ParseSegmentFileName(before[1]));
+  ExpectRecords(*log, log->first_lsn().value(), 300);
+  auto again = log->DeleteSegmentsBelow(Lsn(250));
+  ASSERT_TRUE(again.ok());
+  EXPECT_GT(again->segments_deleted, 0u);
+}
+
+TEST_F(LogTest, WriteEnospcStillStopsTheLogAsAnIoError) {
+  auto log = Open();
+  AppendSome(*log, 1, 2);
+  io_.AddFault(FaultRule{0, OpKind::kWrite, ".seg", FaultKind::kShortWrite, false});
+  ASSERT_TRUE(log->Append(AsBytes("x"), nullptr).ok());
+  // The write reported ENOSPC, but a stopped log must say "stop", not "back off".
+  EXPECT_EQ(log->Flush().code(), StatusCode::kIoError);
+  EXPECT_EQ(log->Append(AsBytes("y"), nullptr).status().code(), StatusCode::kIoError);
+}
+
+TEST_F(LogTest, FlushReturnsWhenADiskFullRejectsWhatItWaitsFor) {
+  auto options = Options();
+  options.writer_thread = true;
+  options.prepare_in_background = false;
+  auto log = Open(options);
+  ASSERT_TRUE(log->Append(AsBytes(RecordFor(1)), nullptr).ok());
+  ASSERT_TRUE(log->Flush().ok());
+  io_.AddFault(FaultRule{0, OpKind::kAllocate, "", FaultKind::kEnospc, true});
+  Status status;
+  for (int i = 0; i < 60 && status.ok(); ++i) {
+    auto r = log->Append(AsBytes(std::string(200, 'q')), nullptr);
+    if (!r.ok()) break;
+    status = log->Flush();  // must come back: durable, or rejected — never hang
+  }
+  EXPECT_EQ(status.code(), StatusCode::kResourceExhausted);
+}
+
 // --- Real disk, real threads -----------------------------------------------------------------
 
 class LogOnDiskTest : public ::testing::TestWithParam<IoBackend> {
  protected:
+  void SetUp() override {
+    LOCKSTEP_IO_OR_SKIP(io, GetParam());
+    io_ = std::move(io);
+  }
   LogOptions Options() {
     LogOptions o;
     o.dir = dir_.Sub("log");
-    io_ = std::move(MakeIo(GetParam())).value();
     o.io = io_.get();
     o.segment_bytes = 64 << 10;
     o.batch_bytes_max = 16 << 10;
@@ -558,6 +660,89 @@ TEST_P(LogOnDiskTest, FuturesReopenAndLockAcrossOpeners) {
   auto records = ReadAll(*log, Lsn(1));
   ASSERT_EQ(records.size(), 2000u);
   for (std::size_t i = 0; i < records.size(); ++i) ASSERT_EQ(records[i].second, RecordFor(i));
+}
+
+TEST_P(LogOnDiskTest, ReadersTailWhileAppendsRollsAndRetentionRun) {
+  auto options = Options();
+  options.segment_bytes = 16 << 10;
+  options.batch_bytes_max = 4 << 10;
+  options.index_interval_bytes = 1024;
+  auto log = std::move(Log::Open(options)).value();
+  constexpr std::uint64_t kRecords = 4000;
+  std::atomic<bool> failed{false};
+  auto tail = [&] {
+    std::uint64_t expect = 1;
+    while (expect <= kRecords && !failed) {
+      auto reader = log->Read(Lsn(std::max(expect, log->first_lsn().value())));
+      if (!reader.ok()) continue;  // retention moved the start between the two calls
+      expect = reader->next_lsn().value();
+      while (expect <= kRecords) {
+        auto next = reader->Next();
+        if (!next.ok()) break;  // retention deleted the segment under us: start again
+        if (!next->has_value()) {
+          (void)log->WaitForDurable(Lsn(expect), std::chrono::milliseconds(100));
+          continue;
+        }
+        if ((*next)->lsn != Lsn(expect) || AsString((*next)->bytes) != RecordFor(expect)) {
+          failed = true;
+          return;
+        }
+        ++expect;
+      }
+    }
+  };
+  std::thread reader_a(tail);
+  std::thread reader_b(tail);
+  for (std::uint64_t i = 1; i <= kRecords; ++i) {
+    ASSERT_TRUE(log->Append(AsBytes(RecordFor(i)), nullptr).ok());
+    if (i % 500 == 0) {
+      ASSERT_TRUE(log->Flush().ok());
+      ASSERT_TRUE(log->DeleteSegmentsBelow(Lsn(i - 400)).ok());
+    }
+  }
+  ASSERT_TRUE(log->Flush().ok());
+  reader_a.join();
+  reader_b.join();
+  EXPECT_FALSE(failed.load());
+  EXPECT_GT(log->stats().rolls, 10u);
+}
+
+TEST_P(LogOnDiskTest, LockRefusesASecondProcess) {
+  auto options = Options();
+  ASSERT_TRUE(Log::Open(options).ok());  // creates the log; closed again at once
+  int to_parent[2];
+  int to_child[2];
+  ASSERT_EQ(::pipe(to_parent), 0);
+  ASSERT_EQ(::pipe(to_child), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The child takes the log's lock (as a lockstepd holding the directory would), says so, and
+    // holds it until the parent closes its end of the pipe. Only the lock: a forked child of a
+    // threaded test process should not start threads of its own.
+    ::close(to_parent[0]);
+    ::close(to_child[1]);
+    PosixIo io;
+    auto lock = io.LockFile(options.dir + "/LOCK");
+    const char ready = lock.ok() ? 'y' : 'n';
+    (void)!::write(to_parent[1], &ready, 1);
+    char ignored;
+    (void)!::read(to_child[0], &ignored, 1);
+    ::_exit(0);
+  }
+  ::close(to_parent[1]);
+  ::close(to_child[0]);
+  char ready = 0;
+  ASSERT_EQ(::read(to_parent[0], &ready, 1), 1);
+  ASSERT_EQ(ready, 'y');
+  auto second = Log::Open(options);
+  EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("pid " + std::to_string(child)), std::string::npos)
+      << second.status().ToString();
+  ::close(to_child[1]);
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(child, &wstatus, 0), child);
+  EXPECT_TRUE(Log::Open(options).ok());  // released when the holder exits
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, LogOnDiskTest, testing::kRealBackends, testing::BackendName);

@@ -3,15 +3,25 @@
 // SCOPED_TRACE so that a failure prints it, and reproduces exactly when run again with
 // LOCKSTEP_TEST_SEED=<seed>. Without that variable each run draws a new seed.
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <string>
 
 namespace lockstep::testing {
 
+// Also prints the seed at once, so that a crash, a sanitizer report or a timeout — which skip
+// gtest's failure output — still leaves it in the log.
 inline std::uint64_t TestSeed() {
-  if (const char* s = std::getenv("LOCKSTEP_TEST_SEED")) return std::strtoull(s, nullptr, 10);
-  return std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
+  std::uint64_t seed = 0;
+  if (const char* s = std::getenv("LOCKSTEP_TEST_SEED")) {
+    seed = std::strtoull(s, nullptr, 10);
+  } else {
+    seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
+  }
+  std::fprintf(stderr, "[ seed     ] LOCKSTEP_TEST_SEED=%llu\n",
+               static_cast<unsigned long long>(seed));
+  return seed;
 }
 
 inline std::string SeedTrace(std::uint64_t seed) {
