@@ -11,18 +11,18 @@ namespace lockstep::base {
                              const char* message);
 }  // namespace lockstep::base
 
-#define LOCKSTEP_ASSERT(cond)                                                  \
-  do {                                                                         \
-    if (!(cond)) [[unlikely]] {                                                \
-      ::lockstep::base::AssertFail(__FILE__, __LINE__, #cond, nullptr);        \
-    }                                                                          \
+#define LOCKSTEP_ASSERT(cond)                                           \
+  do {                                                                  \
+    if (!(cond)) [[unlikely]] {                                         \
+      ::lockstep::base::AssertFail(__FILE__, __LINE__, #cond, nullptr); \
+    }                                                                   \
   } while (false)
 
-#define LOCKSTEP_ASSERT_MSG(cond, msg)                                         \
-  do {                                                                         \
-    if (!(cond)) [[unlikely]] {                                                \
-      ::lockstep::base::AssertFail(__FILE__, __LINE__, #cond, msg);            \
-    }                                                                          \
+#define LOCKSTEP_ASSERT_MSG(cond, msg)                              \
+  do {                                                              \
+    if (!(cond)) [[unlikely]] {                                     \
+      ::lockstep::base::AssertFail(__FILE__, __LINE__, #cond, msg); \
+    }                                                               \
   } while (false)
 
 #ifdef NDEBUG

@@ -14,19 +14,32 @@ void AssertFail(const char* file, int line, const char* expression, const char* 
 
 std::string_view StatusCodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "ok";
-    case StatusCode::kInvalidArgument: return "invalid_argument";
-    case StatusCode::kNotFound: return "not_found";
-    case StatusCode::kAlreadyExists: return "already_exists";
-    case StatusCode::kFailedPrecondition: return "failed_precondition";
-    case StatusCode::kOutOfRange: return "out_of_range";
-    case StatusCode::kConflict: return "conflict";
-    case StatusCode::kResourceExhausted: return "resource_exhausted";
-    case StatusCode::kUnavailable: return "unavailable";
-    case StatusCode::kDeadlineExceeded: return "deadline_exceeded";
-    case StatusCode::kIoError: return "io_error";
-    case StatusCode::kDataLoss: return "data_loss";
-    case StatusCode::kInternal: return "internal";
+    case StatusCode::kOk:
+      return "ok";
+    case StatusCode::kInvalidArgument:
+      return "invalid_argument";
+    case StatusCode::kNotFound:
+      return "not_found";
+    case StatusCode::kAlreadyExists:
+      return "already_exists";
+    case StatusCode::kFailedPrecondition:
+      return "failed_precondition";
+    case StatusCode::kOutOfRange:
+      return "out_of_range";
+    case StatusCode::kConflict:
+      return "conflict";
+    case StatusCode::kResourceExhausted:
+      return "resource_exhausted";
+    case StatusCode::kUnavailable:
+      return "unavailable";
+    case StatusCode::kDeadlineExceeded:
+      return "deadline_exceeded";
+    case StatusCode::kIoError:
+      return "io_error";
+    case StatusCode::kDataLoss:
+      return "data_loss";
+    case StatusCode::kInternal:
+      return "internal";
   }
   return "unknown";
 }
@@ -55,14 +68,10 @@ Status Status::WithContext(std::string_view context) const {
 Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
 Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
-Status FailedPrecondition(std::string m) {
-  return {StatusCode::kFailedPrecondition, std::move(m)};
-}
+Status FailedPrecondition(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
 Status OutOfRange(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
 Status Conflict(std::string m) { return {StatusCode::kConflict, std::move(m)}; }
-Status ResourceExhausted(std::string m) {
-  return {StatusCode::kResourceExhausted, std::move(m)};
-}
+Status ResourceExhausted(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
 Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 Status DeadlineExceeded(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
 Status IoError(std::string m) { return {StatusCode::kIoError, std::move(m)}; }

@@ -95,7 +95,7 @@ Status Internal(std::string message);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     LOCKSTEP_ASSERT(!std::get<Status>(v_).ok());
   }
@@ -134,10 +134,10 @@ class [[nodiscard]] Result {
 #define LOCKSTEP_CONCAT(a, b) LOCKSTEP_CONCAT_INNER(a, b)
 
 // Evaluates `expr` (a Status); returns it from the enclosing function when it is an error.
-#define LOCKSTEP_RETURN_IF_ERROR(expr)                     \
-  do {                                                     \
-    ::lockstep::base::Status lockstep_status_ = (expr);    \
-    if (!lockstep_status_.ok()) return lockstep_status_;   \
+#define LOCKSTEP_RETURN_IF_ERROR(expr)                   \
+  do {                                                   \
+    ::lockstep::base::Status lockstep_status_ = (expr);  \
+    if (!lockstep_status_.ok()) return lockstep_status_; \
   } while (false)
 
 // `LOCKSTEP_ASSIGN_OR_RETURN(auto x, MakeX());` — unwraps a Result or returns its error.

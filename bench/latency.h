@@ -38,8 +38,8 @@ class LatencyRecorder {
 
  private:
   using Axis = boost::histogram::axis::integer<int>;
-  decltype(boost::histogram::make_histogram_with(std::vector<std::uint64_t>(), Axis(0, 1)))
-      histogram_;
+  decltype(boost::histogram::make_histogram_with(std::vector<std::uint64_t>(),
+                                                 Axis(0, 1))) histogram_;
 };
 
 }  // namespace lockstep::bench

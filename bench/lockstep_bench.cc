@@ -19,10 +19,10 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "base/clock.h"
 #include "bench/latency.h"
@@ -65,7 +65,8 @@ class WorkDir {
   static base::Result<std::unique_ptr<WorkDir>> Create(const std::string& parent) {
     // Check the file system where the folder is (or would be) before creating anything.
     std::filesystem::path probe = std::filesystem::absolute(parent);
-    while (!std::filesystem::exists(probe) && probe.has_parent_path() && probe != probe.root_path()) {
+    while (!std::filesystem::exists(probe) && probe.has_parent_path() &&
+           probe != probe.root_path()) {
       probe = probe.parent_path();
     }
     struct statfs fs {};
@@ -77,9 +78,8 @@ class WorkDir {
     std::error_code ec;
     std::filesystem::create_directories(parent, ec);
     if (ec) return base::InvalidArgument("--dir " + parent + ": " + ec.message());
-    auto path = std::filesystem::path(parent) /
-                ("lockstep-bench-" + std::to_string(::getpid()) + "-" +
-                 std::to_string(MonotonicNs()));
+    auto path = std::filesystem::path(parent) / ("lockstep-bench-" + std::to_string(::getpid()) +
+                                                 "-" + std::to_string(MonotonicNs()));
     std::filesystem::create_directory(path, ec);
     if (ec) return base::InvalidArgument("--dir " + parent + ": " + ec.message());
     return std::unique_ptr<WorkDir>(new WorkDir(path.string()));
@@ -121,7 +121,8 @@ base::Result<Row> RunDisk(storage::Io& io, const Flags& f, const std::string& di
   auto next_file = [&]() -> Status {
     const std::int64_t now = MonotonicNs();
     if (file != nullptr && now > file_since_ns) {
-      fill_bytes_per_s = static_cast<double>(offset) * 1e9 / static_cast<double>(now - file_since_ns);
+      fill_bytes_per_s =
+          static_cast<double>(offset) * 1e9 / static_cast<double>(now - file_since_ns);
     }
     file.reset();
     paths.push_back(storage::JoinPath(dir, "disk-" + std::to_string(paths.size())));
@@ -188,8 +189,8 @@ class AppendDriver {
     const auto before = log_.stats();
     in_flight_.store(f.outstanding);
     for (std::uint32_t slot = 0; slot < f.outstanding; ++slot) Issue(slot);
-    std::this_thread::sleep_until(std::chrono::steady_clock::time_point(
-        std::chrono::nanoseconds(window_end_)));
+    std::this_thread::sleep_until(
+        std::chrono::steady_clock::time_point(std::chrono::nanoseconds(window_end_)));
     while (in_flight_.load(std::memory_order_acquire) != 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -204,8 +205,9 @@ class AppendDriver {
     const auto batches = after.batches - before.batches;
     row_.extra["batches"] = batches;
     row_.extra["records_per_batch"] =
-        batches == 0 ? 0.0 : static_cast<double>(after.records - before.records) /
-                                 static_cast<double>(batches);
+        batches == 0
+            ? 0.0
+            : static_cast<double>(after.records - before.records) / static_cast<double>(batches);
     row_.extra["rolls"] = after.rolls - before.rolls;
     return std::move(row_);
   }
@@ -290,12 +292,14 @@ void Print(const Flags& f, Row& row, std::string_view io_name) {
     return;
   }
   std::string what = row.workload;
-  if (row.extra.contains("prepared")) what += row.extra["prepared"].get<bool>() ? "/prepared" : "/extended";
-  std::printf("%-16s %-8s N=%-4u B=%-6u %10.0f ops/s %9.1f MB/s  p50 %7.1f us  p99 %7.1f us  "
-              "p99.9 %7.1f us\n",
-              what.c_str(), row.system.c_str(), f.outstanding, f.record_bytes, ops_per_s,
-              j["mb_per_s"].get<double>(), j["p50_us"].get<double>(), j["p99_us"].get<double>(),
-              j["p999_us"].get<double>());
+  if (row.extra.contains("prepared"))
+    what += row.extra["prepared"].get<bool>() ? "/prepared" : "/extended";
+  std::printf(
+      "%-16s %-8s N=%-4u B=%-6u %10.0f ops/s %9.1f MB/s  p50 %7.1f us  p99 %7.1f us  "
+      "p99.9 %7.1f us\n",
+      what.c_str(), row.system.c_str(), f.outstanding, f.record_bytes, ops_per_s,
+      j["mb_per_s"].get<double>(), j["p50_us"].get<double>(), j["p99_us"].get<double>(),
+      j["p999_us"].get<double>());
   std::fflush(stdout);
 }
 
@@ -310,10 +314,12 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1u, 16u << 20));
   app.add_option("--seconds", f.seconds, "measured seconds (a short warm-up comes first)")
       ->check(CLI::Range(0.01, 86400.0));
-  app.add_option("--dir", f.dir, "parent folder on a real disk; the bench works in a new "
-                                 "subfolder and removes only that");
+  app.add_option("--dir", f.dir,
+                 "parent folder on a real disk; the bench works in a new "
+                 "subfolder and removes only that");
   app.add_flag("--json", f.json, "one JSON object per result line");
-  app.add_option("--io", f.io, "posix | uring | auto (io_uring if the host allows it)")->check(CLI::IsMember({"auto", "uring", "posix"}));
+  app.add_option("--io", f.io, "posix | uring | auto (io_uring if the host allows it)")
+      ->check(CLI::IsMember({"auto", "uring", "posix"}));
   app.add_option("--preallocation", f.preallocation,
                  "how segments are prepared: adaptive (the log's default) | zero-fill | fallocate")
       ->check(CLI::IsMember({"adaptive", "zero-fill", "fallocate"}));

@@ -5,18 +5,26 @@ set -euo pipefail
 bench=$1
 dir=$(mktemp -d "${LOCKSTEP_TEST_DIR:-$PWD}/bench-smoke.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
-out=$("$bench" --json --dir "$dir" --workload disk --outstanding 4 --record-bytes 512 --seconds 0.2)
-out+=$'\n'$("$bench" --json --dir "$dir" --workload append --outstanding 8 --record-bytes 200 --seconds 0.2)
+common=(--json --dir "$dir" --seconds 0.2)
+out=$("$bench" "${common[@]}" --workload disk --outstanding 4 --record-bytes 512)
+out+=$'\n'$("$bench" "${common[@]}" --workload append --outstanding 8 --record-bytes 200)
 echo "$out"
 [[ $(echo "$out" | grep -c '^{') -eq 3 ]] || { echo "expected 3 JSON lines" >&2; exit 1; }
-for key in workload system outstanding record_bytes ops seconds ops_per_s mb_per_s p50_us p99_us p999_us; do
+keys="workload system outstanding record_bytes ops seconds ops_per_s mb_per_s p50_us p99_us p999_us"
+for key in $keys; do
   [[ $(echo "$out" | grep -c "\"$key\":") -eq 3 ]] || { echo "key $key missing" >&2; exit 1; }
 done
-echo "$out" | grep '"workload":"append"' | grep -q '"system":"lockstep"' || { echo "no append row" >&2; exit 1; }
+if ! echo "$out" | grep '"workload":"append"' | grep -q '"system":"lockstep"'; then
+  echo "no append row" >&2
+  exit 1
+fi
 if echo "$out" | grep -q '"ops":0,'; then echo "a run counted no ops" >&2; exit 1; fi
 [[ -z $(ls -A "$dir") ]] || { echo "bench left files in --dir" >&2; ls -la "$dir" >&2; exit 1; }
 if [[ -d /dev/shm ]] && [[ $(stat -f -c %T /dev/shm) == tmpfs ]]; then
-  if "$bench" --dir /dev/shm --seconds 0.1 2>/dev/null; then echo "tmpfs --dir accepted" >&2; exit 1; fi
+  if "$bench" --dir /dev/shm --seconds 0.1 2>/dev/null; then
+    echo "tmpfs --dir accepted" >&2
+    exit 1
+  fi
 fi
 if "$bench" --workload nope 2>/dev/null; then echo "bad --workload accepted" >&2; exit 1; fi
 echo "bench smoke test passed"

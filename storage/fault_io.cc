@@ -122,20 +122,34 @@ FaultMapping::~FaultMapping() { inode_->mappings.fetch_sub(1); }
 
 std::string_view OpKindName(OpKind kind) {
   switch (kind) {
-    case OpKind::kAny: return "any";
-    case OpKind::kCreate: return "create";
-    case OpKind::kOpen: return "open";
-    case OpKind::kSize: return "size";
-    case OpKind::kAllocate: return "allocate";
-    case OpKind::kWrite: return "write";
-    case OpKind::kSync: return "sync";
-    case OpKind::kMap: return "map";
-    case OpKind::kRename: return "rename";
-    case OpKind::kRemove: return "remove";
-    case OpKind::kSyncDir: return "sync_dir";
-    case OpKind::kCreateDir: return "create_dir";
-    case OpKind::kListDir: return "list_dir";
-    case OpKind::kLock: return "lock";
+    case OpKind::kAny:
+      return "any";
+    case OpKind::kCreate:
+      return "create";
+    case OpKind::kOpen:
+      return "open";
+    case OpKind::kSize:
+      return "size";
+    case OpKind::kAllocate:
+      return "allocate";
+    case OpKind::kWrite:
+      return "write";
+    case OpKind::kSync:
+      return "sync";
+    case OpKind::kMap:
+      return "map";
+    case OpKind::kRename:
+      return "rename";
+    case OpKind::kRemove:
+      return "remove";
+    case OpKind::kSyncDir:
+      return "sync_dir";
+    case OpKind::kCreateDir:
+      return "create_dir";
+    case OpKind::kListDir:
+      return "list_dir";
+    case OpKind::kLock:
+      return "lock";
   }
   return "?";
 }
@@ -161,6 +175,15 @@ Status FaultInjectingIo::Begin(OpKind kind, const std::string& path, FaultKind* 
     return base::ResourceExhausted(message + " (ENOSPC)");
   }
   return Status::Ok();
+}
+
+Result<FaultInjectingIo::Inode*> FaultInjectingIo::BeginOnFile(OpKind kind, File& file) {
+  FaultKind fault{};
+  LOCKSTEP_RETURN_IF_ERROR(Begin(kind, file.path(), &fault));
+  Status status;
+  Inode& inode = Live(file, &status);
+  LOCKSTEP_RETURN_IF_ERROR(status);
+  return &inode;
 }
 
 FaultInjectingIo::Inode& FaultInjectingIo::Live(File& file, Status* status) {
@@ -200,21 +223,14 @@ Result<std::unique_ptr<File>> FaultInjectingIo::OpenFile(const std::string& path
 
 Result<std::uint64_t> FaultInjectingIo::FileSize(File& file) {
   std::lock_guard lock(mu_);
-  FaultKind fault{};
-  LOCKSTEP_RETURN_IF_ERROR(Begin(OpKind::kSize, file.path(), &fault));
-  Status status;
-  Inode& inode = Live(file, &status);
-  LOCKSTEP_RETURN_IF_ERROR(status);
-  return static_cast<std::uint64_t>(inode.data.size());
+  LOCKSTEP_ASSIGN_OR_RETURN(Inode * inode, BeginOnFile(OpKind::kSize, file));
+  return static_cast<std::uint64_t>(inode->data.size());
 }
 
 Status FaultInjectingIo::Allocate(File& file, std::uint64_t bytes, Preallocation mode) {
   std::lock_guard lock(mu_);
-  FaultKind fault{};
-  LOCKSTEP_RETURN_IF_ERROR(Begin(OpKind::kAllocate, file.path(), &fault));
-  Status status;
-  Inode& inode = Live(file, &status);
-  LOCKSTEP_RETURN_IF_ERROR(status);
+  LOCKSTEP_ASSIGN_OR_RETURN(Inode * node, BeginOnFile(OpKind::kAllocate, file));
+  Inode& inode = *node;
   LOCKSTEP_ASSERT(mode != Preallocation::kAdaptive);  // the log resolves it first
   if (inode.data.size() >= bytes) return Status::Ok();
   LOCKSTEP_ASSERT_MSG(inode.mappings.load() == 0 || bytes <= inode.data.capacity(),
@@ -235,9 +251,8 @@ Status FaultInjectingIo::WriteLocked(Inode& inode, std::uint64_t offset,
   std::vector<std::byte> bytes;
   for (ConstBytes p : parts) bytes.insert(bytes.end(), p.begin(), p.end());
   if (bytes.size() > limit) bytes.resize(static_cast<std::size_t>(limit));
-  LOCKSTEP_ASSERT_MSG(
-      inode.mappings.load() == 0 || offset + bytes.size() <= inode.data.capacity(),
-      "growing a mapped file would move its mapping");
+  LOCKSTEP_ASSERT_MSG(inode.mappings.load() == 0 || offset + bytes.size() <= inode.data.capacity(),
+                      "growing a mapped file would move its mapping");
   WriteInto(inode.data, offset, bytes);
   inode.pending.push_back(Inode::Pending{false, offset, std::move(bytes)});
   return Status::Ok();
@@ -287,12 +302,8 @@ Status FaultInjectingIo::Sync(File& file) {
 
 Result<std::shared_ptr<const Mapping>> FaultInjectingIo::Map(File& file, std::uint64_t bytes) {
   std::lock_guard lock(mu_);
-  FaultKind fault{};
-  LOCKSTEP_RETURN_IF_ERROR(Begin(OpKind::kMap, file.path(), &fault));
-  Status status;
-  Inode& inode = Live(file, &status);
-  LOCKSTEP_RETURN_IF_ERROR(status);
-  LOCKSTEP_ASSERT(bytes <= inode.data.size());
+  LOCKSTEP_ASSIGN_OR_RETURN(Inode * inode, BeginOnFile(OpKind::kMap, file));
+  LOCKSTEP_ASSERT(bytes <= inode->data.size());
   auto& f = static_cast<FaultFile&>(file);
   return std::shared_ptr<const Mapping>(
       std::make_shared<FaultMapping>(f.inode, static_cast<std::size_t>(bytes)));
@@ -326,8 +337,12 @@ Status FaultInjectingIo::Remove(const std::string& path) {
 void FaultInjectingIo::ApplyDirOp(std::map<std::string, std::shared_ptr<Inode>>& files,
                                   const DirOp& op) const {
   switch (op.kind) {
-    case DirOp::kCreate: files[op.path] = op.inode; break;
-    case DirOp::kRemove: files.erase(op.path); break;
+    case DirOp::kCreate:
+      files[op.path] = op.inode;
+      break;
+    case DirOp::kRemove:
+      files.erase(op.path);
+      break;
     case DirOp::kRename:
       files.erase(op.path);
       files[op.to] = op.inode;

@@ -141,6 +141,8 @@ class FaultInjectingIo final : public Io {
   // operation must fail with, or ok. `fault` receives a matched FaultKind for the caller to act on.
   Status Begin(OpKind kind, const std::string& path, FaultKind* fault);
   Inode& Live(File& file, Status* status);
+  // Begin() for an operation on an open file, which must be a handle of the living process.
+  Result<Inode*> BeginOnFile(OpKind kind, File& file);
   void ApplyDirOp(std::map<std::string, std::shared_ptr<Inode>>& files, const DirOp& op) const;
   bool DirExistsLocked(const std::string& dir) const;
   Status WriteLocked(Inode& inode, std::uint64_t offset, std::span<const ConstBytes> parts,

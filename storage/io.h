@@ -100,8 +100,7 @@ class Io {
   // callers must treat a failed Sync as final (fail-stop), never retry it.
   virtual Status Sync(File& file) = 0;
   // Write then Sync; io_uring submits both as one linked pair.
-  virtual Status WriteAndSync(File& file, std::uint64_t offset,
-                              std::span<const ConstBytes> parts);
+  virtual Status WriteAndSync(File& file, std::uint64_t offset, std::span<const ConstBytes> parts);
 
   // Maps the first `bytes` bytes read-only. REQUIRES: bytes <= FileSize(file).
   virtual Result<std::shared_ptr<const Mapping>> Map(File& file, std::uint64_t bytes) = 0;

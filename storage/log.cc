@@ -24,8 +24,8 @@ Status ValidateOptions(const LogOptions& o) {
   if (o.io == nullptr) return base::InvalidArgument("log options: io is null");
   if (o.dir.empty()) return base::InvalidArgument("log options: dir is empty");
   if (o.segment_bytes < kMinSegmentBytes) {
-    return base::InvalidArgument(
-        fmt::format("log options: segment_bytes {} is below {}", o.segment_bytes, kMinSegmentBytes));
+    return base::InvalidArgument(fmt::format("log options: segment_bytes {} is below {}",
+                                             o.segment_bytes, kMinSegmentBytes));
   }
   if (o.batch_bytes_max < kBatchHeaderBytes + kRecordFrameBytes + 1 ||
       o.batch_bytes_max > o.segment_bytes - kSegmentHeaderBytes) {
@@ -154,8 +154,8 @@ Status Log::Recover(RecoveryReport* report) {
   }
   for (std::size_t i = 0; i < firsts.size(); ++i) {
     const Lsn expected = i == 0 ? firsts[0] : Lsn(segments_.back()->last_lsn.load() + 1);
-    LOCKSTEP_RETURN_IF_ERROR(LoadSegment(SegmentFileName(firsts[i]), expected,
-                                         i + 1 == firsts.size(), report));
+    LOCKSTEP_RETURN_IF_ERROR(
+        LoadSegment(SegmentFileName(firsts[i]), expected, i + 1 == firsts.size(), report));
   }
   active_ = segments_.back();
   // After a process crash (not a power loss) the page cache still holds writes that were never
@@ -206,16 +206,16 @@ Status Log::LoadSegment(const std::string& name, Lsn expected_first, bool is_las
     return corrupt(0, fmt::format("header names first LSN {}", header->first_lsn.value()));
   }
   if (header->capacity_bytes != size) {
-    return corrupt(0, fmt::format("file is {} bytes, header says {}", size,
-                                  header->capacity_bytes));
+    return corrupt(0,
+                   fmt::format("file is {} bytes, header says {}", size, header->capacity_bytes));
   }
   if (header->first_lsn != expected_first) {
     return corrupt(0, fmt::format("starts at LSN {}, but the previous segment ends at LSN {}: "
                                   "records are missing",
                                   header->first_lsn.value(), expected_first.value() - 1));
   }
-  auto segment = std::make_shared<Segment>(path, *header, std::move(mapping),
-                                           options_.index_interval_bytes);
+  auto segment =
+      std::make_shared<Segment>(path, *header, std::move(mapping), options_.index_interval_bytes);
   const ConstBytes bytes = segment->bytes();
   const ParseBatchOptions parse{header->salt, true, true};
   std::uint64_t pos = kSegmentHeaderBytes;
@@ -299,8 +299,7 @@ Result<Lsn> Log::AppendLocked(ConstBytes record, AppendCallback&& done) {
   if (!failure_.ok()) return failure_;
   if (stopping_) return base::Unavailable("log is closing");
   const std::size_t frame = kRecordFrameBytes + record.size();
-  if (!staging_.callbacks.empty() &&
-      staging_.frames.size() + frame > options_.staging_bytes_max) {
+  if (!staging_.callbacks.empty() && staging_.frames.size() + frame > options_.staging_bytes_max) {
     return base::ResourceExhausted(fmt::format(
         "log staging is full ({} bytes appended but not yet written); retry once the durable "
         "LSN moves",
@@ -315,8 +314,9 @@ Result<Lsn> Log::AppendLocked(ConstBytes record, AppendCallback&& done) {
 Result<Log::PendingAppend> Log::AppendWithFuture(ConstBytes record) {
   auto promise = std::make_shared<std::promise<Status>>();
   std::future<Status> future = promise->get_future();
-  LOCKSTEP_ASSIGN_OR_RETURN(
-      Lsn lsn, Append(record, [promise](Lsn, const Status& status) { promise->set_value(status); }));
+  LOCKSTEP_ASSIGN_OR_RETURN(Lsn lsn, Append(record, [promise](Lsn, const Status& status) {
+                              promise->set_value(status);
+                            }));
   return PendingAppend{lsn, std::move(future)};
 }
 
@@ -453,8 +453,7 @@ Status Log::InstallSegment(SpareFile spare, Lsn first_lsn) {
   SegmentHeaderBytes header_bytes;
   EncodeSegmentHeader(header, header_bytes);
   const ConstBytes part(header_bytes);
-  LOCKSTEP_RETURN_IF_ERROR(
-      io_.WriteAndSync(*spare.file, 0, std::span<const ConstBytes>(&part, 1)));
+  LOCKSTEP_RETURN_IF_ERROR(io_.WriteAndSync(*spare.file, 0, std::span<const ConstBytes>(&part, 1)));
   // The segment gets its name only now, complete: a *.seg file always has a valid header.
   const std::string path = JoinPath(options_.dir, SegmentFileName(first_lsn));
   LOCKSTEP_RETURN_IF_ERROR(io_.Rename(spare.path, path));
@@ -463,8 +462,8 @@ Status Log::InstallSegment(SpareFile spare, Lsn first_lsn) {
   LOCKSTEP_ASSIGN_OR_RETURN(std::unique_ptr<File> file, io_.OpenFile(path));
   LOCKSTEP_ASSIGN_OR_RETURN(std::shared_ptr<const Mapping> mapping,
                             io_.Map(*file, header.capacity_bytes));
-  auto segment = std::make_shared<Segment>(path, header, std::move(mapping),
-                                           options_.index_interval_bytes);
+  auto segment =
+      std::make_shared<Segment>(path, header, std::move(mapping), options_.index_interval_bytes);
   {
     std::lock_guard lock(segments_mu_);
     // The rename replaced an empty active segment of the same name (see NextBatchRecords).
@@ -480,11 +479,11 @@ Status Log::InstallSegment(SpareFile spare, Lsn first_lsn) {
 std::uint64_t Log::NextSalt() { return salt_rng_(); }
 
 Result<Log::SpareFile> Log::PrepareSpare() {
-  const std::string path = JoinPath(
-      options_.dir, fmt::format("prepare-{}{}", spare_seq_.fetch_add(1), kTempSuffix));
+  const std::string path =
+      JoinPath(options_.dir, fmt::format("prepare-{}{}", spare_seq_.fetch_add(1), kTempSuffix));
   LOCKSTEP_ASSIGN_OR_RETURN(std::unique_ptr<File> file, io_.CreateFile(path));
-  const Preallocation mode = ChoosePreallocation(
-      options_.preallocation, fill_bytes_per_s_.load(), options_.zero_fill_below_bytes_per_s);
+  const Preallocation mode = ChoosePreallocation(options_.preallocation, fill_bytes_per_s_.load(),
+                                                 options_.zero_fill_below_bytes_per_s);
   Status status = io_.Allocate(*file, options_.segment_bytes, mode);
   if (status.ok()) status = io_.Sync(*file);
   if (!status.ok()) {
@@ -548,8 +547,7 @@ void Log::PublishCompleted(Lsn lsn) {
   }
 }
 
-void Log::CompleteRange(Staging& staging, std::size_t from, std::size_t to,
-                        const Status& status) {
+void Log::CompleteRange(Staging& staging, std::size_t from, std::size_t to, const Status& status) {
   // Callbacks mostly refill (a pipelined producer appends from its completion): holding mu_
   // across the whole group makes that one lock per group instead of one per record. Other
   // appenders wait at most for one group's callbacks, which must be short anyway.
@@ -589,8 +587,7 @@ void Log::RejectForDiskFull(const Status& status) {
   {
     std::lock_guard lock(mu_);
     // Nothing after the durable LSN was written: those LSNs are handed out again.
-    LOCKSTEP_ASSERT(writing_.first_lsn.value() + writing_.done_records ==
-                    durable_lsn_.load() + 1);
+    LOCKSTEP_ASSERT(writing_.first_lsn.value() + writing_.done_records == durable_lsn_.load() + 1);
     next_lsn_ = durable_lsn_.load() + 1;
     std::swap(rejected, staging_);
     // Under mu_, so that Flush() sees either the old next LSN or this rejection.
@@ -624,8 +621,8 @@ Status Log::WaitFor(const std::atomic<std::uint64_t>& watermark, Lsn lsn,
   if (reached()) return Status::Ok();
   if (failed_.load()) return status();
   if (!done) {
-    return base::DeadlineExceeded(fmt::format("LSN {} not durable within {} ms", lsn.value(),
-                                              timeout.count()));
+    return base::DeadlineExceeded(
+        fmt::format("LSN {} not durable within {} ms", lsn.value(), timeout.count()));
   }
   return base::ResourceExhausted(
       fmt::format("LSN {} was rejected: no space for a new segment", lsn.value()));
@@ -727,9 +724,9 @@ Result<RetentionReport> Log::ApplyRetention(const RetentionPolicy& policy) {
 
 std::shared_ptr<Segment> Log::SegmentFor(Lsn lsn) const {
   std::lock_guard lock(segments_mu_);
-  auto it = std::upper_bound(
-      segments_.begin(), segments_.end(), lsn,
-      [](Lsn l, const std::shared_ptr<Segment>& s) { return l < s->first_lsn(); });
+  auto it =
+      std::upper_bound(segments_.begin(), segments_.end(), lsn,
+                       [](Lsn l, const std::shared_ptr<Segment>& s) { return l < s->first_lsn(); });
   if (it == segments_.begin()) return nullptr;
   return *(it - 1);
 }
@@ -749,8 +746,8 @@ Result<std::optional<LogRecord>> LogReader::Next() {
   if (segment_ == nullptr || batch_last_lsn_ < next_lsn_) LOCKSTEP_RETURN_IF_ERROR(Seek());
   ConstBytes record;
   if (!cursor_.Next(&record)) {
-    return base::DataLoss(fmt::format("segment {} position {}: record frames end early",
-                                      segment_->path, batch_pos_));
+    return base::DataLoss(
+        fmt::format("segment {} position {}: record frames end early", segment_->path, batch_pos_));
   }
   LogRecord out{next_lsn_, record, batch_timestamp_ms_};
   next_lsn_ = next_lsn_.Next();
@@ -765,8 +762,7 @@ Status LogReader::Seek() {
   }
   segment_ = log_->SegmentFor(next_lsn_);
   if (segment_ == nullptr) {
-    return base::OutOfRange(
-        fmt::format("LSN {} was deleted by retention", next_lsn_.value()));
+    return base::OutOfRange(fmt::format("LSN {} was deleted by retention", next_lsn_.value()));
   }
   auto entry = segment_->index.Find(next_lsn_);
   LOCKSTEP_ASSERT(entry.has_value());  // the first batch of a segment is always indexed
@@ -790,8 +786,9 @@ Status LogReader::EnterBatch(std::uint64_t pos) {
                                   log_->options_.verify_checksums_on_read};
   BatchView batch = ParseBatch(segment_->bytes(), pos, options);
   if (batch.state != BatchState::kValid) {
-    return base::DataLoss(fmt::format("segment {} position {}: {}", segment_->path, pos,
-                                      batch.state == BatchState::kAbsent ? "no batch" : batch.reason));
+    return base::DataLoss(
+        fmt::format("segment {} position {}: {}", segment_->path, pos,
+                    batch.state == BatchState::kAbsent ? "no batch" : batch.reason));
   }
   batch_pos_ = pos;
   batch_end_ = pos + batch.header.total_bytes;

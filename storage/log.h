@@ -13,8 +13,9 @@
 // Completion callbacks run on the writer thread, in append order (which is LSN order, except
 // that LSNs rejected for a full disk are handed out again), while the writer holds the staging
 // lock: they must be short and must not block. They may call Append, next_lsn(), status() and
-// the lock-free accessors; nothing else of this Log (Flush would deadlock). With LogOptions::writer_thread = false nothing runs in the
-// background: the caller drives the writer with Flush() (deterministic tests and simulation).
+// the lock-free accessors; nothing else of this Log (Flush would deadlock). With
+// LogOptions::writer_thread = false nothing runs in the background: the caller drives the writer
+// with Flush() (deterministic tests and simulation).
 //
 // Fail-stop: after a write or fdatasync error the log is failed for good: every waiting appender
 // completes with the error, Append returns it, durable_lsn() stops moving, reads of durable data
@@ -44,8 +45,8 @@
 namespace lockstep::storage {
 
 struct LogOptions {
-  std::string dir;        // created if missing (its parent must exist)
-  Io* io = nullptr;       // not owned; must outlive the Log
+  std::string dir;   // created if missing (its parent must exist)
+  Io* io = nullptr;  // not owned; must outlive the Log
   std::uint64_t segment_bytes = 64ull << 20;
   std::uint32_t batch_bytes_max = 4u << 20;  // one group commit writes at most this much
   // Bytes appended while the previous group is written (then Append returns
@@ -61,8 +62,8 @@ struct LogOptions {
   bool prepare_in_background = true;  // keep one spare segment ready (a thread)
   bool writer_thread = true;          // false: no threads at all; the caller calls Flush()
   bool verify_checksums_on_read = true;
-  std::uint64_t salt_seed = 0;              // 0: random segment salts; else deterministic
-  std::function<std::int64_t()> now_ms;     // wall clock for batch timestamps; default real
+  std::uint64_t salt_seed = 0;           // 0: random segment salts; else deterministic
+  std::function<std::int64_t()> now_ms;  // wall clock for batch timestamps; default real
 };
 
 // The preparation kAdaptive picks for a segment written at `bytes_per_s` (0: no history yet).
@@ -74,8 +75,8 @@ Preallocation ChoosePreallocation(Preallocation configured, double bytes_per_s,
 struct RecoveryReport {
   std::uint32_t segments = 0;
   std::uint64_t batches = 0;
-  Lsn first_lsn;  // oldest LSN held
-  Lsn last_lsn;   // newest durable LSN (first_lsn - 1 when empty)
+  Lsn first_lsn;           // oldest LSN held
+  Lsn last_lsn;            // newest durable LSN (first_lsn - 1 when empty)
   bool torn_tail = false;  // a damaged batch at the end was cut off
   std::string torn_segment;
   std::uint64_t torn_position = 0;
@@ -85,7 +86,7 @@ struct RecoveryReport {
 
 struct LogRecord {
   Lsn lsn;
-  ConstBytes bytes;  // valid while the LogReader that returned it lives
+  ConstBytes bytes;               // valid while the LogReader that returned it lives
   std::int64_t timestamp_ms = 0;  // of the batch it was written in
 };
 
@@ -94,8 +95,8 @@ struct LogRecord {
 // A segment goes when it lies wholly below keep_from_lsn and at least one of the other rules
 // asks for it; deletion stops at the first segment that stays.
 struct RetentionPolicy {
-  Lsn keep_from_lsn{UINT64_MAX};   // never delete an LSN >= this (e.g. the newest checkpoint's)
-  Lsn delete_below_lsn;            // delete segments wholly below this LSN (0: no such rule)
+  Lsn keep_from_lsn{UINT64_MAX};  // never delete an LSN >= this (e.g. the newest checkpoint's)
+  Lsn delete_below_lsn;           // delete segments wholly below this LSN (0: no such rule)
   std::uint64_t retained_bytes_max = 0;  // delete the oldest while the log is larger (0: no limit)
   std::int64_t retained_age_ms = 0;  // delete segments whose newest batch is older (0: no limit)
 };
@@ -109,7 +110,7 @@ struct RetentionReport {
 struct LogStats {
   std::uint64_t batches = 0;  // = group commits = fdatasyncs of batches
   std::uint64_t records = 0;
-  std::uint64_t bytes = 0;    // batch bytes written
+  std::uint64_t bytes = 0;  // batch bytes written
   std::uint64_t rolls = 0;
   std::uint32_t segments = 0;
   std::uint64_t segment_bytes = 0;  // capacity of all segments held
@@ -263,11 +264,11 @@ class Log {
   // Appenders' side.
   mutable std::mutex mu_;
   std::condition_variable writer_cv_;
-  Staging staging_;                 // guarded by mu_
-  std::uint64_t next_lsn_ = 1;      // guarded by mu_
-  bool writer_idle_ = false;        // guarded by mu_
-  bool stopping_ = false;           // guarded by mu_
-  Status failure_;                  // guarded by mu_; sticky
+  Staging staging_;             // guarded by mu_
+  std::uint64_t next_lsn_ = 1;  // guarded by mu_
+  bool writer_idle_ = false;    // guarded by mu_
+  bool stopping_ = false;       // guarded by mu_
+  Status failure_;              // guarded by mu_; sticky
   std::atomic<bool> failed_{false};
 
   // Writer's side.

@@ -67,16 +67,21 @@ std::string ParentDir(const std::string& path) {
 Status ErrnoStatus(int err, std::string_view operation, const std::string& path) {
   std::string message = fmt::format("{} {}: {}", operation, path, std::strerror(err));
   switch (err) {
-    case ENOENT: return base::NotFound(std::move(message));
-    case EEXIST: return base::AlreadyExists(std::move(message));
+    case ENOENT:
+      return base::NotFound(std::move(message));
+    case EEXIST:
+      return base::AlreadyExists(std::move(message));
     case ENOSPC:
-    case EDQUOT: return base::ResourceExhausted(std::move(message));
+    case EDQUOT:
+      return base::ResourceExhausted(std::move(message));
     case EACCES:
     case EPERM:
     case EROFS:
     case ENOTDIR:
-    case EISDIR: return base::FailedPrecondition(std::move(message));
-    default: return base::IoError(std::move(message));
+    case EISDIR:
+      return base::FailedPrecondition(std::move(message));
+    default:
+      return base::IoError(std::move(message));
   }
 }
 
@@ -225,10 +230,10 @@ Result<std::unique_ptr<FileLock>> PosixIo::LockFile(const std::string& path) {
     if (err != EWOULDBLOCK) return ErrnoStatus(err, "lock", path);
     std::string pid = n > 0 ? std::string(holder.data(), static_cast<std::size_t>(n)) : "?";
     while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
-    return base::FailedPrecondition(fmt::format(
-        "{} is locked by another opener (pid {}): is another lockstepd using this data "
-        "directory?",
-        path, pid));
+    return base::FailedPrecondition(
+        fmt::format("{} is locked by another opener (pid {}): is another lockstepd using this data "
+                    "directory?",
+                    path, pid));
   }
   // Record the holder for the next opener's error message; the lock itself is the flock.
   std::string pid = fmt::format("{}\n", ::getpid());

@@ -25,8 +25,8 @@ void EncodeSegmentHeader(const SegmentHeader& h, SegmentHeaderBytes& out) {
 
 Result<SegmentHeader> DecodeSegmentHeader(ConstBytes bytes) {
   if (bytes.size() < kSegmentHeaderBytes) {
-    return base::DataLoss(fmt::format("file is {} bytes, shorter than a segment header",
-                                      bytes.size()));
+    return base::DataLoss(
+        fmt::format("file is {} bytes, shorter than a segment header", bytes.size()));
   }
   const std::byte* p = bytes.data();
   if (base::LoadLe32(p) != kSegmentMagic) return base::DataLoss("bad segment magic");
@@ -51,9 +51,7 @@ Result<SegmentHeader> DecodeSegmentHeader(ConstBytes bytes) {
   return h;
 }
 
-std::string SegmentFileName(Lsn first_lsn) {
-  return fmt::format("{:020}.seg", first_lsn.value());
-}
+std::string SegmentFileName(Lsn first_lsn) { return fmt::format("{:020}.seg", first_lsn.value()); }
 
 std::optional<Lsn> ParseSegmentFileName(std::string_view name) {
   constexpr std::size_t kDigits = 20;

@@ -45,8 +45,7 @@ unsigned UringIo::Prepare(int fd, std::size_t first, std::uint64_t offset, bool 
   if (first < iov_.size()) {
     io_uring_sqe* sqe = io_uring_get_sqe(ring);
     LOCKSTEP_ASSERT(sqe != nullptr);
-    io_uring_prep_writev(sqe, fd, &iov_[first], static_cast<unsigned>(iov_.size() - first),
-                         offset);
+    io_uring_prep_writev(sqe, fd, &iov_[first], static_cast<unsigned>(iov_.size() - first), offset);
     io_uring_sqe_set_data64(sqe, kWriteTag);
     // Linked: the kernel starts the sync only after the whole write succeeded; a short or
     // failed write cancels it (-ECANCELED) and we resubmit.
@@ -63,8 +62,7 @@ unsigned UringIo::Prepare(int fd, std::size_t first, std::uint64_t offset, bool 
   return submitted;
 }
 
-Status UringIo::WriteAndSync(File& file, std::uint64_t offset,
-                             std::span<const ConstBytes> parts) {
+Status UringIo::WriteAndSync(File& file, std::uint64_t offset, std::span<const ConstBytes> parts) {
   std::lock_guard lock(mu_);
   io_uring* ring = ring_.get();
   iov_.clear();

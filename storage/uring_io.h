@@ -25,8 +25,7 @@ class UringIo final : public PosixIo {
   ~UringIo() override;
 
   std::string_view Name() const override { return "io_uring"; }
-  Status WriteAndSync(File& file, std::uint64_t offset,
-                      std::span<const ConstBytes> parts) override;
+  Status WriteAndSync(File& file, std::uint64_t offset, std::span<const ConstBytes> parts) override;
 
  private:
   UringIo();

@@ -11,7 +11,8 @@ flavour=${1:-release}
 case "$flavour" in
   release) args=(-DCMAKE_BUILD_TYPE=Release) ;;
   debug)   args=(-DCMAKE_BUILD_TYPE=Debug) ;;
-  asan)    args=(-DCMAKE_BUILD_TYPE=Debug -DLOCKSTEP_SANITIZE=address,undefined -DLOCKSTEP_BUILD_BENCH=OFF) ;;
+  asan)    args=(-DCMAKE_BUILD_TYPE=Debug -DLOCKSTEP_SANITIZE=address,undefined
+                 -DLOCKSTEP_BUILD_BENCH=OFF) ;;
   tsan)    args=(-DCMAKE_BUILD_TYPE=Debug -DLOCKSTEP_SANITIZE=thread -DLOCKSTEP_BUILD_BENCH=OFF) ;;
   *) echo "usage: tools/build.sh release|debug|asan|tsan" >&2; exit 2 ;;
 esac

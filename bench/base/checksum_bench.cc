@@ -14,7 +14,13 @@ void BM_Xxh3OneShot(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(Xxh3(data, 42));
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * state.range(0));
 }
-BENCHMARK(BM_Xxh3OneShot)->ArgName("bytes")->Arg(64)->Arg(256)->Arg(4096)->Arg(64 << 10)->Arg(1 << 20);
+BENCHMARK(BM_Xxh3OneShot)
+    ->ArgName("bytes")
+    ->Arg(64)
+    ->Arg(256)
+    ->Arg(4096)
+    ->Arg(64 << 10)
+    ->Arg(1 << 20);
 
 void BM_Xxh3Chained(benchmark::State& state) {
   std::vector<std::byte> header(32, std::byte{1});

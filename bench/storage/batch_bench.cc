@@ -17,6 +17,15 @@ std::vector<std::byte> Frames(std::size_t records, std::size_t record_bytes) {
   return frames;
 }
 
+BatchHeader HeaderFor(std::size_t records, const std::vector<std::byte>& frames) {
+  BatchHeader h;
+  h.total_bytes = static_cast<std::uint32_t>(kBatchHeaderBytes + frames.size());
+  h.record_count = static_cast<std::uint32_t>(records);
+  h.first_lsn = Lsn(1);
+  h.last_lsn = Lsn(records);
+  return h;
+}
+
 void BM_BatchAppendFrames(benchmark::State& state) {
   const auto records = static_cast<std::size_t>(state.range(0));
   const auto record_bytes = static_cast<std::size_t>(state.range(1));
@@ -31,36 +40,35 @@ void BM_BatchAppendFrames(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * records));
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * records * record_bytes));
 }
-BENCHMARK(BM_BatchAppendFrames)->ArgNames({"records", "record_bytes"})
-    ->Args({1, 200})->Args({16, 200})->Args({256, 200})->Args({256, 4096});
+BENCHMARK(BM_BatchAppendFrames)
+    ->ArgNames({"records", "record_bytes"})
+    ->Args({1, 200})
+    ->Args({16, 200})
+    ->Args({256, 200})
+    ->Args({256, 4096});
 
 void BM_BatchEncodeHeader(benchmark::State& state) {
   const auto records = static_cast<std::size_t>(state.range(0));
   const auto frames = Frames(records, static_cast<std::size_t>(state.range(1)));
-  BatchHeader h;
-  h.total_bytes = static_cast<std::uint32_t>(kBatchHeaderBytes + frames.size());
-  h.record_count = static_cast<std::uint32_t>(records);
-  h.first_lsn = Lsn(1);
-  h.last_lsn = Lsn(records);
+  const BatchHeader h = HeaderFor(records, frames);
   BatchHeaderBytes out;
   for (auto _ : state) benchmark::DoNotOptimize(EncodeBatchHeader(h, frames, 99, out));
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * records));
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * frames.size()));
 }
-BENCHMARK(BM_BatchEncodeHeader)->ArgNames({"records", "record_bytes"})
-    ->Args({1, 200})->Args({16, 200})->Args({256, 200})->Args({256, 4096});
+BENCHMARK(BM_BatchEncodeHeader)
+    ->ArgNames({"records", "record_bytes"})
+    ->Args({1, 200})
+    ->Args({16, 200})
+    ->Args({256, 200})
+    ->Args({256, 4096});
 
 void BM_BatchParse(benchmark::State& state) {
   const auto records = static_cast<std::size_t>(state.range(0));
   const bool verify = state.range(1) != 0;
   const auto frames = Frames(records, 200);
-  BatchHeader h;
-  h.total_bytes = static_cast<std::uint32_t>(kBatchHeaderBytes + frames.size());
-  h.record_count = static_cast<std::uint32_t>(records);
-  h.first_lsn = Lsn(1);
-  h.last_lsn = Lsn(records);
   BatchHeaderBytes header;
-  EncodeBatchHeader(h, frames, 99, header);
+  EncodeBatchHeader(HeaderFor(records, frames), frames, 99, header);
   std::vector<std::byte> segment(header.begin(), header.end());
   segment.insert(segment.end(), frames.begin(), frames.end());
   const ParseBatchOptions options{99, verify, verify};
@@ -68,8 +76,12 @@ void BM_BatchParse(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * records));
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * segment.size()));
 }
-BENCHMARK(BM_BatchParse)->ArgNames({"records", "verify"})
-    ->Args({16, 0})->Args({16, 1})->Args({256, 0})->Args({256, 1});
+BENCHMARK(BM_BatchParse)
+    ->ArgNames({"records", "verify"})
+    ->Args({16, 0})
+    ->Args({16, 1})
+    ->Args({256, 0})
+    ->Args({256, 1});
 
 }  // namespace
 }  // namespace lockstep::storage

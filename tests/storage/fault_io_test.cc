@@ -79,9 +79,7 @@ TEST(FaultIo, UnsyncedCreateMayVanishSyncedCreateStays) {
     FaultInjectingIo io;
     ASSERT_TRUE(io.CreateDir("d").ok());
     { ASSERT_TRUE(io.CreateFile("d/early").ok()); }
-    {
-      ASSERT_TRUE(io.CreateFile("d/synced").ok());
-    }
+    { ASSERT_TRUE(io.CreateFile("d/synced").ok()); }
     ASSERT_TRUE(io.SyncDir("d").ok());
     { ASSERT_TRUE(io.CreateFile("d/late").ok()); }
     std::mt19937_64 rng(seed);
@@ -136,13 +134,13 @@ TEST(FaultIo, FailedSyncLosesDataForGoodEvenIfTheNextSyncSucceeds) {
 
 TEST(FaultIo, CrashPointStopsThatOperationAndEveryLaterOne) {
   FaultInjectingIo io;
-  ASSERT_TRUE(io.CreateDir("d").ok());                           // op 1
-  auto f = io.CreateFile("d/f");                                 // op 2
+  ASSERT_TRUE(io.CreateDir("d").ok());  // op 1
+  auto f = io.CreateFile("d/f");        // op 2
   ASSERT_TRUE(f.ok());
   EXPECT_EQ(io.operations(), 2u);
   io.CrashAtOperation(4);
-  EXPECT_TRUE(Put(io, **f, 0, "x").ok());                        // op 3
-  EXPECT_EQ(io.Sync(**f).code(), StatusCode::kIoError);          // op 4: crash
+  EXPECT_TRUE(Put(io, **f, 0, "x").ok());                // op 3
+  EXPECT_EQ(io.Sync(**f).code(), StatusCode::kIoError);  // op 4: crash
   EXPECT_TRUE(io.crashed());
   EXPECT_EQ(Put(io, **f, 0, "y").code(), StatusCode::kIoError);  // dead
   EXPECT_EQ(Content(io, "d/f"), "x");

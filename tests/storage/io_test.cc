@@ -67,7 +67,8 @@ TEST_P(IoTest, FallocateAndZeroFillBothGiveZeros) {
     auto map = io_->Map(**f, (3 << 20) + 5);
     ASSERT_TRUE(map.ok());
     const auto bytes = (*map)->bytes();
-    EXPECT_TRUE(std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; }));
+    EXPECT_TRUE(
+        std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; }));
     // Allocating less than the size is a no-op.
     ASSERT_TRUE(io_->Allocate(**f, 10, mode).ok());
     EXPECT_EQ(*io_->FileSize(**f), (3u << 20) + 5);

@@ -85,8 +85,7 @@ TEST_P(LogAllocationTest, SteadyStateAppendsAllocateNothing) {
   EXPECT_EQ(log->stats().rolls, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, LogAllocationTest, testing::kRealBackends,
-                         testing::BackendName);
+INSTANTIATE_TEST_SUITE_P(Backends, LogAllocationTest, testing::kRealBackends, testing::BackendName);
 
 }  // namespace
 }  // namespace lockstep::storage

@@ -37,9 +37,9 @@ struct Machine {
   std::map<std::uint64_t, std::string> appended;  // LSN -> the record last appended at it
   std::uint64_t acked = 0;                        // every LSN <= acked was acknowledged
   // Read by the I/O observer on the log's threads, written by the test's thread.
-  std::atomic<std::uint64_t> crash_at{0};         // the armed crash point (operation number)
+  std::atomic<std::uint64_t> crash_at{0};  // the armed crash point (operation number)
   std::atomic<bool> in_recovery{false};
-  std::string crash_site;                         // what that operation was (under the io's lock)
+  std::string crash_site;    // what that operation was (under the io's lock)
   bool sync_failed = false;  // an fdatasync failed since the last power loss
 };
 
@@ -76,16 +76,21 @@ std::string SiteOf(const Machine& m, OpKind kind, const std::string& path) {
   if (m.in_recovery) return "recovery";
   const bool tmp = path.find(".tmp") != std::string::npos;
   switch (kind) {
-    case OpKind::kWrite: return tmp ? "roll" : "before batch write";
-    case OpKind::kSync: return tmp ? "roll" : "between write and sync";
-    case OpKind::kRemove: return "retention";
+    case OpKind::kWrite:
+      return tmp ? "roll" : "before batch write";
+    case OpKind::kSync:
+      return tmp ? "roll" : "between write and sync";
+    case OpKind::kRemove:
+      return "retention";
     case OpKind::kSyncDir:
     case OpKind::kRename:
     case OpKind::kCreate:
     case OpKind::kAllocate:
     case OpKind::kOpen:
-    case OpKind::kMap: return "roll";
-    default: return std::string(OpKindName(kind));
+    case OpKind::kMap:
+      return "roll";
+    default:
+      return std::string(OpKindName(kind));
   }
 }
 
@@ -122,7 +127,8 @@ void Verify(Machine& m, Log& log, Totals& totals) {
 std::string RandomRecord(std::mt19937_64& rng, std::uint64_t lsn) {
   std::string r = "lsn" + std::to_string(lsn) + ":";
   const auto extra = Uniform(rng, 0, 300);
-  for (std::uint64_t i = 0; i < extra; ++i) r.push_back(static_cast<char>('a' + Uniform(rng, 0, 25)));
+  for (std::uint64_t i = 0; i < extra; ++i)
+    r.push_back(static_cast<char>('a' + Uniform(rng, 0, 25)));
   return r;
 }
 
@@ -245,17 +251,17 @@ Totals RunCrashLoop(std::uint64_t seed, std::uint64_t target, bool threaded) {
   }
   std::string sites;
   for (const auto& [site, n] : totals.sites) sites += " " + site + "=" + std::to_string(n);
-  std::printf("%s: crash points %llu (process crashes %llu), recoveries %llu, torn tails %llu, "
-              "injected I/O errors %llu, full disks %llu, acknowledged LSNs checked %llu; "
-              "sites:%s\n",
-              threaded ? "threaded" : "manual",
-              static_cast<unsigned long long>(totals.crash_points),
-              static_cast<unsigned long long>(totals.process_crashes),
-              static_cast<unsigned long long>(totals.recoveries),
-              static_cast<unsigned long long>(totals.torn_tails),
-              static_cast<unsigned long long>(totals.injected_errors),
-              static_cast<unsigned long long>(totals.disk_full),
-              static_cast<unsigned long long>(totals.acked_checked), sites.c_str());
+  std::printf(
+      "%s: crash points %llu (process crashes %llu), recoveries %llu, torn tails %llu, "
+      "injected I/O errors %llu, full disks %llu, acknowledged LSNs checked %llu; "
+      "sites:%s\n",
+      threaded ? "threaded" : "manual", static_cast<unsigned long long>(totals.crash_points),
+      static_cast<unsigned long long>(totals.process_crashes),
+      static_cast<unsigned long long>(totals.recoveries),
+      static_cast<unsigned long long>(totals.torn_tails),
+      static_cast<unsigned long long>(totals.injected_errors),
+      static_cast<unsigned long long>(totals.disk_full),
+      static_cast<unsigned long long>(totals.acked_checked), sites.c_str());
   return totals;
 }
 

@@ -187,12 +187,12 @@ TEST_F(LogTest, CallbacksRunInLsnOrderOnlyWhenDurable) {
   auto log = Open();
   std::vector<std::uint64_t> completed;
   for (int i = 0; i < 50; ++i) {
-    auto lsn = log->Append(AsBytes(RecordFor(static_cast<std::uint64_t>(i))),
-                           [&](Lsn l, const Status& s) {
-                             ASSERT_TRUE(s.ok());
-                             ASSERT_LE(l, log->durable_lsn());
-                             completed.push_back(l.value());
-                           });
+    auto lsn =
+        log->Append(AsBytes(RecordFor(static_cast<std::uint64_t>(i))), [&](Lsn l, const Status& s) {
+          ASSERT_TRUE(s.ok());
+          ASSERT_LE(l, log->durable_lsn());
+          completed.push_back(l.value());
+        });
     ASSERT_TRUE(lsn.ok());
   }
   EXPECT_TRUE(completed.empty());
@@ -207,7 +207,8 @@ TEST_F(LogTest, OneGroupIsOneBatchUpToTheBatchLimit) {
   ASSERT_TRUE(log->Flush().ok());
   EXPECT_EQ(log->stats().batches, 1u);  // ten appends, one write, one sync
   // 40 records of 100 bytes do not fit one 1024-byte batch: several batches, none too big.
-  for (int i = 0; i < 40; ++i) ASSERT_TRUE(log->Append(AsBytes(std::string(100, 'x')), nullptr).ok());
+  for (int i = 0; i < 40; ++i)
+    ASSERT_TRUE(log->Append(AsBytes(std::string(100, 'x')), nullptr).ok());
   ASSERT_TRUE(log->Flush().ok());
   const auto stats = log->stats();
   EXPECT_GE(stats.batches, 1u + 40 * 104 / 1024);
@@ -325,8 +326,8 @@ TEST_F(LogTest, WriteErrorStopsTheLogAndFailsEveryWaiter) {
   AppendSome(*log, 1, 5);
   std::vector<Status> results;
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(log->Append(AsBytes("doomed"), [&](Lsn, const Status& s) { results.push_back(s); })
-                    .ok());
+    ASSERT_TRUE(
+        log->Append(AsBytes("doomed"), [&](Lsn, const Status& s) { results.push_back(s); }).ok());
   }
   io_.AddFault(FaultRule{0, OpKind::kWrite, ".seg", FaultKind::kEio, false});
   EXPECT_EQ(log->Flush().code(), StatusCode::kIoError);
@@ -386,7 +387,8 @@ TEST_F(LogTest, DiskFullWhenPreparingASegmentRejectsThenRecovers) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*again, durable_when_full.Next());
   ASSERT_TRUE(log->Flush().ok());
-  for (int i = 0; i < 100; ++i) ASSERT_TRUE(log->Append(AsBytes(std::string(100, 'g')), nullptr).ok());
+  for (int i = 0; i < 100; ++i)
+    ASSERT_TRUE(log->Append(AsBytes(std::string(100, 'g')), nullptr).ok());
   ASSERT_TRUE(log->Flush().ok());
 }
 
@@ -484,11 +486,13 @@ TEST_F(LogTest, MissingSegmentInTheMiddleIsCorruption) {
 TEST_F(LogTest, AGroupThatDoesNotFitRollsAndIsWrittenWhole) {
   auto log = Open();
   // 3,600 of 4,032 usable bytes used; then a group of five 100-byte records (568 bytes).
-  for (int i = 0; i < 36; ++i) ASSERT_TRUE(log->Append(AsBytes(std::string(96, 'a')), nullptr).ok());
+  for (int i = 0; i < 36; ++i)
+    ASSERT_TRUE(log->Append(AsBytes(std::string(96, 'a')), nullptr).ok());
   ASSERT_TRUE(log->Flush().ok());
   const auto before = log->stats();
   ASSERT_EQ(before.rolls, 0u);
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(log->Append(AsBytes(std::string(100, 'b')), nullptr).ok());
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(log->Append(AsBytes(std::string(100, 'b')), nullptr).ok());
   ASSERT_TRUE(log->Flush().ok());
   const auto after = log->stats();
   EXPECT_EQ(after.rolls, 1u);

@@ -11,9 +11,9 @@ TEST(SegmentName, RoundTripsAndRejectsOthers) {
   EXPECT_EQ(SegmentFileName(Lsn(42)), "00000000000000000042.seg");
   EXPECT_EQ(ParseSegmentFileName("00000000000000000042.seg"), Lsn(42));
   EXPECT_EQ(ParseSegmentFileName(SegmentFileName(Lsn(UINT64_MAX))), Lsn(UINT64_MAX));
-  for (const char* bad : {"42.seg", "0000000000000000004x.seg", "00000000000000000042.sex",
-                          "00000000000000000000.seg", "LOCK", "prepare-1.tmp", "",
-                          "000000000000000000042.seg"}) {
+  for (const char* bad :
+       {"42.seg", "0000000000000000004x.seg", "00000000000000000042.sex",
+        "00000000000000000000.seg", "LOCK", "prepare-1.tmp", "", "000000000000000000042.seg"}) {
     EXPECT_FALSE(ParseSegmentFileName(bad).has_value()) << bad;
   }
 }

@@ -25,8 +25,8 @@ inline std::uint64_t TestSeed() {
 }
 
 inline std::string SeedTrace(std::uint64_t seed) {
-  return "seed " + std::to_string(seed) + " (rerun with LOCKSTEP_TEST_SEED=" +
-         std::to_string(seed) + ")";
+  return "seed " + std::to_string(seed) +
+         " (rerun with LOCKSTEP_TEST_SEED=" + std::to_string(seed) + ")";
 }
 
 // Budget multiplier for randomized loops: LOCKSTEP_TEST_SCALE=10 runs ten times the default.
