@@ -10,12 +10,9 @@ namespace lockstep::base {
 
 std::uint64_t Xxh3(std::span<const std::byte> bytes, std::uint64_t seed = 0);
 
-// A checksum over two pieces without copying them together and without allocating (xxHash's
-// streaming state is heap-allocated): XXH3 of `second`, seeded with XXH3 of `first` seeded with
-// `seed`. Any change to either piece, or to the seed, changes it.
-inline std::uint64_t Xxh3Chained(std::span<const std::byte> first,
-                                 std::span<const std::byte> second, std::uint64_t seed) {
-  return Xxh3(second, Xxh3(first, seed));
-}
+// XXH3-64 of the concatenation of two pieces, without copying them together and without
+// allocating (the streaming state lives on the stack).
+std::uint64_t Xxh3Concat(std::span<const std::byte> first, std::span<const std::byte> second,
+                         std::uint64_t seed);
 
 }  // namespace lockstep::base

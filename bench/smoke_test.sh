@@ -9,10 +9,11 @@ common=(--json --dir "$dir" --seconds 0.2)
 out=$("$bench" "${common[@]}" --workload disk --outstanding 4 --record-bytes 512)
 out+=$'\n'$("$bench" "${common[@]}" --workload append --outstanding 8 --record-bytes 200)
 echo "$out"
-[[ $(echo "$out" | grep -c '^{') -eq 3 ]] || { echo "expected 3 JSON lines" >&2; exit 1; }
+# disk: zero-fill, fallocate and extended rows; append: one row.
+[[ $(echo "$out" | grep -c '^{') -eq 4 ]] || { echo "expected 4 JSON lines" >&2; exit 1; }
 keys="workload system outstanding record_bytes ops seconds ops_per_s mb_per_s p50_us p99_us p999_us"
 for key in $keys; do
-  [[ $(echo "$out" | grep -c "\"$key\":") -eq 3 ]] || { echo "key $key missing" >&2; exit 1; }
+  [[ $(echo "$out" | grep -c "\"$key\":") -eq 4 ]] || { echo "key $key missing" >&2; exit 1; }
 done
 if ! echo "$out" | grep '"workload":"append"' | grep -q '"system":"lockstep"'; then
   echo "no append row" >&2

@@ -16,7 +16,7 @@ using base::LoadLe32;
 using base::LoadLe64;
 
 std::uint64_t ChecksumOf(const std::byte* header, ConstBytes frames, std::uint64_t salt) {
-  return base::Xxh3Chained(
+  return base::Xxh3Concat(
       ConstBytes(header + kBatchChecksumFrom, kBatchHeaderBytes - kBatchChecksumFrom), frames,
       salt);
 }

@@ -7,8 +7,7 @@
 //        0    4  magic          "LSBH" (0x4842534c)
 //        4    2  version        kBatchFormatVersion
 //        6    2  flags          0
-//        8    8  checksum       XXH3-64 of the records, seeded with XXH3-64 of bytes [16, 48)
-//                               seeded with the segment's salt
+//        8    8  checksum       XXH3-64, seeded with the segment's salt, of bytes [16, total)
 //       16    4  total_bytes    header + records
 //       20    4  record_count   >= 1
 //       24    8  first_lsn      >= 1

@@ -2,8 +2,8 @@
 // The I/O interface: every file operation of the storage layer goes through an Io.
 //
 // Three implementations exist behind this one contract:
-//   * UringIo (uring_io.h): writes and syncs through a dedicated io_uring, a write and its
-//     fdatasync submitted as one linked pair; reads through mmap.
+//   * UringIo (uring_io.h): the group-commit path (WriteAndSync) through a dedicated io_uring,
+//     the write and its fdatasync submitted as one linked pair; everything else as PosixIo.
 //   * PosixIo (posix_io.h): pwritev/fdatasync; reads through mmap. The default for the log
 //     (kDefaultIoBackend, measured: docs/storage.md), and what MakeIo(kAuto) falls back to,
 //     with a log line, where io_uring is blocked (Docker's default seccomp profile).

@@ -14,10 +14,6 @@ namespace lockstep::storage {
 namespace {
 
 constexpr std::string_view kLockFileName = "LOCK";
-
-// The log whose completion callbacks this thread is running while holding that log's mu_:
-// Append, next_lsn() and status() called from inside a callback must not lock it again.
-thread_local const Log* tls_completing = nullptr;
 constexpr std::uint64_t kMinSegmentBytes = 4096;
 
 Status ValidateOptions(const LogOptions& o) {
@@ -117,6 +113,10 @@ Log::~Log() {
     writer_cv_.notify_all();
     writer_.join();
   } else if (active_ != nullptr) {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;  // callbacks that append again get kUnavailable: the drain ends
+    }
     while (CommitOneGroup()) {
     }
   }
@@ -162,9 +162,10 @@ Status Log::Recover(RecoveryReport* report) {
   // synced, and recovery just read them back as valid batches. They become durable here, before
   // anything is published; the directory too, for a segment renamed but not yet synced in.
   // (Older segments were synced before the log rolled past them.)
-  LOCKSTEP_RETURN_IF_ERROR(io_.Sync(*active_file_));
+  LOCKSTEP_RETURN_IF_ERROR(RewriteForDurability(*active_, *active_file_));
   LOCKSTEP_RETURN_IF_ERROR(io_.SyncDir(dir));
   active_since_ns_ = base::MonotonicNs();
+  active_start_pos_ = active_->end_pos.load();
   const std::uint64_t last = active_->last_lsn.load();
   next_lsn_ = last + 1;
   durable_lsn_.store(last);
@@ -260,6 +261,26 @@ Status Log::LoadSegment(const std::string& name, Lsn expected_first, bool is_las
   return Status::Ok();
 }
 
+// Makes everything recovery found in the newest segment durable. A plain fdatasync is not
+// enough: after an fdatasync *error* Linux marks the failed pages clean, so they stay readable
+// here although they never reached the disk, and the next fdatasync has nothing to write
+// ("fsyncgate"). Writing the bytes again dirties those pages, so the sync really stores them.
+// Costs one rewrite of the newest segment's used part (at most segment_bytes) per open.
+Status Log::RewriteForDurability(const Segment& segment, File& file) {
+  const std::uint64_t end = segment.end_pos.load();
+  std::vector<std::byte> chunk(std::min<std::uint64_t>(end, 1 << 20));
+  // Copied out of the mapping first: writing a file from a mapping of the same pages is a
+  // corner of the kernel best left alone.
+  for (std::uint64_t at = kSegmentHeaderBytes; at < end;) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), end - at));
+    std::copy_n(segment.bytes().data() + at, n, chunk.data());
+    const ConstBytes part(chunk.data(), n);
+    LOCKSTEP_RETURN_IF_ERROR(io_.Write(file, at, std::span<const ConstBytes>(&part, 1)));
+    at += n;
+  }
+  return io_.Sync(file);
+}
+
 Status Log::CutTornTail(Segment& segment, File& file, std::uint64_t pos) {
   // The torn batch was one write of at most batch_bytes_max bytes into zeros: zeroing that much
   // restores "zeros after the last batch", so stale torn bytes can never be mistaken for data.
@@ -286,7 +307,6 @@ Result<Lsn> Log::Append(ConstBytes record, AppendCallback done) {
     return base::InvalidArgument(fmt::format("record of {} bytes exceeds record_bytes_max {}",
                                              record.size(), record_bytes_max()));
   }
-  if (tls_completing == this) return AppendLocked(record, std::move(done));  // mu_ is ours
   std::unique_lock lock(mu_);
   Result<Lsn> lsn = AppendLocked(record, std::move(done));
   const bool wake = lsn.ok() && writer_idle_;
@@ -427,10 +447,12 @@ std::size_t Log::NextBatchRecords(std::size_t* frame_bytes) {
 Status Log::Roll(Lsn first_lsn) {
   LOCKSTEP_ASSERT(first_lsn.value() == active_->last_lsn.load() + 1);
   // How fast the segment now left behind was filled decides how the next spare is prepared.
+  // Only bytes written by this process since the segment became active count (a reopened
+  // segment's older bytes do not), and an empty segment being replaced says nothing.
   const std::int64_t filled_ns = base::MonotonicNs() - active_since_ns_;
-  if (filled_ns > 0) {
-    fill_bytes_per_s_.store(static_cast<double>(active_->end_pos.load()) * 1e9 /
-                            static_cast<double>(filled_ns));
+  const std::uint64_t written = active_->end_pos.load() - active_start_pos_;
+  if (filled_ns > 0 && written > 0) {
+    fill_bytes_per_s_.store(static_cast<double>(written) * 1e9 / static_cast<double>(filled_ns));
   }
   auto spare = TakeSpare();
   if (!spare.ok()) return spare.status();
@@ -473,6 +495,7 @@ Status Log::InstallSegment(SpareFile spare, Lsn first_lsn) {
   active_ = std::move(segment);
   active_file_ = std::move(file);
   active_since_ns_ = base::MonotonicNs();
+  active_start_pos_ = kSegmentHeaderBytes;
   return Status::Ok();
 }
 
@@ -548,16 +571,12 @@ void Log::PublishCompleted(Lsn lsn) {
 }
 
 void Log::CompleteRange(Staging& staging, std::size_t from, std::size_t to, const Status& status) {
-  // Callbacks mostly refill (a pipelined producer appends from its completion): holding mu_
-  // across the whole group makes that one lock per group instead of one per record. Other
-  // appenders wait at most for one group's callbacks, which must be short anyway.
-  std::lock_guard lock(mu_);
-  tls_completing = this;
+  // No lock is held here: a callback may take its own locks and call Append without any
+  // lock-order risk, and other appenders never wait for callbacks.
   for (std::size_t i = from; i < to; ++i) {
     auto& done = staging.callbacks[i];
     if (done) done(Lsn(staging.first_lsn.value() + i), status);
   }
-  tls_completing = nullptr;
 }
 
 void Log::FailStop(const Status& cause) {
@@ -629,11 +648,6 @@ Status Log::WaitFor(const std::atomic<std::uint64_t>& watermark, Lsn lsn,
 }
 
 Status Log::Flush() {
-  if (!options_.writer_thread) {
-    while (CommitOneGroup()) {
-    }
-    return status();
-  }
   Lsn target;
   std::uint64_t rejections = 0;
   {
@@ -642,17 +656,26 @@ Status Log::Flush() {
     target = Lsn(next_lsn_ - 1);
     rejections = disk_full_rejections_.load();
   }
-  return WaitFor(completed_lsn_, target, std::chrono::hours(24), rejections);
+  if (options_.writer_thread) {
+    return WaitFor(completed_lsn_, target, std::chrono::hours(24), rejections);
+  }
+  // Manual mode: write until what was appended before this call is done, not until staging is
+  // empty — callbacks that append again would otherwise keep this loop going for ever.
+  while (completed_lsn_.load() < target.value() && disk_full_rejections_.load() == rejections &&
+         CommitOneGroup()) {
+  }
+  if (completed_lsn_.load() >= target.value()) return Status::Ok();
+  if (!status().ok()) return status();
+  return base::ResourceExhausted(
+      fmt::format("LSN {} was rejected: no space for a new segment", target.value()));
 }
 
 Status Log::status() const {
-  if (tls_completing == this) return failure_;  // called from a callback: mu_ is held
   std::lock_guard lock(mu_);
   return failure_;
 }
 
 Lsn Log::next_lsn() const {
-  if (tls_completing == this) return Lsn(next_lsn_);
   std::lock_guard lock(mu_);
   return Lsn(next_lsn_);
 }
@@ -677,6 +700,9 @@ LogStats Log::stats() const {
 // ---- Retention ------------------------------------------------------------------------------
 
 Result<RetentionReport> Log::ApplyRetention(const RetentionPolicy& policy) {
+  // One retention at a time: two interleaved runs could delete a later segment while the other
+  // gives back an earlier one it failed to delete, leaving a gap.
+  std::lock_guard serialize(retention_mu_);
   std::vector<std::shared_ptr<Segment>> doomed;
   RetentionReport report;
   {

@@ -11,9 +11,9 @@
 //
 // Threads: Append, the readers, retention and the accessors may be called from any thread.
 // Completion callbacks run on the writer thread, in append order (which is LSN order, except
-// that LSNs rejected for a full disk are handed out again), while the writer holds the staging
-// lock: they must be short and must not block. They may call Append, next_lsn(), status() and
-// the lock-free accessors; nothing else of this Log (Flush would deadlock). With
+// that LSNs rejected for a full disk are handed out again), with no lock of the log held: they
+// must be short and must not block, and may call Append (a pipelined producer refills from its
+// completions) but not Flush. In manual mode, callbacks run inside Flush(). With
 // LogOptions::writer_thread = false nothing runs in the background: the caller drives the writer
 // with Flush() (deterministic tests and simulation).
 //
@@ -229,6 +229,7 @@ class Log {
   Status LoadSegment(const std::string& name, Lsn expected_first, bool is_last,
                      RecoveryReport* report);
   Status CutTornTail(Segment& segment, File& file, std::uint64_t pos);
+  Status RewriteForDurability(const Segment& segment, File& file);
 
   Result<Lsn> AppendLocked(ConstBytes record, AppendCallback&& done);  // REQUIRES: mu_ held
   void WriterLoop();
@@ -258,6 +259,7 @@ class Log {
   Io& io_;
   std::unique_ptr<FileLock> lock_;
 
+  std::mutex retention_mu_;  // one ApplyRetention at a time
   mutable std::mutex segments_mu_;
   std::vector<std::shared_ptr<Segment>> segments_;  // ascending; back() is the active one
 
@@ -295,7 +297,8 @@ class Log {
   // Bytes per second at which the last full segment was filled (0: none yet); set by the writer
   // at each roll, read by the preparer.
   std::atomic<double> fill_bytes_per_s_{0};
-  std::int64_t active_since_ns_ = 0;  // writer only: when the active segment was installed
+  std::int64_t active_since_ns_ = 0;    // writer only: when the active segment became active
+  std::uint64_t active_start_pos_ = 0;  // writer only: its end_pos at that moment
   std::atomic<std::uint64_t> disk_full_rejections_{0};
 
   std::atomic<std::uint64_t> stat_batches_{0};

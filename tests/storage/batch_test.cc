@@ -122,9 +122,9 @@ TEST(Batch, FrameLengthLieIsCaughtEvenWithAValidChecksum) {
   seg.insert(seg.end(), frames.begin(), frames.end());
   // Recompute the checksum over the lying frames.
   base::StoreLe64(seg.data() + 8,
-                  base::Xxh3Chained(ConstBytes(seg.data() + kBatchChecksumFrom,
-                                               kBatchHeaderBytes - kBatchChecksumFrom),
-                                    frames, kSalt));
+                  base::Xxh3Concat(ConstBytes(seg.data() + kBatchChecksumFrom,
+                                              kBatchHeaderBytes - kBatchChecksumFrom),
+                                   frames, kSalt));
   BatchView v = ParseBatch(seg, 0, {kSalt});
   EXPECT_EQ(v.state, BatchState::kDamaged);
   EXPECT_NE(v.reason.find("frames"), std::string::npos);
