@@ -95,6 +95,14 @@ class LogTest : public ::testing::Test {
       ASSERT_EQ(records[i - first].second, RecordFor(i)) << "LSN " << i;
     }
   }
+  // The harshest power loss the fault model allows: every unsynced write is gone.
+  void PowerLossDroppingEverythingUnsynced() {
+    std::mt19937_64 rng(1);
+    CrashModel model;
+    model.lose_write = 1.0;
+    model.tear_write = 0.0;
+    io_.Restart(rng, model);
+  }
   std::vector<std::string> SegmentFiles() {
     std::vector<std::string> names;
     for (const auto& n : *io_.ListDir("db")) {
@@ -528,11 +536,7 @@ TEST_F(LogTest, RecoverySyncsWhatAProcessCrashLeftInThePageCache) {
     ASSERT_EQ(log->durable_lsn(), Lsn(4));  // recovery found the unsynced batch
   }
   // A power loss now must not take LSN 4 away: recovery published it, so it had to sync it.
-  std::mt19937_64 rng(3);
-  CrashModel lose_everything_unsynced;
-  lose_everything_unsynced.lose_write = 1.0;
-  lose_everything_unsynced.tear_write = 0.0;
-  io_.Restart(rng, lose_everything_unsynced);
+  PowerLossDroppingEverythingUnsynced();
   auto log = Open();
   EXPECT_EQ(log->durable_lsn(), Lsn(4));
   ExpectRecords(*log, 1, 4);
@@ -555,11 +559,7 @@ TEST_F(LogTest, AfterAFailedSyncARestartedProcessStillCannotPublishUnsyncedData)
     ASSERT_GE(recovered, Lsn(3));
   }
   // Whatever recovery published must survive a power loss that drops every unsynced write.
-  std::mt19937_64 rng(5);
-  CrashModel lose_everything_unsynced;
-  lose_everything_unsynced.lose_write = 1.0;
-  lose_everything_unsynced.tear_write = 0.0;
-  io_.Restart(rng, lose_everything_unsynced);
+  PowerLossDroppingEverythingUnsynced();
   auto log = Open();
   EXPECT_EQ(log->durable_lsn(), recovered);
   ExpectRecords(*log, 1, recovered.value());
