@@ -1,0 +1,232 @@
+#include "engine/txn_record.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "base/endian.h"
+
+namespace lockstep::engine {
+namespace {
+
+using base::LoadLe16;
+using base::LoadLe32;
+using base::LoadLe64;
+using base::StoreLe16;
+using base::StoreLe32;
+using base::StoreLe64;
+
+constexpr std::uint8_t kFlagIdempotencyKey = 1;
+
+Status Malformed(std::string_view why) {
+  return base::DataLoss(fmt::format("malformed transaction record: {}", why));
+}
+
+std::string_view AsString(Bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+// Bounds-checked reads from the front of a byte range.
+class Reader {
+ public:
+  explicit Reader(Bytes* rest) : rest_(rest) {}
+  bool Take(std::size_t n, Bytes* out) {
+    if (rest_->size() < n) return false;
+    *out = rest_->first(n);
+    *rest_ = rest_->subspan(n);
+    return true;
+  }
+  bool U8(std::uint8_t* v) {
+    Bytes b;
+    if (!Take(1, &b)) return false;
+    *v = std::to_integer<std::uint8_t>(b[0]);
+    return true;
+  }
+  bool U16(std::uint16_t* v) { return Fixed(v, LoadLe16); }
+  bool U32(std::uint32_t* v) { return Fixed(v, LoadLe32); }
+  bool U64(std::uint64_t* v) { return Fixed(v, LoadLe64); }
+
+ private:
+  template <typename T, typename Load>
+  bool Fixed(T* v, Load load) {
+    Bytes b;
+    if (!Take(sizeof(T), &b)) return false;
+    *v = load(b.data());
+    return true;
+  }
+  Bytes* rest_;
+};
+
+Result<TxnOp> ReadPut(Reader& r) {
+  std::uint32_t table = 0, key_bytes = 0, value_bytes = 0;
+  PutOp op;
+  if (!r.U32(&table) || !r.U32(&key_bytes) || !r.U32(&value_bytes) || !r.Take(key_bytes, &op.key) ||
+      !r.Take(value_bytes, &op.value)) {
+    return Malformed("put runs past the record");
+  }
+  op.table = TableId(table);
+  return TxnOp(op);
+}
+
+Result<TxnOp> ReadDelete(Reader& r) {
+  std::uint32_t table = 0, key_bytes = 0;
+  DeleteOp op;
+  if (!r.U32(&table) || !r.U32(&key_bytes) || !r.Take(key_bytes, &op.key)) {
+    return Malformed("delete runs past the record");
+  }
+  op.table = TableId(table);
+  return TxnOp(op);
+}
+
+Result<TxnOp> ReadEvent(Reader& r, Bytes& rest) {
+  std::uint32_t topic = 0, partition = 0;
+  if (!r.U32(&topic) || !r.U32(&partition)) return Malformed("event runs past the record");
+  auto event = base::DecodeEvent(rest);
+  if (!event.ok()) return Malformed(event.status().message());
+  EventOp op{TopicId(topic), PartitionId(partition), event->record()};
+  Bytes skipped;
+  r.Take(op.record.size(), &skipped);
+  return TxnOp(op);
+}
+
+Result<TxnOp> ReadOffset(Reader& r) {
+  std::uint32_t topic = 0, partition = 0;
+  std::uint64_t generation = 0, offset = 0;
+  std::uint16_t group_bytes = 0;
+  Bytes group;
+  if (!r.U32(&topic) || !r.U32(&partition) || !r.U64(&generation) || !r.U64(&offset) ||
+      !r.U16(&group_bytes) || !r.Take(group_bytes, &group)) {
+    return Malformed("offset commit runs past the record");
+  }
+  return TxnOp(OffsetOp{TopicId(topic), PartitionId(partition), generation, Offset(offset),
+                        AsString(group)});
+}
+
+Result<TxnOp> ReadOp(OpKind kind, Reader& r, Bytes& rest) {
+  switch (kind) {
+    case OpKind::kPut:
+      return ReadPut(r);
+    case OpKind::kDelete:
+      return ReadDelete(r);
+    case OpKind::kEvent:
+      return ReadEvent(r, rest);
+    case OpKind::kOffset:
+      return ReadOffset(r);
+  }
+  return Malformed(fmt::format("unknown operation kind {}", static_cast<int>(kind)));
+}
+
+}  // namespace
+
+std::byte* TxnRecordWriter::Grow(std::size_t n) {
+  const std::size_t at = buffer_.size();
+  buffer_.resize(at + n);
+  return buffer_.data() + at;
+}
+
+void TxnRecordWriter::Reset(std::int64_t commit_ms,
+                            std::optional<std::string_view> idempotency_key) {
+  buffer_.clear();
+  op_count_ = 0;
+  std::byte* p = Grow(kTxnFixedBytes);
+  p[0] = std::byte{kTxnRecordVersion};
+  p[1] = std::byte{idempotency_key ? kFlagIdempotencyKey : std::uint8_t{0}};
+  StoreLe16(p + 2, 0);
+  StoreLe32(p + 4, 0);  // op_count, patched by Finish
+  StoreLe64(p + 8, static_cast<std::uint64_t>(commit_ms));
+  if (idempotency_key) {
+    LOCKSTEP_ASSERT(idempotency_key->size() <= UINT16_MAX);
+    std::byte* k = Grow(2 + idempotency_key->size());
+    StoreLe16(k, static_cast<std::uint16_t>(idempotency_key->size()));
+    std::memcpy(k + 2, idempotency_key->data(), idempotency_key->size());
+  }
+}
+
+void TxnRecordWriter::Put(TableId table, Bytes key, Bytes value) {
+  std::byte* p = Grow(1 + 12 + key.size() + value.size());
+  p[0] = std::byte{static_cast<std::uint8_t>(OpKind::kPut)};
+  StoreLe32(p + 1, table.value());
+  StoreLe32(p + 5, static_cast<std::uint32_t>(key.size()));
+  StoreLe32(p + 9, static_cast<std::uint32_t>(value.size()));
+  if (!key.empty()) std::memcpy(p + 13, key.data(), key.size());
+  if (!value.empty()) std::memcpy(p + 13 + key.size(), value.data(), value.size());
+  ++op_count_;
+}
+
+void TxnRecordWriter::Delete(TableId table, Bytes key) {
+  std::byte* p = Grow(1 + 8 + key.size());
+  p[0] = std::byte{static_cast<std::uint8_t>(OpKind::kDelete)};
+  StoreLe32(p + 1, table.value());
+  StoreLe32(p + 5, static_cast<std::uint32_t>(key.size()));
+  if (!key.empty()) std::memcpy(p + 9, key.data(), key.size());
+  ++op_count_;
+}
+
+std::span<std::byte> TxnRecordWriter::AddEvent(TopicId topic, PartitionId partition,
+                                               std::size_t event_bytes) {
+  std::byte* p = Grow(1 + 8 + event_bytes);
+  p[0] = std::byte{static_cast<std::uint8_t>(OpKind::kEvent)};
+  StoreLe32(p + 1, topic.value());
+  StoreLe32(p + 5, partition.value());
+  ++op_count_;
+  return {p + 9, event_bytes};
+}
+
+void TxnRecordWriter::CommitOffset(const OffsetOp& op) {
+  LOCKSTEP_ASSERT(op.group.size() <= UINT16_MAX);
+  // kind 1 + topic 4 + partition 4 + generation 8 + offset 8 + group length 2 = 27 fixed bytes.
+  std::byte* p = Grow(27 + op.group.size());
+  p[0] = std::byte{static_cast<std::uint8_t>(OpKind::kOffset)};
+  StoreLe32(p + 1, op.topic.value());
+  StoreLe32(p + 5, op.partition.value());
+  StoreLe64(p + 9, op.generation);
+  StoreLe64(p + 17, op.offset.value());
+  StoreLe16(p + 25, static_cast<std::uint16_t>(op.group.size()));
+  if (!op.group.empty()) std::memcpy(p + 27, op.group.data(), op.group.size());
+  ++op_count_;
+}
+
+Bytes TxnRecordWriter::Finish() {
+  StoreLe32(buffer_.data() + 4, op_count_);
+  return buffer_;
+}
+
+Result<TxnRecordReader> TxnRecordReader::Open(Bytes record) {
+  TxnRecordReader out;
+  Bytes rest = record;
+  Reader r(&rest);
+  std::uint8_t version = 0, flags = 0;
+  std::uint16_t reserved = 0;
+  std::uint64_t commit_ms = 0;
+  if (!r.U8(&version) || !r.U8(&flags) || !r.U16(&reserved) || !r.U32(&out.op_count_) ||
+      !r.U64(&commit_ms)) {
+    return Malformed("shorter than its fixed fields");
+  }
+  if (version != kTxnRecordVersion) return Malformed(fmt::format("unknown version {}", version));
+  if ((flags & ~kFlagIdempotencyKey) != 0 || reserved != 0) return Malformed("unknown flags");
+  out.commit_ms_ = static_cast<std::int64_t>(commit_ms);
+  if ((flags & kFlagIdempotencyKey) != 0) {
+    std::uint16_t key_bytes = 0;
+    Bytes key;
+    if (!r.U16(&key_bytes) || !r.Take(key_bytes, &key)) {
+      return Malformed("idempotency key runs past the record");
+    }
+    out.idempotency_key_ = AsString(key);
+  }
+  out.rest_ = rest;
+  return out;
+}
+
+Result<std::optional<TxnOp>> TxnRecordReader::Next() {
+  if (ops_read_ == op_count_) {
+    if (!rest_.empty()) return Malformed("bytes left after the last operation");
+    return std::optional<TxnOp>();
+  }
+  Reader r(&rest_);
+  std::uint8_t kind = 0;
+  if (!r.U8(&kind)) return Malformed("fewer operations than its count");
+  auto op = ReadOp(static_cast<OpKind>(kind), r, rest_);
+  if (!op.ok()) return op.status();
+  ++ops_read_;
+  return std::optional<TxnOp>(std::move(op).value());
+}
+
+}  // namespace lockstep::engine

@@ -1,0 +1,107 @@
+#pragma once
+// The transaction record: what the engine appends to the log for one committed transaction, and
+// what recovery replays. One record per LSN. Grammar and version: docs/engine-records.md.
+//
+//   txn      = version:u8 = 1, flags:u8 (bit 0: has idempotency key), reserved:u16 = 0,
+//              op_count:u32, commit_ms:i64,
+//              [idempotency_key_bytes:u16, idempotency_key], op{op_count}
+//   op       = kind:u8, then
+//     put    : table:u32, key_bytes:u32, value_bytes:u32, key, value
+//     delete : table:u32, key_bytes:u32, key
+//     event  : topic:u32, partition:u32, event record (base/event_record.h: self-delimiting)
+//     offset : topic:u32, partition:u32, generation:u64, offset:u64, group_bytes:u16, group
+//
+// Integrity comes from the log batch's checksum; parsing still treats the bytes as hostile, so a
+// bug or a damaged record is reported (kDataLoss) instead of read out of bounds.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "base/event_record.h"
+#include "base/status.h"
+#include "engine/ids.h"
+
+namespace lockstep::engine {
+
+using base::Bytes;
+using base::Result;
+using base::Status;
+
+inline constexpr std::uint8_t kTxnRecordVersion = 1;
+inline constexpr std::size_t kTxnFixedBytes = 16;
+
+enum class OpKind : std::uint8_t { kPut = 1, kDelete = 2, kEvent = 3, kOffset = 4 };
+
+struct PutOp {
+  TableId table;
+  Bytes key;
+  Bytes value;
+};
+struct DeleteOp {
+  TableId table;
+  Bytes key;
+};
+struct EventOp {
+  TopicId topic;
+  PartitionId partition;
+  Bytes record;  // the whole encoded event record
+};
+struct OffsetOp {
+  TopicId topic;
+  PartitionId partition;
+  std::uint64_t generation = 0;
+  Offset offset;
+  std::string_view group;
+};
+using TxnOp = std::variant<PutOp, DeleteOp, EventOp, OffsetOp>;
+
+// Builds one transaction record in a buffer it reuses: after warm-up, building allocates
+// nothing. Not thread-safe (the sequencer owns one).
+class TxnRecordWriter {
+ public:
+  // Starts a new record. `idempotency_key` at most 65,535 bytes.
+  void Reset(std::int64_t commit_ms, std::optional<std::string_view> idempotency_key);
+  void Put(TableId table, Bytes key, Bytes value);
+  void Delete(TableId table, Bytes key);
+  // Reserves room for an event record of `event_bytes` and returns it, for the caller to encode
+  // the event in place (base::EncodeEvent): events are encoded once, straight into the record.
+  std::span<std::byte> AddEvent(TopicId topic, PartitionId partition, std::size_t event_bytes);
+  void CommitOffset(const OffsetOp& op);
+  // The finished record; valid until the next Reset.
+  Bytes Finish();
+  std::size_t op_count() const { return op_count_; }
+  std::size_t size() const { return buffer_.size(); }
+
+ private:
+  std::byte* Grow(std::size_t n);
+  std::vector<std::byte> buffer_;
+  std::uint32_t op_count_ = 0;
+};
+
+// A parsed record: its fixed fields and an iterator over its operations.
+class TxnRecordReader {
+ public:
+  // Checks the fixed fields; operations are checked as Next() reaches them.
+  static Result<TxnRecordReader> Open(Bytes record);
+
+  std::int64_t commit_ms() const { return commit_ms_; }
+  std::optional<std::string_view> idempotency_key() const { return idempotency_key_; }
+  std::uint32_t op_count() const { return op_count_; }
+
+  // The next operation (views into the record), nullopt after the last; kDataLoss for a
+  // malformed operation or bytes left over after the last one.
+  Result<std::optional<TxnOp>> Next();
+
+ private:
+  TxnRecordReader() = default;
+  Bytes rest_;
+  std::int64_t commit_ms_ = 0;
+  std::optional<std::string_view> idempotency_key_;
+  std::uint32_t op_count_ = 0;
+  std::uint32_t ops_read_ = 0;
+};
+
+}  // namespace lockstep::engine
