@@ -1,0 +1,177 @@
+#include "engine/table.h"
+
+#include <cstring>
+#include <new>
+
+namespace lockstep::engine {
+
+// One version of one key: immutable once published, except `older`, which only the (future)
+// reclaimer will cut.
+struct Table::Version {
+  Lsn lsn;
+  bool tombstone;
+  std::uint32_t value_bytes;
+  const Version* older;
+  std::byte* value() { return reinterpret_cast<std::byte*>(this + 1); }
+  const std::byte* value() const { return reinterpret_cast<const std::byte*>(this + 1); }
+};
+
+// A skip-list node, in one allocation: this header, then the tower of `height` links, then the
+// key bytes. (Links live past the struct, not in a one-element array indexed beyond its end.)
+struct Table::Node {
+  std::atomic<const Version*> newest;
+  std::uint32_t key_bytes;
+  int height;
+  std::atomic<Node*>* links() { return reinterpret_cast<std::atomic<Node*>*>(this + 1); }
+  const std::atomic<Node*>* links() const {
+    return reinterpret_cast<const std::atomic<Node*>*>(this + 1);
+  }
+  const char* key() const { return reinterpret_cast<const char*>(links() + height); }
+  char* key() { return reinterpret_cast<char*>(links() + height); }
+};
+static_assert(sizeof(Table::Node) % alignof(std::atomic<void*>) == 0);
+
+Table::Table(std::uint64_t seed) : rng_(seed) { head_ = NewNode({}, kMaxHeight); }
+
+Table::~Table() {
+  Node* n = head_;
+  while (n != nullptr) {
+    Node* next = n->links()[0].load(std::memory_order_relaxed);
+    for (const Version* v = n->newest.load(std::memory_order_relaxed); v != nullptr;) {
+      const Version* older = v->older;
+      v->~Version();
+      ::operator delete(const_cast<Version*>(v));
+      v = older;
+    }
+    n->~Node();
+    ::operator delete(n);
+    n = next;
+  }
+}
+
+Table::Node* Table::NewNode(Bytes key, int height) {
+  const std::size_t size =
+      sizeof(Node) + sizeof(std::atomic<Node*>) * static_cast<std::size_t>(height) + key.size();
+  void* memory = ::operator new(size);
+  Node* node = new (memory) Node;
+  node->newest.store(nullptr, std::memory_order_relaxed);
+  node->key_bytes = static_cast<std::uint32_t>(key.size());
+  node->height = height;
+  for (int i = 0; i < height; ++i) new (&node->links()[i]) std::atomic<Node*>(nullptr);
+  if (!key.empty()) std::memcpy(node->key(), key.data(), key.size());
+  bytes_.fetch_add(size, std::memory_order_relaxed);
+  return node;
+}
+
+int Table::RandomHeight() {
+  int height = 1;
+  while (height < kMaxHeight && (rng_() & 3) == 0) ++height;  // p = 1/4, as LevelDB
+  return height;
+}
+
+std::string_view Table::KeyOf(const Node* node) { return {node->key(), node->key_bytes}; }
+Bytes Table::ValueOf(const Version* v) { return {v->value(), v->value_bytes}; }
+Lsn Table::LsnOf(const Version* v) { return v->lsn; }
+Table::Node* Table::Next(const Node* node) {
+  return node->links()[0].load(std::memory_order_acquire);
+}
+
+Table::Node* Table::FindGreaterOrEqual(std::string_view key, Node** prev) const {
+  Node* x = head_;
+  int level = height_.load(std::memory_order_relaxed) - 1;
+  for (;;) {
+    Node* next = x->links()[level].load(std::memory_order_acquire);
+    if (next != nullptr && KeyOf(next) < key) {
+      x = next;
+      continue;
+    }
+    if (prev != nullptr) prev[level] = x;
+    if (level == 0) return next;
+    --level;
+  }
+}
+
+Table::Node* Table::FindLessThan(std::string_view key) const {
+  Node* x = head_;
+  int level = height_.load(std::memory_order_relaxed) - 1;
+  for (;;) {
+    Node* next = x->links()[level].load(std::memory_order_acquire);
+    if (next != nullptr && KeyOf(next) < key) {
+      x = next;
+      continue;
+    }
+    if (level == 0) return x;
+    --level;
+  }
+}
+
+Table::Node* Table::FindLast() const {
+  Node* x = head_;
+  int level = height_.load(std::memory_order_relaxed) - 1;
+  for (;;) {
+    Node* next = x->links()[level].load(std::memory_order_acquire);
+    if (next != nullptr) {
+      x = next;
+      continue;
+    }
+    if (level == 0) return x == head_ ? nullptr : x;
+    --level;
+  }
+}
+
+const Table::Version* Table::VisibleAt(const Node* node, Lsn at) {
+  const Version* v = node->newest.load(std::memory_order_acquire);
+  while (v != nullptr && v->lsn > at) v = v->older;
+  return v == nullptr || v->tombstone ? nullptr : v;
+}
+
+void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
+  const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
+  Node* prev[kMaxHeight];
+  Node* node = FindGreaterOrEqual(k, prev);
+  if (node == nullptr || KeyOf(node) != k) {
+    const int height = RandomHeight();
+    const int current = height_.load(std::memory_order_relaxed);
+    for (int i = current; i < height; ++i) prev[i] = head_;
+    node = NewNode(key, height);
+    // Link bottom-up: a reader that finds the node at any level finds it at level 0 too.
+    for (int i = 0; i < height; ++i) {
+      node->links()[i].store(prev[i]->links()[i].load(std::memory_order_relaxed),
+                             std::memory_order_relaxed);
+      prev[i]->links()[i].store(node, std::memory_order_release);
+    }
+    if (height > current) height_.store(height, std::memory_order_relaxed);
+  }
+  const Version* newest = node->newest.load(std::memory_order_relaxed);
+  LOCKSTEP_ASSERT(newest == nullptr || newest->lsn < lsn);
+  const std::size_t size = sizeof(Version) + value.size();
+  void* memory = ::operator new(size);
+  Version* v =
+      new (memory) Version{lsn, tombstone, static_cast<std::uint32_t>(value.size()), newest};
+  if (!value.empty()) std::memcpy(v->value(), value.data(), value.size());
+  node->newest.store(v, std::memory_order_release);  // publish: readers see a whole version
+  bytes_.fetch_add(size, std::memory_order_relaxed);
+}
+
+void Table::Put(Bytes key, Bytes value, Lsn lsn) { AddVersion(key, value, false, lsn); }
+
+void Table::Delete(Bytes key, Lsn lsn) { AddVersion(key, {}, true, lsn); }
+
+std::optional<Table::Newest> Table::NewestVersion(Bytes key) const {
+  const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
+  const Node* node = FindGreaterOrEqual(k, nullptr);
+  if (node == nullptr || KeyOf(node) != k) return std::nullopt;
+  const Version* v = node->newest.load(std::memory_order_relaxed);
+  return Newest{v->lsn, !v->tombstone};
+}
+
+std::optional<Table::Read> Table::Get(Bytes key, Lsn at) const {
+  const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
+  const Node* node = FindGreaterOrEqual(k, nullptr);
+  if (node == nullptr || KeyOf(node) != k) return std::nullopt;
+  const Version* v = VisibleAt(node, at);
+  if (v == nullptr) return std::nullopt;
+  return Read{std::string(reinterpret_cast<const char*>(v->value()), v->value_bytes), v->lsn};
+}
+
+}  // namespace lockstep::engine

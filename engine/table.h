@@ -1,0 +1,136 @@
+#pragma once
+// Table: one MVCC ordered map (bytes -> bytes, ordered bytewise) — see docs/engine.md.
+//
+// A skip list with ONE writer (the engine's sequencer) and any number of concurrent readers that
+// take no lock and never block the writer (LevelDB's memtable discipline: nodes are only ever
+// inserted; links are published with release stores and read with acquire loads). Every key
+// holds a chain of versions, newest first, each tagged with the LSN that wrote it; a delete is a
+// tombstone version. A read at snapshot S sees, per key, the newest version with lsn <= S.
+//
+// Memory: versions and nodes live until the table is destroyed. Reclaiming versions below the
+// version horizon (userspace RCU, docs/engine.md) is the next step of issue 3; until then
+// bytes() grows with every write and the engine's table budget bounds it.
+//
+// Threads: Put, Delete and NewestVersion only from the single writer thread; Get, Scan and
+// bytes() from any thread.
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+
+#include "base/event_record.h"  // base::Bytes
+#include "engine/ids.h"
+
+namespace lockstep::engine {
+
+using base::Bytes;
+
+struct ScanOptions {
+  std::string_view from = {};    // first key (inclusive); empty: the start
+  std::string_view to = {};      // end key (exclusive); empty: no end
+  std::string_view prefix = {};  // only keys starting with this
+  std::size_t limit = SIZE_MAX;  // at most this many rows
+  bool reverse = false;          // from `to` (exclusive) down to `from` (inclusive)
+};
+
+class Table {
+ public:
+  explicit Table(std::uint64_t seed = 0x243f6a8885a308d3ull);
+  ~Table();
+  Table(const Table&) = delete;
+  Table& operator=(const Table&) = delete;
+
+  // Writer only. REQUIRES: lsn greater than every LSN written to this key before.
+  void Put(Bytes key, Bytes value, Lsn lsn);
+  void Delete(Bytes key, Lsn lsn);
+
+  // Writer only: the newest version of `key` whatever its durability (for preconditions);
+  // nullopt when the key was never written. `exists` is false for a tombstone.
+  struct Newest {
+    Lsn lsn;
+    bool exists = false;
+  };
+  std::optional<Newest> NewestVersion(Bytes key) const;
+
+  // Any thread: the value of `key` at snapshot `at`, and the LSN that wrote it; nullopt when the
+  // key is absent (never written, deleted, or written only after `at`).
+  struct Read {
+    std::string value;
+    Lsn version;
+  };
+  std::optional<Read> Get(Bytes key, Lsn at) const;
+
+  // Any thread: calls fn(std::string_view key, Bytes value, Lsn version) for each key present at
+  // snapshot `at`, in key order (or reverse), honouring from/to/prefix/limit; stops early when
+  // fn returns false. Returns the number of rows passed to fn.
+  template <typename Fn>
+  std::size_t Scan(const ScanOptions& options, Lsn at, Fn&& fn) const;
+
+  // Approximate bytes held: keys, values and per-version and per-node overhead.
+  std::uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
+
+ public:
+  struct Node;  // public only for the layout assertion in table.cc
+
+ private:
+  struct Version;
+  static constexpr int kMaxHeight = 20;
+
+  Node* NewNode(Bytes key, int height);
+  void AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn);
+  int RandomHeight();
+  // The first node with key >= `key`; fills prev[] when given (writer only).
+  Node* FindGreaterOrEqual(std::string_view key, Node** prev) const;
+  // The last node with key < `key` (or the head).
+  Node* FindLessThan(std::string_view key) const;
+  Node* FindLast() const;
+  static const Version* VisibleAt(const Node* node, Lsn at);
+  static std::string_view KeyOf(const Node* node);
+  static Bytes ValueOf(const Version* version);
+  static Lsn LsnOf(const Version* version);
+  static Node* Next(const Node* node);
+
+  Node* head_;
+  std::atomic<int> height_{1};
+  std::mt19937_64 rng_;  // writer only
+  std::atomic<std::uint64_t> bytes_{0};
+};
+
+template <typename Fn>
+std::size_t Table::Scan(const ScanOptions& o, Lsn at, Fn&& fn) const {
+  std::size_t rows = 0;
+  auto in_range = [&](std::string_view key) {
+    if (!o.prefix.empty() && key.substr(0, o.prefix.size()) != o.prefix) return false;
+    return true;
+  };
+  auto emit = [&](const Node* node) {
+    const Version* v = VisibleAt(node, at);
+    if (v == nullptr || !in_range(KeyOf(node))) return true;
+    ++rows;
+    return static_cast<bool>(fn(KeyOf(node), ValueOf(v), LsnOf(v))) && rows < o.limit;
+  };
+  if (o.limit == 0) return 0;
+  // The effective range: [lower, upper) from from/to and the prefix.
+  const std::string_view lower = o.from > o.prefix ? o.from : o.prefix;
+  if (!o.reverse) {
+    for (const Node* n = FindGreaterOrEqual(lower, nullptr); n != nullptr; n = Next(n)) {
+      const std::string_view key = KeyOf(n);
+      if (!o.to.empty() && key >= o.to) break;
+      if (!o.prefix.empty() && key.substr(0, o.prefix.size()) > o.prefix) break;
+      if (!emit(n)) break;
+    }
+    return rows;
+  }
+  const Node* n = o.to.empty() ? FindLast() : FindLessThan(o.to);
+  while (n != nullptr && n != head_) {
+    const std::string_view key = KeyOf(n);
+    if (key < lower) break;
+    if (!emit(n)) break;
+    n = FindLessThan(key);
+  }
+  return rows;
+}
+
+}  // namespace lockstep::engine
