@@ -100,6 +100,21 @@ Result<TxnOp> ReadOffset(Reader& r) {
                         AsString(group)});
 }
 
+Result<TxnOp> ReadCatalog(Reader& r) {
+  std::uint8_t change = 0;
+  std::uint32_t id = 0, partitions = 0;
+  std::uint16_t name_bytes = 0;
+  std::uint64_t retention_ms = 0, retention_bytes = 0;
+  Bytes name;
+  if (!r.U8(&change) || !r.U32(&id) || !r.U16(&name_bytes) || !r.Take(name_bytes, &name) ||
+      !r.U32(&partitions) || !r.U64(&retention_ms) || !r.U64(&retention_bytes)) {
+    return Malformed("catalog change runs past the record");
+  }
+  if (change < 1 || change > 4) return Malformed(fmt::format("unknown catalog change {}", change));
+  return TxnOp(CatalogOp{static_cast<CatalogChange>(change), id, AsString(name), partitions,
+                         static_cast<std::int64_t>(retention_ms), retention_bytes});
+}
+
 Result<TxnOp> ReadOp(OpKind kind, Reader& r, Bytes& rest) {
   switch (kind) {
     case OpKind::kPut:
@@ -110,6 +125,8 @@ Result<TxnOp> ReadOp(OpKind kind, Reader& r, Bytes& rest) {
       return ReadEvent(r, rest);
     case OpKind::kOffset:
       return ReadOffset(r);
+    case OpKind::kCatalog:
+      return ReadCatalog(r);
   }
   return Malformed(fmt::format("unknown operation kind {}", static_cast<int>(kind)));
 }
@@ -181,6 +198,22 @@ void TxnRecordWriter::CommitOffset(const OffsetOp& op) {
   StoreLe64(p + 17, op.offset.value());
   StoreLe16(p + 25, static_cast<std::uint16_t>(op.group.size()));
   if (!op.group.empty()) std::memcpy(p + 27, op.group.data(), op.group.size());
+  ++op_count_;
+}
+
+void TxnRecordWriter::ChangeCatalog(const CatalogOp& op) {
+  LOCKSTEP_ASSERT(op.name.size() <= UINT16_MAX);
+  // kind 1 + change 1 + id 4 + name length 2 + partitions 4 + retention 8 + 8 = 28 fixed bytes.
+  std::byte* p = Grow(28 + op.name.size());
+  p[0] = std::byte{static_cast<std::uint8_t>(OpKind::kCatalog)};
+  p[1] = std::byte{static_cast<std::uint8_t>(op.change)};
+  StoreLe32(p + 2, op.id);
+  StoreLe16(p + 6, static_cast<std::uint16_t>(op.name.size()));
+  if (!op.name.empty()) std::memcpy(p + 8, op.name.data(), op.name.size());
+  std::byte* q = p + 8 + op.name.size();
+  StoreLe32(q, op.partitions);
+  StoreLe64(q + 4, static_cast<std::uint64_t>(op.retention_ms));
+  StoreLe64(q + 12, op.retention_bytes);
   ++op_count_;
 }
 

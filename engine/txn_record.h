@@ -10,6 +10,8 @@
 //     delete : table:u32, key_bytes:u32, key
 //     event  : topic:u32, partition:u32, event record (base/event_record.h: self-delimiting)
 //     offset : topic:u32, partition:u32, generation:u64, offset:u64, group_bytes:u16, group
+//     catalog: change:u8, id:u32, name_bytes:u16, name, partitions:u32, retention_ms:i64,
+//              retention_bytes:u64   (the last three matter for topics only)
 //
 // Integrity comes from the log batch's checksum; parsing still treats the bytes as hostile, so a
 // bug or a damaged record is reported (kDataLoss) instead of read out of bounds.
@@ -33,7 +35,7 @@ using base::Status;
 inline constexpr std::uint8_t kTxnRecordVersion = 1;
 inline constexpr std::size_t kTxnFixedBytes = 16;
 
-enum class OpKind : std::uint8_t { kPut = 1, kDelete = 2, kEvent = 3, kOffset = 4 };
+enum class OpKind : std::uint8_t { kPut = 1, kDelete = 2, kEvent = 3, kOffset = 4, kCatalog = 5 };
 
 struct PutOp {
   TableId table;
@@ -56,7 +58,21 @@ struct OffsetOp {
   Offset offset;
   std::string_view group;
 };
-using TxnOp = std::variant<PutOp, DeleteOp, EventOp, OffsetOp>;
+enum class CatalogChange : std::uint8_t {
+  kCreateTable = 1,
+  kDropTable = 2,
+  kCreateTopic = 3,
+  kDropTopic = 4,
+};
+struct CatalogOp {
+  CatalogChange change = CatalogChange::kCreateTable;
+  std::uint32_t id = 0;  // the TableId or TopicId
+  std::string_view name;
+  std::uint32_t partitions = 0;       // topics
+  std::int64_t retention_ms = 0;      // topics; 0: keep forever
+  std::uint64_t retention_bytes = 0;  // topics; 0: no size limit
+};
+using TxnOp = std::variant<PutOp, DeleteOp, EventOp, OffsetOp, CatalogOp>;
 
 // Builds one transaction record in a buffer it reuses: after warm-up, building allocates
 // nothing. Not thread-safe (the sequencer owns one).
@@ -70,6 +86,8 @@ class TxnRecordWriter {
   // the event in place (base::EncodeEvent): events are encoded once, straight into the record.
   std::span<std::byte> AddEvent(TopicId topic, PartitionId partition, std::size_t event_bytes);
   void CommitOffset(const OffsetOp& op);
+  // REQUIRES: op.name at most 65,535 bytes.
+  void ChangeCatalog(const CatalogOp& op);
   // The finished record; valid until the next Reset.
   Bytes Finish();
   std::size_t op_count() const { return op_count_; }

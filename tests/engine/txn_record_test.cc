@@ -32,6 +32,7 @@ std::vector<std::byte> Sample(TxnRecordWriter& w) {
   auto room = w.AddEvent(TopicId(5), PartitionId(3), base::EncodedEventBytes(event));
   base::EncodeEvent(event, Offset(41), Lsn(1000), room);
   w.CommitOffset(OffsetOp{TopicId(9), PartitionId(0), 4, Offset(77), "billing"});
+  w.ChangeCatalog(CatalogOp{CatalogChange::kCreateTopic, 12, "transfers", 8, 86'400'000, 1 << 30});
   auto bytes = w.Finish();
   return {bytes.begin(), bytes.end()};
 }
@@ -50,13 +51,13 @@ std::vector<TxnOp> ReadAll(TxnRecordReader& r) {
 TEST(TxnRecord, EveryOperationRoundTripsInOrder) {
   TxnRecordWriter w;
   auto bytes = Sample(w);
-  EXPECT_EQ(w.op_count(), 5u);
+  EXPECT_EQ(w.op_count(), 6u);
   auto r = TxnRecordReader::Open(bytes);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->commit_ms(), 1'700'000'000'000);
   EXPECT_EQ(r->idempotency_key(), "order-7781");
   auto ops = ReadAll(*r);
-  ASSERT_EQ(ops.size(), 5u);
+  ASSERT_EQ(ops.size(), 6u);
   const auto& put = std::get<PutOp>(ops[0]);
   EXPECT_EQ(put.table, TableId(1));
   EXPECT_EQ(AsString(put.key), "acct/a");
@@ -79,6 +80,13 @@ TEST(TxnRecord, EveryOperationRoundTripsInOrder) {
   EXPECT_EQ(off.generation, 4u);
   EXPECT_EQ(off.offset, Offset(77));
   EXPECT_EQ(off.group, "billing");
+  const auto& cat = std::get<CatalogOp>(ops[5]);
+  EXPECT_EQ(cat.change, CatalogChange::kCreateTopic);
+  EXPECT_EQ(cat.id, 12u);
+  EXPECT_EQ(cat.name, "transfers");
+  EXPECT_EQ(cat.partitions, 8u);
+  EXPECT_EQ(cat.retention_ms, 86'400'000);
+  EXPECT_EQ(cat.retention_bytes, 1u << 30);
 }
 
 TEST(TxnRecord, NoIdempotencyKeyAndNoOperations) {
@@ -147,10 +155,10 @@ TEST(TxnRecord, LiesAndLeftoversAreRejected) {
   b[1] = std::byte{0x80};
   expect_rejected(b, "unknown flag");
   b = bytes;
-  base::StoreLe32(b.data() + 4, 6);
+  base::StoreLe32(b.data() + 4, 7);
   expect_rejected(b, "op count above the operations");
   b = bytes;
-  base::StoreLe32(b.data() + 4, 4);
+  base::StoreLe32(b.data() + 4, 5);
   expect_rejected(b, "op count below the operations (leftover bytes)");
   b = bytes;
   const std::size_t first_op = kTxnFixedBytes + 2 + std::string("order-7781").size();
@@ -162,6 +170,11 @@ TEST(TxnRecord, LiesAndLeftoversAreRejected) {
   b = bytes;
   b.push_back(std::byte{0});
   expect_rejected(b, "a trailing byte");
+  b = bytes;
+  const std::size_t catalog_at = bytes.size() - (28 + std::string("transfers").size());
+  ASSERT_EQ(b[catalog_at], std::byte{5});
+  b[catalog_at + 1] = std::byte{9};
+  expect_rejected(b, "unknown catalog change");
 }
 
 TEST(TxnRecord, RandomBytesNeverCrashTheReader) {
