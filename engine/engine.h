@@ -1,0 +1,158 @@
+#pragma once
+// Engine: tables and topics in one commit. Usable embedded (in-process, like SQLite) or behind
+// lockstepd. Design: docs/engine.md.
+//
+// A transaction's preconditions, table writes and event appends commit atomically and durably:
+// Commit() hands it to the single sequencer thread, which checks the preconditions against the
+// newest state, assigns event offsets, encodes the transaction record (events encoded once, in
+// place), appends it to the log and applies it to the in-memory tables tagged with its LSN. The
+// returned future completes only when that LSN is durable — with the LSN and every event's
+// position, or with kConflict naming the first failed precondition (answered only once what it
+// saw is durable). Reads see the visible LSN: never anything that is not durable.
+//
+// Status (issue 3 in progress): catalog, transactions with preconditions, puts, deletes and event
+// appends, reads, replay on open. A storage error — including a full disk, until rollback of
+// rejected transactions exists — stops the engine (every later commit fails with kIoError);
+// reads go on.
+//
+// Threads: every public method may be called from any thread. Commit never blocks on I/O.
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/event_record.h"
+#include "engine/ids.h"
+#include "engine/table.h"
+#include "engine/transaction.h"
+#include "engine/txn_record.h"
+#include "storage/log.h"
+
+namespace lockstep::engine {
+
+struct EngineOptions {
+  std::string dir;            // data directory (created if missing); the log is dir/log
+  storage::Io* io = nullptr;  // not owned; must outlive the engine
+  storage::LogOptions log;    // dir and io are set by the engine
+  base::EventLimits event_limits;
+  std::uint32_t key_bytes_max = 4 << 10;
+  std::uint32_t value_bytes_max = 1 << 20;
+  std::uint32_t name_bytes_max = 255;
+  std::uint32_t partitions_max = 4096;
+  std::function<std::int64_t()> now_ms;  // default: wall clock
+};
+
+struct EventPosition {
+  std::string topic;
+  PartitionId partition;
+  Offset offset;
+};
+
+struct CommitResult {
+  Lsn lsn;
+  std::vector<EventPosition> events;  // in the order the transaction appended them
+};
+
+struct Row {
+  std::string key;
+  std::string value;
+  Lsn version;
+};
+
+struct TopicInfo {
+  std::string name;
+  TopicId id;
+  std::uint32_t partitions = 0;
+  std::int64_t retention_ms = 0;
+  std::uint64_t retention_bytes = 0;
+  std::vector<Offset> end_offsets;  // next offset per partition, as of the visible LSN
+};
+
+class Engine {
+ public:
+  // Opens (creating if missing) and recovers by replaying the log.
+  static Result<std::unique_ptr<Engine>> Open(EngineOptions options);
+  // Finishes in-flight commits, stops the sequencer, closes the log.
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Commits `txn` (see the file comment). Bad input (unknown table or topic, oversized key,
+  // value or event) completes the future at once with kInvalidArgument or kNotFound.
+  std::future<Result<CommitResult>> Commit(Transaction txn);
+
+  // Catalog, committed through the log. kAlreadyExists / kNotFound / kInvalidArgument.
+  Status CreateTable(std::string_view name);
+  Status DropTable(std::string_view name);
+  Status CreateTopic(std::string_view name, std::uint32_t partitions, std::int64_t retention_ms = 0,
+                     std::uint64_t retention_bytes = 0);
+  Status DropTopic(std::string_view name);
+  std::vector<std::string> ListTables() const;
+  std::vector<TopicInfo> ListTopics() const;
+
+  // Reads at the visible LSN. kNotFound for an unknown table.
+  Result<std::optional<Row>> Get(std::string_view table, std::string_view key) const;
+  Result<std::vector<Row>> Scan(std::string_view table, const ScanOptions& options) const;
+
+  Lsn visible_lsn() const { return Lsn(visible_lsn_.load(std::memory_order_acquire)); }
+  // Ok, or why the engine stopped.
+  Status status() const;
+
+ private:
+  struct Pending;
+  struct TableEntry;
+  struct TopicEntry;
+
+  explicit Engine(EngineOptions options);
+  Status Replay();
+  Status ApplyRecord(Lsn lsn, Bytes record);
+  void SequencerLoop();
+  void Process(const std::shared_ptr<Pending>& pending);
+  void ProcessCatalog(const std::shared_ptr<Pending>& pending);
+  void Append(const std::shared_ptr<Pending>& pending, Bytes record, Lsn expected);
+  void Park(const std::shared_ptr<Pending>& pending, Status conflict, Lsn observed);
+  void Fail(const Status& status);
+  std::future<Result<CommitResult>> Submit(Transaction txn, std::optional<CatalogOp> catalog);
+  Status Validate(const Transaction& txn) const;
+  Status CommitCatalog(CatalogOp op);
+  void OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pending>& pending);
+  void AnswerParked(Lsn durable, const Status& failure);
+  std::shared_ptr<Table> FindTable(std::string_view name) const;
+
+  EngineOptions options_;
+  std::unique_ptr<storage::Log> log_;
+
+  // The catalog: changed only by the sequencer (and replay); read by any thread.
+  mutable std::shared_mutex catalog_mu_;
+  std::map<std::string, std::shared_ptr<TableEntry>, std::less<>> tables_;
+  std::map<std::string, std::shared_ptr<TopicEntry>, std::less<>> topics_;
+  std::uint32_t next_table_id_ = 1;  // sequencer only
+  std::uint32_t next_topic_id_ = 1;  // sequencer only
+
+  // Submission queue.
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::shared_ptr<Pending>> queue_;
+  bool stopping_ = false;
+
+  // Conflicts waiting for the durability of the version they saw: (lsn, pending).
+  std::mutex parked_mu_;
+  std::multimap<std::uint64_t, std::shared_ptr<Pending>> parked_;
+
+  std::atomic<std::uint64_t> visible_lsn_{0};
+  mutable std::mutex failure_mu_;
+  Status failure_;
+  TxnRecordWriter writer_;  // sequencer only
+  std::thread sequencer_;
+};
+
+}  // namespace lockstep::engine
