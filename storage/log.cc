@@ -157,12 +157,11 @@ Status Log::Recover(RecoveryReport* report) {
     LOCKSTEP_RETURN_IF_ERROR(
         LoadSegment(SegmentFileName(firsts[i]), expected, i + 1 == firsts.size(), report));
   }
+  if (segments_.back()->end_pos.load() > kSegmentHeaderBytes || report->torn_tail) {
+    LOCKSTEP_RETURN_IF_ERROR(ReplaceWithDurableCopy());
+  }
   active_ = segments_.back();
-  // After a process crash (not a power loss) the page cache still holds writes that were never
-  // synced, and recovery just read them back as valid batches. They become durable here, before
-  // anything is published; the directory too, for a segment renamed but not yet synced in.
-  // (Older segments were synced before the log rolled past them.)
-  LOCKSTEP_RETURN_IF_ERROR(RewriteForDurability(*active_, *active_file_));
+  // The directory too: a segment renamed into place but not yet synced in becomes durable here.
   LOCKSTEP_RETURN_IF_ERROR(io_.SyncDir(dir));
   active_since_ns_ = base::MonotonicNs();
   active_start_pos_ = active_->end_pos.load();
@@ -244,11 +243,11 @@ Status Log::LoadSegment(const std::string& name, Lsn expected_first, bool is_las
       return corrupt(pos, fmt::format("damaged batch ({}) followed by a valid batch at position {}",
                                       why, *after));
     }
+    // Cut: the batches before `pos` are kept; ReplaceWithDurableCopy leaves the rest behind.
     report->torn_tail = true;
     report->torn_segment = name;
     report->torn_position = pos;
     report->torn_reason = why;
-    LOCKSTEP_RETURN_IF_ERROR(CutTornTail(*segment, *file, pos));
     break;
   }
   segment->end_pos.store(pos);
@@ -261,39 +260,53 @@ Status Log::LoadSegment(const std::string& name, Lsn expected_first, bool is_las
   return Status::Ok();
 }
 
-// Makes everything recovery found in the newest segment durable. A plain fdatasync is not
-// enough: after an fdatasync *error* Linux marks the failed pages clean, so they stay readable
-// here although they never reached the disk, and the next fdatasync has nothing to write
-// ("fsyncgate"). Writing the bytes again dirties those pages, so the sync really stores them.
-// Costs one rewrite of the newest segment's used part (at most segment_bytes) per open.
-Status Log::RewriteForDurability(const Segment& segment, File& file) {
-  const std::uint64_t end = segment.end_pos.load();
+// Makes everything recovery found in the newest segment durable, without touching a byte of the
+// file it found it in.
+//
+// Why a copy: after a process crash (not a power loss) the page cache still holds batches that
+// were written but never synced, and recovery just read them back as valid. A plain fdatasync
+// is not enough to make them durable: after an fdatasync *error* Linux marks the failed pages
+// clean, so they stay readable although they never reached the disk, and the next fdatasync has
+// nothing to write ("fsyncgate"). Writing them again in place would fix that, but an in-place
+// write torn by a power loss can destroy bytes that were already durable and acknowledged. So
+// the used part of the segment (header and valid batches, nothing of a torn tail) is written to a
+// fresh file, synced, and renamed over the segment; then the directory is synced. A crash before
+// the rename leaves the old file as it was (and a .tmp file recovery deletes); after it, the new
+// file is complete and synced. Cost: one copy of at most one segment per open.
+Status Log::ReplaceWithDurableCopy() {
+  const std::shared_ptr<Segment> old = segments_.back();
+  const std::uint64_t end = old->end_pos.load();
+  const std::string tmp =
+      JoinPath(options_.dir, fmt::format("recover-{}{}", old->first_lsn().value(), kTempSuffix));
+  LOCKSTEP_ASSIGN_OR_RETURN(std::unique_ptr<File> file, io_.CreateFile(tmp));
+  Status status = io_.Allocate(
+      *file, old->header.capacity_bytes,
+      ChoosePreallocation(options_.preallocation, 0, options_.zero_fill_below_bytes_per_s));
   std::vector<std::byte> chunk(std::min<std::uint64_t>(end, 1 << 20));
-  // Copied out of the mapping first: writing a file from a mapping of the same pages is a
-  // corner of the kernel best left alone.
-  for (std::uint64_t at = kSegmentHeaderBytes; at < end;) {
+  for (std::uint64_t at = 0; status.ok() && at < end;) {
     const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), end - at));
-    std::copy_n(segment.bytes().data() + at, n, chunk.data());
+    std::copy_n(old->bytes().data() + at, n, chunk.data());
     const ConstBytes part(chunk.data(), n);
-    LOCKSTEP_RETURN_IF_ERROR(io_.Write(file, at, std::span<const ConstBytes>(&part, 1)));
+    status = io_.Write(*file, at, std::span<const ConstBytes>(&part, 1));
     at += n;
   }
-  return io_.Sync(file);
-}
-
-Status Log::CutTornTail(Segment& segment, File& file, std::uint64_t pos) {
-  // The torn batch was one write of at most batch_bytes_max bytes into zeros: zeroing that much
-  // restores "zeros after the last batch", so stale torn bytes can never be mistaken for data.
-  static const std::array<std::byte, 64 << 10> kZeros{};
-  const std::uint64_t end =
-      std::min<std::uint64_t>(pos + segment.header.batch_bytes_max, segment.header.capacity_bytes);
-  for (std::uint64_t at = pos; at < end;) {
-    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(kZeros.size(), end - at));
-    ConstBytes part(kZeros.data(), n);
-    LOCKSTEP_RETURN_IF_ERROR(io_.Write(file, at, std::span<const ConstBytes>(&part, 1)));
-    at += n;
+  if (status.ok()) status = io_.Sync(*file);
+  file.reset();
+  if (!status.ok()) {
+    (void)io_.Remove(tmp);  // best effort; the next recovery removes it otherwise
+    return status;
   }
-  return io_.Sync(file);
+  LOCKSTEP_RETURN_IF_ERROR(io_.Rename(tmp, old->path));
+  LOCKSTEP_RETURN_IF_ERROR(io_.SyncDir(options_.dir));
+  // Load the copy as the newest segment (it holds exactly what the old one held up to `end`).
+  active_file_.reset();
+  {
+    std::lock_guard lock(segments_mu_);
+    segments_.pop_back();
+  }
+  RecoveryReport scratch;
+  return LoadSegment(SegmentFileName(old->first_lsn()), old->first_lsn(), /*is_last=*/true,
+                     &scratch);
 }
 
 // ---- Appending ----------------------------------------------------------------------------

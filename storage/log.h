@@ -228,8 +228,7 @@ class Log {
   Status RemoveTempFiles(const std::vector<std::string>& names, RecoveryReport* report);
   Status LoadSegment(const std::string& name, Lsn expected_first, bool is_last,
                      RecoveryReport* report);
-  Status CutTornTail(Segment& segment, File& file, std::uint64_t pos);
-  Status RewriteForDurability(const Segment& segment, File& file);
+  Status ReplaceWithDurableCopy();
 
   Result<Lsn> AppendLocked(ConstBytes record, AppendCallback&& done);  // REQUIRES: mu_ held
   void WriterLoop();
