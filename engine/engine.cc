@@ -69,11 +69,40 @@ struct Engine::TopicEntry {
   std::unique_ptr<std::atomic<std::uint64_t>[]> visible_end;  // as of the visible LSN
   std::uint32_t round_robin = 0;                              // sequencer only
 
+  // Per partition, a sparse index offset -> LSN of the transaction that holds it: the first event
+  // of the partition and then one per kIndexEveryEvents. Appended by the sequencer (and replay),
+  // searched by fetchers under index_mu.
+  struct IndexEntry {
+    std::uint64_t offset;
+    Lsn lsn;
+  };
+  static constexpr std::uint64_t kIndexEveryEvents = 64;
+  mutable std::shared_mutex index_mu;
+  std::vector<std::vector<IndexEntry>> index;
+
+  void Index(std::uint32_t partition, std::uint64_t offset, Lsn lsn) {
+    std::unique_lock lock(index_mu);
+    auto& entries = index[partition];
+    if (entries.empty() || offset >= entries.back().offset + kIndexEveryEvents) {
+      entries.push_back({offset, lsn});
+    }
+  }
+  // The LSN to start reading at for `offset`: the indexed transaction at or below it.
+  Lsn StartFor(std::uint32_t partition, std::uint64_t offset) const {
+    std::shared_lock lock(index_mu);
+    const auto& entries = index[partition];
+    auto it = std::upper_bound(entries.begin(), entries.end(), offset,
+                               [](std::uint64_t o, const IndexEntry& e) { return o < e.offset; });
+    LOCKSTEP_ASSERT(it != entries.begin());  // offset 0 is always indexed
+    return (it - 1)->lsn;
+  }
+
   bool LiveAt(Lsn at) const { return created <= at && (dropped == Lsn() || dropped > at); }
   void Init(std::uint32_t count) {
     partitions = count;
     next_offset.assign(count, 0);
     visible_end = std::make_unique<std::atomic<std::uint64_t>[]>(count);
+    index.assign(count, std::vector<IndexEntry>());
   }
 };
 
@@ -192,6 +221,7 @@ Status Engine::ApplyRecord(Lsn lsn, Bytes record) {
                                           t->name, ev->partition.value(), event.offset().value(),
                                           next));
       }
+      t->Index(ev->partition.value(), next, lsn);
       ++next;
     } else if (auto* cat = std::get_if<CatalogOp>(&*op)) {
       const std::string name(cat->name);
@@ -453,8 +483,10 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     }
   }
   for (std::size_t i = 0; i < topics.size(); ++i) {
-    auto& next = topics[i]->next_offset[p->result.events[i].partition.value()];
+    const std::uint32_t partition = p->result.events[i].partition.value();
+    auto& next = topics[i]->next_offset[partition];
     next = std::max(next, offsets[i] + 1);
+    topics[i]->Index(partition, offsets[i], lsn);
   }
   p->event_topics = std::move(topics);
   p->result.lsn = lsn;
@@ -575,7 +607,11 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
     end.store(std::max(end.load(std::memory_order_relaxed), e.offset.value() + 1),
               std::memory_order_release);
   }
-  visible_lsn_.store(lsn.value(), std::memory_order_release);
+  visible_lsn_.store(lsn.value(), std::memory_order_seq_cst);
+  if (!p->event_topics.empty() && event_waiters_.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard lock(events_mu_);
+    events_cv_.notify_all();
+  }
   p->promise.set_value(p->result);
   AnswerParked(lsn, Status::Ok());
 }
@@ -653,6 +689,80 @@ std::vector<TopicInfo> Engine::ListTopics() const {
     out.push_back(std::move(info));
   }
   return out;
+}
+
+std::shared_ptr<Engine::TopicEntry> Engine::FindTopic(std::string_view name) const {
+  std::shared_lock lock(catalog_mu_);
+  auto it = topics_.find(name);
+  if (it == topics_.end() || !it->second->LiveAt(visible_lsn())) return nullptr;
+  return it->second;
+}
+
+Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition, Offset offset,
+                                  const FetchOptions& options) const {
+  auto t = FindTopic(topic);
+  if (!t) return base::NotFound(fmt::format("no topic {:?}", topic));
+  if (partition.value() >= t->partitions) {
+    return base::InvalidArgument(fmt::format("topic {:?} has {} partitions; there is no {}", topic,
+                                             t->partitions, partition.value()));
+  }
+  // The end as of the visible LSN: read it before anything else, then never return past it.
+  const std::uint64_t end = t->visible_end[partition.value()].load(std::memory_order_acquire);
+  FetchResult out;
+  out.high_watermark = Offset(end);
+  out.next_offset = offset;
+  if (offset.value() > end) {
+    return base::OutOfRange(fmt::format("offset {} is past the end of {}/{} ({})", offset.value(),
+                                        topic, partition.value(), end));
+  }
+  if (offset.value() == end || options.max_events == 0) return out;
+  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader,
+                            log_->Read(t->StartFor(partition.value(), offset.value())));
+  std::uint64_t want = offset.value();
+  while (want < end && out.events < options.max_events) {
+    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
+    if (!record) break;
+    LOCKSTEP_ASSIGN_OR_RETURN(TxnRecordReader txn, TxnRecordReader::Open(record->bytes));
+    for (;;) {
+      LOCKSTEP_ASSIGN_OR_RETURN(std::optional<TxnOp> op, txn.Next());
+      if (!op) break;
+      const auto* ev = std::get_if<EventOp>(&*op);
+      if (ev == nullptr || ev->topic != t->id || ev->partition != partition) continue;
+      LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event, base::DecodeEvent(ev->record));
+      if (event.offset().value() < want) continue;
+      LOCKSTEP_ASSERT(event.offset().value() == want);  // dense, in LSN order
+      if (want >= end || out.events == options.max_events ||
+          (out.events > 0 && out.records.size() + ev->record.size() > options.max_bytes)) {
+        want = end + 1;  // done: limits reached
+        break;
+      }
+      out.records.insert(out.records.end(), ev->record.begin(), ev->record.end());
+      ++out.events;
+      ++want;
+    }
+    if (want > end) break;
+  }
+  out.next_offset = Offset(offset.value() + out.events);
+  return out;
+}
+
+Result<Offset> Engine::WaitForEvents(std::string_view topic, PartitionId partition, Offset offset,
+                                     std::chrono::milliseconds timeout) const {
+  auto t = FindTopic(topic);
+  if (!t) return base::NotFound(fmt::format("no topic {:?}", topic));
+  if (partition.value() >= t->partitions) {
+    return base::InvalidArgument(
+        fmt::format("topic {:?} has no partition {}", topic, partition.value()));
+  }
+  auto end = [&] { return t->visible_end[partition.value()].load(std::memory_order_seq_cst); };
+  if (end() > offset.value()) return Offset(end());
+  event_waiters_.fetch_add(1, std::memory_order_seq_cst);
+  {
+    std::unique_lock lock(events_mu_);
+    events_cv_.wait_for(lock, timeout, [&] { return end() > offset.value() || !status().ok(); });
+  }
+  event_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+  return Offset(end());
 }
 
 Result<std::optional<Row>> Engine::Get(std::string_view table, std::string_view key) const {

@@ -68,6 +68,21 @@ struct Row {
   Lsn version;
 };
 
+// Events of one partition, as stored: concatenated event records (docs/events.md), never
+// re-encoded. Copied out of the mapped log for embedded use; the server will send the same bytes
+// with scatter-gather straight from the mapping.
+struct FetchResult {
+  std::vector<std::byte> records;
+  std::uint32_t events = 0;
+  Offset next_offset;     // where the next fetch continues
+  Offset high_watermark;  // the partition's end offset as of the visible LSN
+};
+
+struct FetchOptions {
+  std::uint32_t max_events = 1000;
+  std::uint32_t max_bytes = 1 << 20;  // at least one event is returned even if it is larger
+};
+
 struct TopicInfo {
   std::string name;
   TopicId id;
@@ -103,6 +118,16 @@ class Engine {
   Result<std::optional<Row>> Get(std::string_view table, std::string_view key) const;
   Result<std::vector<Row>> Scan(std::string_view table, const ScanOptions& options) const;
 
+  // Events of `topic`/`partition` from `offset`, up to the visible LSN. kOutOfRange above the end
+  // offset (an offset equal to it returns no events); kNotFound for an unknown topic;
+  // kInvalidArgument for a partition the topic does not have.
+  Result<FetchResult> Fetch(std::string_view topic, PartitionId partition, Offset offset,
+                            const FetchOptions& options = {}) const;
+  // Blocks until the partition's end offset passes `offset` (new durable events), the timeout
+  // passes, or the engine stops. Returns the end offset then. For long-polling consumers.
+  Result<Offset> WaitForEvents(std::string_view topic, PartitionId partition, Offset offset,
+                               std::chrono::milliseconds timeout) const;
+
   Lsn visible_lsn() const { return Lsn(visible_lsn_.load(std::memory_order_acquire)); }
   // Ok, or why the engine stopped.
   Status status() const;
@@ -127,6 +152,7 @@ class Engine {
   void OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pending>& pending);
   void AnswerParked(Lsn durable, const Status& failure);
   std::shared_ptr<Table> FindTable(std::string_view name) const;
+  std::shared_ptr<TopicEntry> FindTopic(std::string_view name) const;
 
   EngineOptions options_;
   std::unique_ptr<storage::Log> log_;
@@ -149,6 +175,10 @@ class Engine {
   std::multimap<std::uint64_t, std::shared_ptr<Pending>> parked_;
 
   std::atomic<std::uint64_t> visible_lsn_{0};
+  // Long-polling fetchers sleep here; OnDurable notifies when events became visible.
+  mutable std::mutex events_mu_;
+  mutable std::condition_variable events_cv_;
+  mutable std::atomic<int> event_waiters_{0};
   mutable std::mutex failure_mu_;
   Status failure_;
   TxnRecordWriter writer_;  // sequencer only
