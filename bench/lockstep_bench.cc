@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/clock.h"
+#include "bench/engine_workloads.h"
 #include "bench/latency.h"
 #include "storage/io.h"
 #include "storage/log.h"
@@ -49,6 +50,9 @@ struct Flags {
   std::string io = "posix";  // storage::kDefaultIoBackend
   std::string preallocation = "adaptive";
   std::uint64_t segment_bytes = 64ull << 20;
+  std::string system = "lockstep";
+  bool no_sync = false;
+  std::uint32_t accounts = 100'000;
 };
 
 struct Row {
@@ -262,6 +266,37 @@ base::Result<Row> RunAppend(storage::Io& io, const Flags& f, const std::string& 
   return driver.Run(f);
 }
 
+// --workload transfer | events: the engine (or RocksDB) in-process, durable unless --no-sync.
+base::Result<Row> RunEngineWorkload(storage::Io& io, const Flags& f, const std::string& dir) {
+  EngineWorkload w;
+  w.dir = storage::JoinPath(dir, f.system);
+  w.io = &io;
+  w.outstanding = f.outstanding;
+  w.event_bytes = f.record_bytes;
+  w.accounts = f.accounts;
+  w.seconds = f.seconds;
+  w.warmup_seconds = static_cast<double>(WarmupNs(f.seconds)) / 1e9;
+  w.sync = !f.no_sync;
+  base::Result<EngineRow> result = base::Internal("unreachable");
+  if (f.workload == "events") {
+    result = RunEventsLockstep(w);
+  } else if (f.system == "rocksdb") {
+    result = RunTransferRocksdb(w);
+  } else {
+    result = RunTransferLockstep(w);
+  }
+  if (!result.ok()) return result.status();
+  Row row;
+  row.workload = f.workload;
+  row.system = f.system;
+  row.ops = result->ops;
+  row.seconds = result->seconds;
+  row.latency = result->latency;
+  row.extra["durable"] = w.sync;
+  row.extra["conflicts"] = result->conflicts;
+  return row;
+}
+
 void Print(const Flags& f, Row& row, std::string_view io_name) {
   const double ops_per_s = row.seconds > 0 ? static_cast<double>(row.ops) / row.seconds : 0;
   double payload_per_op = f.record_bytes;
@@ -280,7 +315,7 @@ void Print(const Flags& f, Row& row, std::string_view io_name) {
   j["p999_us"] = row.latency.Percentile(0.999);
   j["io"] = io_name;
   j["preallocation"] = f.preallocation;
-  j["sync"] = "fdatasync";
+  j["sync"] = f.no_sync ? "none" : "fdatasync";
   for (auto& [k, v] : row.extra.items()) j[k] = v;
   if (f.json) {
     std::cout << j.dump() << std::endl;
@@ -302,8 +337,15 @@ void Print(const Flags& f, Row& row, std::string_view io_name) {
 int Main(int argc, char** argv) {
   Flags f;
   CLI::App app{"lockstep-bench: durable workloads measured against the raw disk of the same run"};
-  app.add_option("--workload", f.workload, "disk | append")
-      ->check(CLI::IsMember({"disk", "append"}));
+  app.add_option("--workload", f.workload, "disk | append | transfer | events")
+      ->check(CLI::IsMember({"disk", "append", "transfer", "events"}));
+  app.add_option("--system", f.system, "transfer: lockstep | rocksdb")
+      ->check(CLI::IsMember({"lockstep", "rocksdb"}));
+  app.add_flag("--no-sync", f.no_sync,
+               "transfer/events on lockstep: skip fdatasync (NOT durable; measures the commit "
+               "path's CPU cost alone)");
+  app.add_option("--accounts", f.accounts, "transfer: number of accounts")
+      ->check(CLI::Range(2u, 10'000'000u));
   app.add_option("--outstanding", f.outstanding, "operations in flight (disk: group size)")
       ->check(CLI::Range(1u, 65536u));
   app.add_option("--record-bytes", f.record_bytes, "payload bytes per record")
@@ -341,8 +383,18 @@ int Main(int argc, char** argv) {
     std::cerr << "lockstep-bench: " << work.status().message() << "\n";
     return 2;
   }
+  if (f.system == "rocksdb" && f.workload != "transfer") {
+    std::cerr << "lockstep-bench: --system rocksdb runs only --workload transfer\n";
+    return 2;
+  }
+  if (f.no_sync && (f.workload == "disk" || f.workload == "append" || f.system == "rocksdb")) {
+    std::cerr << "lockstep-bench: --no-sync applies to transfer and events on lockstep only\n";
+    return 2;
+  }
   std::vector<base::Result<Row>> rows;
-  if (f.workload == "disk") {
+  if (f.workload == "transfer" || f.workload == "events") {
+    rows.push_back(RunEngineWorkload(**io, f, (*work)->path()));
+  } else if (f.workload == "disk") {
     // One prepared row per way the log may prepare segments (adaptive: both), then extended.
     // Every ratio against the disk uses the fastest row, so no preparation can flatter it.
     std::vector<std::optional<storage::Preallocation>> modes;

@@ -20,6 +20,21 @@ if ! echo "$out" | grep '"workload":"append"' | grep -q '"system":"lockstep"'; t
   exit 1
 fi
 if echo "$out" | grep -q '"ops":0,'; then echo "a run counted no ops" >&2; exit 1; fi
+# The engine workloads (issue 3): transfer on both systems, events with and without sync.
+eng=$("$bench" "${common[@]}" --workload transfer --outstanding 4 --accounts 1000)
+eng+=$'\n'$("$bench" "${common[@]}" --workload transfer --system rocksdb --outstanding 4 \
+  --accounts 1000)
+eng+=$'\n'$("$bench" "${common[@]}" --workload events --outstanding 16 --record-bytes 100)
+eng+=$'\n'$("$bench" "${common[@]}" --workload events --outstanding 16 --record-bytes 100 --no-sync)
+echo "$eng"
+[[ $(echo "$eng" | grep -c '"conflicts":') -eq 4 ]] || { echo "conflicts key missing" >&2; exit 1; }
+[[ $(echo "$eng" | grep -c '"durable":true') -eq 3 ]] || { echo "durable rows wrong" >&2; exit 1; }
+[[ $(echo "$eng" | grep -c '"durable":false') -eq 1 ]] || { echo "--no-sync row wrong" >&2; exit 1; }
+if echo "$eng" | grep -q '"ops":0,'; then echo "an engine run counted no ops" >&2; exit 1; fi
+if "$bench" --dir "$dir" --workload append --system rocksdb 2>/dev/null; then
+  echo "rocksdb accepted for append" >&2
+  exit 1
+fi
 [[ -z $(ls -A "$dir") ]] || { echo "bench left files in --dir" >&2; ls -la "$dir" >&2; exit 1; }
 if [[ -d /dev/shm ]] && [[ $(stat -f -c %T /dev/shm) == tmpfs ]]; then
   if "$bench" --dir /dev/shm --seconds 0.1 2>/dev/null; then

@@ -16,12 +16,6 @@ Bytes AsBytes(std::string_view s) {
 
 std::string_view AsView(Bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
-template <typename T>
-std::future<T> Ready(T value) {
-  std::promise<T> p;
-  p.set_value(std::move(value));
-  return p.get_future();
-}
 
 Status ValidateName(std::string_view what, std::string_view name, std::uint32_t max) {
   if (name.empty()) return base::InvalidArgument(fmt::format("{} name is empty", what));
@@ -110,7 +104,7 @@ struct Engine::Pending {
   Transaction txn;
   std::optional<CatalogOp> catalog;
   std::string catalog_name;  // owns catalog->name
-  std::promise<Result<CommitResult>> promise;
+  CommitCallback done;  // called exactly once
   CommitResult result;
   std::vector<std::shared_ptr<TopicEntry>> event_topics;  // parallel to result.events
   Status conflict;
@@ -296,30 +290,39 @@ Status Engine::Validate(const Transaction& txn) const {
 }
 
 std::future<Result<CommitResult>> Engine::Commit(Transaction txn) {
-  Status valid = Validate(txn);
-  if (!valid.ok()) return Ready(Result<CommitResult>(valid));
-  return Submit(std::move(txn), std::nullopt);
+  auto promise = std::make_shared<std::promise<Result<CommitResult>>>();
+  auto future = promise->get_future();
+  Commit(std::move(txn),
+         [promise](Result<CommitResult> result) { promise->set_value(std::move(result)); });
+  return future;
 }
 
-std::future<Result<CommitResult>> Engine::Submit(Transaction txn,
-                                                 std::optional<CatalogOp> catalog) {
+void Engine::Commit(Transaction txn, CommitCallback done) {
+  Status valid = Validate(txn);
+  if (!valid.ok()) return done(Result<CommitResult>(valid));
+  Submit(std::move(txn), std::nullopt, std::move(done));
+}
+
+void Engine::Submit(Transaction txn, std::optional<CatalogOp> catalog, CommitCallback done) {
+  Status failed = status();
+  if (!failed.ok()) return done(Result<CommitResult>(failed));
   auto pending = std::make_shared<Pending>();
   pending->txn = std::move(txn);
+  pending->done = std::move(done);
   if (catalog) {
     pending->catalog_name = std::string(catalog->name);
     catalog->name = pending->catalog_name;
     pending->catalog = catalog;
   }
-  auto future = pending->promise.get_future();
-  Status failed = status();
-  if (!failed.ok()) return Ready(Result<CommitResult>(failed));
   {
-    std::lock_guard lock(queue_mu_);
-    if (stopping_) return Ready(Result<CommitResult>(base::Unavailable("engine is closing")));
+    std::unique_lock lock(queue_mu_);
+    if (stopping_) {
+      lock.unlock();
+      return pending->done(Result<CommitResult>(base::Unavailable("engine is closing")));
+    }
     queue_.push_back(std::move(pending));
   }
   queue_cv_.notify_one();
-  return future;
 }
 
 void Engine::SequencerLoop() {
@@ -377,7 +380,7 @@ Status Check(const Precondition& p, const std::optional<Table::Newest>& newest, 
 }  // namespace
 
 void Engine::Process(const std::shared_ptr<Pending>& p) {
-  auto answer = [&](Status s) { p->promise.set_value(Result<CommitResult>(std::move(s))); };
+  auto answer = [&](Status s) { p->done(Result<CommitResult>(std::move(s))); };
   if (Status failed = status(); !failed.ok()) return answer(failed);
   if (p->catalog) return ProcessCatalog(p);
 
@@ -509,7 +512,7 @@ void Engine::Append(const std::shared_ptr<Pending>& p, Bytes record, Lsn expecte
       continue;
     }
     Fail(appended.status());
-    p->promise.set_value(Result<CommitResult>(status()));
+    p->done(Result<CommitResult>(status()));
     return;
   }
 }
@@ -526,11 +529,11 @@ void Engine::Park(const std::shared_ptr<Pending>& p, Status conflict, Lsn observ
       return;
     }
   }
-  p->promise.set_value(Result<CommitResult>(std::move(conflict)));
+  p->done(Result<CommitResult>(std::move(conflict)));
 }
 
 void Engine::ProcessCatalog(const std::shared_ptr<Pending>& p) {
-  auto answer = [&](Status s) { p->promise.set_value(Result<CommitResult>(std::move(s))); };
+  auto answer = [&](Status s) { p->done(Result<CommitResult>(std::move(s))); };
   CatalogOp op = *p->catalog;
   const std::string name(op.name);
   const Lsn lsn = log_->next_lsn();
@@ -597,7 +600,7 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
              ? status
              : base::IoError(
                    fmt::format("the log rejected LSN {}: {}", lsn.value(), status.ToString())));
-    p->promise.set_value(Result<CommitResult>(this->status()));
+    p->done(Result<CommitResult>(this->status()));
     AnswerParked(lsn, this->status());
     return;
   }
@@ -612,7 +615,7 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
     std::lock_guard lock(events_mu_);
     events_cv_.notify_all();
   }
-  p->promise.set_value(p->result);
+  p->done(p->result);
   AnswerParked(lsn, Status::Ok());
 }
 
@@ -625,7 +628,7 @@ void Engine::AnswerParked(Lsn durable, const Status& failure) {
     parked_.erase(parked_.begin(), end);
   }
   for (auto& p : ready) {
-    p->promise.set_value(Result<CommitResult>(failure.ok() ? p->conflict : failure));
+    p->done(Result<CommitResult>(failure.ok() ? p->conflict : failure));
   }
 }
 
@@ -664,8 +667,11 @@ Status Engine::DropTopic(std::string_view name) {
 }
 
 Status Engine::CommitCatalog(CatalogOp op) {
-  auto result = Submit(Transaction(), op).get();
-  return result.status();
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  Submit(Transaction(), op,
+         [&promise](Result<CommitResult> result) { promise.set_value(result.status()); });
+  return future.get();
 }
 
 std::vector<std::string> Engine::ListTables() const {

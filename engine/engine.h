@@ -104,6 +104,11 @@ class Engine {
   // Commits `txn` (see the file comment). Bad input (unknown table or topic, oversized key,
   // value or event) completes the future at once with kInvalidArgument or kNotFound.
   std::future<Result<CommitResult>> Commit(Transaction txn);
+  // The same, calling `done` exactly once instead: at once on this thread for bad input, else on
+  // the sequencer thread (conflicts, errors) or the log's writer thread (durable). `done` must be
+  // short and must not block; it may call Commit and the read methods.
+  using CommitCallback = std::function<void(Result<CommitResult>)>;
+  void Commit(Transaction txn, CommitCallback done);
 
   // Catalog, committed through the log. kAlreadyExists / kNotFound / kInvalidArgument.
   Status CreateTable(std::string_view name);
@@ -146,7 +151,7 @@ class Engine {
   void Append(const std::shared_ptr<Pending>& pending, Bytes record, Lsn expected);
   void Park(const std::shared_ptr<Pending>& pending, Status conflict, Lsn observed);
   void Fail(const Status& status);
-  std::future<Result<CommitResult>> Submit(Transaction txn, std::optional<CatalogOp> catalog);
+  void Submit(Transaction txn, std::optional<CatalogOp> catalog, CommitCallback done);
   Status Validate(const Transaction& txn) const;
   Status CommitCatalog(CatalogOp op);
   void OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pending>& pending);

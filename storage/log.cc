@@ -391,7 +391,8 @@ bool Log::CommitOneGroup() {
 
   segment.index.OnBatch(header.first_lsn, pos);
   const std::array<ConstBytes, 2> parts{ConstBytes(header_bytes), frames};
-  Status status = io_.WriteAndSync(*active_file_, pos, parts);
+  Status status = options_.sync ? io_.WriteAndSync(*active_file_, pos, parts)
+                                : io_.Write(*active_file_, pos, parts);
   if (!status.ok()) {
     FailStop(status);
     return true;

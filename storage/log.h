@@ -62,6 +62,9 @@ struct LogOptions {
   bool prepare_in_background = true;  // keep one spare segment ready (a thread)
   bool writer_thread = true;          // false: no threads at all; the caller calls Flush()
   bool verify_checksums_on_read = true;
+  // false: groups are written but never fdatasync'ed, and acknowledged anyway — NOT durable.
+  // Only for measuring the commit path's CPU cost (lockstep-bench --no-sync).
+  bool sync = true;
   std::uint64_t salt_seed = 0;           // 0: random segment salts; else deterministic
   std::function<std::int64_t()> now_ms;  // wall clock for batch timestamps; default real
 };
