@@ -16,7 +16,6 @@ Bytes AsBytes(std::string_view s) {
 
 std::string_view AsView(Bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
-
 Status ValidateName(std::string_view what, std::string_view name, std::uint32_t max) {
   if (name.empty()) return base::InvalidArgument(fmt::format("{} name is empty", what));
   if (name.size() > max) {
@@ -74,10 +73,12 @@ struct Engine::TopicEntry {
   mutable std::shared_mutex index_mu;
   std::vector<std::vector<IndexEntry>> index;
 
+  // Sequencer (and replay) only: as the only writer it may read `index` without the lock; it
+  // takes it only to change the vector under concurrent fetchers.
   void Index(std::uint32_t partition, std::uint64_t offset, Lsn lsn) {
-    std::unique_lock lock(index_mu);
     auto& entries = index[partition];
     if (entries.empty() || offset >= entries.back().offset + kIndexEveryEvents) {
+      std::unique_lock lock(index_mu);
       entries.push_back({offset, lsn});
     }
   }
@@ -103,8 +104,9 @@ struct Engine::TopicEntry {
 struct Engine::Pending {
   Transaction txn;
   std::optional<CatalogOp> catalog;
-  std::string catalog_name;  // owns catalog->name
-  CommitCallback done;  // called exactly once
+  std::string catalog_name;       // owns catalog->name
+  CommitCallback done;            // called exactly once
+  std::shared_ptr<Pending> self;  // set while the log holds the only reference (see Append)
   CommitResult result;
   std::vector<std::shared_ptr<TopicEntry>> event_topics;  // parallel to result.events
   Status conflict;
@@ -280,8 +282,9 @@ Status Engine::Validate(const Transaction& txn) const {
     std::vector<base::EventHeader> headers;
     for (const auto& [name, value] : e.headers) headers.push_back({name, AsBytes(value)});
     f.headers = headers;
-    LOCKSTEP_RETURN_IF_ERROR(base::ValidateEvent(f, options_.event_limits)
-                                 .WithContext(fmt::format("event for topic {:?}", e.topic)));
+    // The context is formatted only on failure: this runs for every commit.
+    Status valid = base::ValidateEvent(f, options_.event_limits);
+    if (!valid.ok()) return valid.WithContext(fmt::format("event for topic {:?}", e.topic));
   }
   if (txn.writes().empty() && txn.events().empty() && txn.preconditions().empty()) {
     return base::InvalidArgument("empty transaction");
@@ -314,6 +317,7 @@ void Engine::Submit(Transaction txn, std::optional<CatalogOp> catalog, CommitCal
     catalog->name = pending->catalog_name;
     pending->catalog = catalog;
   }
+  bool wake = false;
   {
     std::unique_lock lock(queue_mu_);
     if (stopping_) {
@@ -321,8 +325,9 @@ void Engine::Submit(Transaction txn, std::optional<CatalogOp> catalog, CommitCal
       return pending->done(Result<CommitResult>(base::Unavailable("engine is closing")));
     }
     queue_.push_back(std::move(pending));
+    wake = sequencer_idle_;  // a busy sequencer takes the queue on its next round anyway
   }
-  queue_cv_.notify_one();
+  if (wake) queue_cv_.notify_one();
 }
 
 void Engine::SequencerLoop() {
@@ -330,7 +335,9 @@ void Engine::SequencerLoop() {
   for (;;) {
     {
       std::unique_lock lock(queue_mu_);
+      sequencer_idle_ = true;
       queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      sequencer_idle_ = false;
       if (queue_.empty() && stopping_) return;
       std::swap(batch, queue_);
     }
@@ -426,7 +433,6 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   const Lsn lsn = log_->next_lsn();
   const std::int64_t now = options_.now_ms();
   std::vector<std::uint64_t> offsets(topics.size());
-  std::map<std::pair<TopicEntry*, std::uint32_t>, std::uint64_t> taken;
   p->result.events.clear();
   for (std::size_t i = 0; i < topics.size(); ++i) {
     const EventAppend& e = p->txn.events()[i];
@@ -439,7 +445,12 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     } else {
       partition = t.round_robin++ % t.partitions;
     }
-    offsets[i] = t.next_offset[partition] + taken[{&t, partition}]++;
+    // Earlier events of this transaction in the same partition come first (usually none).
+    std::uint64_t earlier = 0;
+    for (std::size_t j = 0; j < i; ++j) {
+      earlier += topics[j].get() == &t && p->result.events[j].partition.value() == partition;
+    }
+    offsets[i] = t.next_offset[partition] + earlier;
     p->result.events.push_back({t.name, PartitionId(partition), Offset(offsets[i])});
   }
   // The record: writes, then events encoded once, in place, with their final offset and LSN.
@@ -498,8 +509,14 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
 
 void Engine::Append(const std::shared_ptr<Pending>& p, Bytes record, Lsn expected) {
   for (;;) {
-    auto appended =
-        log_->Append(record, [this, p](Lsn lsn, const Status& s) { OnDurable(lsn, s, p); });
+    // The callback captures two pointers only, so std::function keeps it inline (no allocation
+    // per commit); the Pending keeps itself alive through `self` until OnDurable takes it.
+    p->self = p;
+    auto appended = log_->Append(record, [this, raw = p.get()](Lsn lsn, const Status& s) {
+      std::shared_ptr<Pending> keep = std::move(raw->self);
+      OnDurable(lsn, s, keep);
+    });
+    if (!appended.ok()) p->self.reset();
     if (appended.ok()) {
       LOCKSTEP_ASSERT(*appended == expected);
       return;

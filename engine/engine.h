@@ -174,6 +174,7 @@ class Engine {
   std::condition_variable queue_cv_;
   std::deque<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;
+  bool sequencer_idle_ = false;  // guarded by queue_mu_: only then does Submit notify
 
   // Conflicts waiting for the durability of the version they saw: (lsn, pending).
   std::mutex parked_mu_;
