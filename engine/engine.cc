@@ -1,6 +1,9 @@
 #include "engine/engine.h"
 
+#include "engine/engine_internal.h"
+
 #include <algorithm>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -8,13 +11,6 @@
 #include "base/clock.h"
 
 namespace lockstep::engine {
-namespace {
-
-Bytes AsBytes(std::string_view s) {
-  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
-}
-
-std::string_view AsView(Bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
 Status ValidateName(std::string_view what, std::string_view name, std::uint32_t max) {
   if (name.empty()) return base::InvalidArgument(fmt::format("{} name is empty", what));
@@ -37,82 +33,18 @@ Status ValidateName(std::string_view what, std::string_view name, std::uint32_t 
   return Status::Ok();
 }
 
-}  // namespace
-
-// Catalog entries carry the LSNs that created and dropped them: readers see an entry only once
-// its creation is visible and until its drop is (durable before visible, for the catalog too).
-struct Engine::TableEntry {
-  TableId id;
-  std::string name;
-  Lsn created;
-  Lsn dropped;  // 0: not dropped
-  std::shared_ptr<Table> table = std::make_shared<Table>();
-  bool LiveAt(Lsn at) const { return created <= at && (dropped == Lsn() || dropped > at); }
-};
-
-struct Engine::TopicEntry {
-  TopicId id;
-  std::string name;
-  Lsn created;
-  Lsn dropped;
-  std::uint32_t partitions = 0;
-  std::int64_t retention_ms = 0;
-  std::uint64_t retention_bytes = 0;
-  std::vector<std::uint64_t> next_offset;  // sequencer only: newest, durable or not
-  std::unique_ptr<std::atomic<std::uint64_t>[]> visible_end;  // as of the visible LSN
-  std::uint32_t round_robin = 0;                              // sequencer only
-
-  // Per partition, a sparse index offset -> LSN of the transaction that holds it: the first event
-  // of the partition and then one per kIndexEveryEvents. Appended by the sequencer (and replay),
-  // searched by fetchers under index_mu.
-  struct IndexEntry {
-    std::uint64_t offset;
-    Lsn lsn;
+Engine::Engine(EngineOptions options) : options_(std::move(options)) {
+  auto internal = [this](TableId id, const char* name) {
+    auto entry = std::make_shared<TableEntry>();
+    entry->id = id;
+    entry->name = name;
+    table_ids_[id.value()] = entry;
+    return entry;
   };
-  static constexpr std::uint64_t kIndexEveryEvents = 64;
-  mutable std::shared_mutex index_mu;
-  std::vector<std::vector<IndexEntry>> index;
-
-  // Sequencer (and replay) only: as the only writer it may read `index` without the lock; it
-  // takes it only to change the vector under concurrent fetchers.
-  void Index(std::uint32_t partition, std::uint64_t offset, Lsn lsn) {
-    auto& entries = index[partition];
-    if (entries.empty() || offset >= entries.back().offset + kIndexEveryEvents) {
-      std::unique_lock lock(index_mu);
-      entries.push_back({offset, lsn});
-    }
-  }
-  // The LSN to start reading at for `offset`: the indexed transaction at or below it.
-  Lsn StartFor(std::uint32_t partition, std::uint64_t offset) const {
-    std::shared_lock lock(index_mu);
-    const auto& entries = index[partition];
-    auto it = std::upper_bound(entries.begin(), entries.end(), offset,
-                               [](std::uint64_t o, const IndexEntry& e) { return o < e.offset; });
-    LOCKSTEP_ASSERT(it != entries.begin());  // offset 0 is always indexed
-    return (it - 1)->lsn;
-  }
-
-  bool LiveAt(Lsn at) const { return created <= at && (dropped == Lsn() || dropped > at); }
-  void Init(std::uint32_t count) {
-    partitions = count;
-    next_offset.assign(count, 0);
-    visible_end = std::make_unique<std::atomic<std::uint64_t>[]>(count);
-    index.assign(count, std::vector<IndexEntry>());
-  }
-};
-
-struct Engine::Pending {
-  Transaction txn;
-  std::optional<CatalogOp> catalog;
-  std::string catalog_name;       // owns catalog->name
-  CommitCallback done;            // called exactly once
-  std::shared_ptr<Pending> self;  // set while the log holds the only reference (see Append)
-  CommitResult result;
-  std::vector<std::shared_ptr<TopicEntry>> event_topics;  // parallel to result.events
-  Status conflict;
-};
-
-Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
+  idempotency_ = internal(kIdempotencyTable, "__idempotency");
+  groups_ = internal(kGroupsTable, "__groups");
+  group_offsets_ = internal(kGroupOffsetsTable, "__group_offsets");
+}
 
 Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options) {
   if (options.io == nullptr) return base::InvalidArgument("engine options: io is null");
@@ -177,35 +109,32 @@ Status Engine::Replay() {
 }
 
 // Applies one transaction record to the in-memory state (replay only: the sequencer applies
-// what it builds directly).
+// what it builds directly, and both must agree).
 Status Engine::ApplyRecord(Lsn lsn, Bytes record) {
   LOCKSTEP_ASSIGN_OR_RETURN(TxnRecordReader reader, TxnRecordReader::Open(record));
   std::unique_lock lock(catalog_mu_);
-  auto table_by_id = [&](TableId id) -> std::shared_ptr<TableEntry> {
-    for (auto& [name, t] : tables_) {
-      if (t->id == id && t->dropped == Lsn()) return t;
-    }
-    return nullptr;
+  auto table_by_id = [&](TableId id) -> TableEntry* {
+    auto it = table_ids_.find(id.value());
+    return it == table_ids_.end() || it->second->dropped != Lsn() ? nullptr : it->second.get();
   };
-  auto topic_by_id = [&](TopicId id) -> std::shared_ptr<TopicEntry> {
-    for (auto& [name, t] : topics_) {
-      if (t->id == id && t->dropped == Lsn()) return t;
-    }
-    return nullptr;
+  auto topic_by_id = [&](TopicId id) -> TopicEntry* {
+    auto it = topic_ids_.find(id.value());
+    return it == topic_ids_.end() || it->second->dropped != Lsn() ? nullptr : it->second.get();
   };
+  remembered_.clear();
   for (;;) {
     LOCKSTEP_ASSIGN_OR_RETURN(std::optional<TxnOp> op, reader.Next());
-    if (!op) return Status::Ok();
+    if (!op) break;
     if (auto* put = std::get_if<PutOp>(&*op)) {
-      auto t = table_by_id(put->table);
+      TableEntry* t = table_by_id(put->table);
       if (!t) return base::DataLoss(fmt::format("put to unknown table {}", put->table.value()));
       t->table->Put(put->key, put->value, lsn);
     } else if (auto* del = std::get_if<DeleteOp>(&*op)) {
-      auto t = table_by_id(del->table);
+      TableEntry* t = table_by_id(del->table);
       if (!t) return base::DataLoss(fmt::format("delete in unknown table {}", del->table.value()));
       t->table->Delete(del->key, lsn);
     } else if (auto* ev = std::get_if<EventOp>(&*op)) {
-      auto t = topic_by_id(ev->topic);
+      TopicEntry* t = topic_by_id(ev->topic);
       if (!t || ev->partition.value() >= t->partitions) {
         return base::DataLoss(fmt::format("event for unknown topic {} partition {}",
                                           ev->topic.value(), ev->partition.value()));
@@ -217,45 +146,105 @@ Status Engine::ApplyRecord(Lsn lsn, Bytes record) {
                                           t->name, ev->partition.value(), event.offset().value(),
                                           next));
       }
-      t->Index(ev->partition.value(), next, lsn);
+      t->Index(ev->partition.value(), next, lsn, event.timestamp_ms());
+      remembered_.push_back({t->id, ev->partition, event.offset()});
       ++next;
-    } else if (auto* cat = std::get_if<CatalogOp>(&*op)) {
-      const std::string name(cat->name);
-      switch (cat->change) {
-        case CatalogChange::kCreateTable: {
-          auto entry = std::make_shared<TableEntry>();
-          entry->id = TableId(cat->id);
-          entry->name = name;
-          entry->created = lsn;
-          tables_[name] = entry;
-          next_table_id_ = std::max(next_table_id_, cat->id + 1);
-          break;
-        }
-        case CatalogChange::kDropTable:
-          if (auto it = tables_.find(name); it != tables_.end()) it->second->dropped = lsn;
-          break;
-        case CatalogChange::kCreateTopic: {
-          auto entry = std::make_shared<TopicEntry>();
-          entry->id = TopicId(cat->id);
-          entry->name = name;
-          entry->created = lsn;
-          entry->retention_ms = cat->retention_ms;
-          entry->retention_bytes = cat->retention_bytes;
-          entry->Init(cat->partitions);
-          topics_[name] = entry;
-          next_topic_id_ = std::max(next_topic_id_, cat->id + 1);
-          break;
-        }
-        case CatalogChange::kDropTopic:
-          if (auto it = topics_.find(name); it != topics_.end()) it->second->dropped = lsn;
-          break;
+    } else if (auto* off = std::get_if<OffsetOp>(&*op)) {
+      if (!topic_by_id(off->topic)) {
+        return base::DataLoss(fmt::format("offset commit for unknown topic {}", off->topic.value()));
       }
+      EncodeGroupOffsetValue({off->offset, off->generation, reader.commit_ms()}, &scratch_);
+      group_offsets_->table->Put(AsBytes(GroupOffsetKey(off->group, off->topic, off->partition)),
+                                 scratch_, lsn);
+    } else if (auto* cat = std::get_if<CatalogOp>(&*op)) {
+      LOCKSTEP_RETURN_IF_ERROR(ApplyCatalogLocked(*cat, lsn));
     }
-    // Offset commits: consumer groups are not built yet; their records replay as no-ops.
   }
+  if (auto key = reader.idempotency_key()) {
+    EncodeRememberedResult(reader.commit_ms(), remembered_, &scratch_);
+    idempotency_->table->Put(AsBytes(*key), scratch_, lsn);
+  }
+  return Status::Ok();
+}
+
+// Under catalog_mu_ (exclusive): the sequencer and replay share this, so both build the same
+// catalog. `op.id` is the id the sequencer chose.
+Status Engine::ApplyCatalogLocked(const CatalogOp& op, Lsn lsn) {
+  const std::string name(op.name);
+  switch (op.change) {
+    case CatalogChange::kCreateTable: {
+      if (op.id >= kFirstInternalTableId) {
+        return base::DataLoss(fmt::format("table {:?} has a reserved id {}", name, op.id));
+      }
+      auto entry = std::make_shared<TableEntry>();
+      entry->id = TableId(op.id);
+      entry->name = name;
+      entry->created = lsn;
+      tables_[name] = entry;
+      table_ids_[op.id] = entry;
+      next_table_id_ = std::max(next_table_id_, op.id + 1);
+      break;
+    }
+    case CatalogChange::kDropTable: {
+      auto it = tables_.find(name);
+      if (it == tables_.end()) return base::DataLoss(fmt::format("drop of unknown table {:?}", name));
+      it->second->dropped = lsn;
+      break;
+    }
+    case CatalogChange::kCreateTopic: {
+      auto entry = std::make_shared<TopicEntry>();
+      entry->id = TopicId(op.id);
+      entry->name = name;
+      entry->created = lsn;
+      entry->retention_ms = op.retention_ms;
+      entry->retention_bytes = op.retention_bytes;
+      entry->Init(op.partitions);
+      topics_[name] = entry;
+      topic_ids_[op.id] = entry;
+      next_topic_id_ = std::max(next_topic_id_, op.id + 1);
+      break;
+    }
+    case CatalogChange::kDropTopic: {
+      auto it = topics_.find(name);
+      if (it == topics_.end()) return base::DataLoss(fmt::format("drop of unknown topic {:?}", name));
+      it->second->dropped = lsn;
+      break;
+    }
+  }
+  return Status::Ok();
 }
 
 // ---- Committing ----------------------------------------------------------------------------
+
+namespace {
+
+auto IdentityOf(const TableWrite& w) { return std::tie(w.table, w.key); }
+auto IdentityOf(const OffsetCommit& o) { return std::tie(o.group, o.topic, o.partition); }
+
+// The index of the first item equal (by `same`) to an earlier one. Quadratic, allocation-free:
+// transactions write a handful of keys; past 64 items it sorts indexes instead.
+template <typename T>
+std::optional<std::size_t> FirstRepeat(const std::vector<T>& items) {
+  auto same = [](const T& a, const T& b) { return IdentityOf(a) == IdentityOf(b); };
+  if (items.size() <= 64) {
+    for (std::size_t i = 1; i < items.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (same(items[j], items[i])) return i;
+      }
+    }
+    return std::nullopt;
+  }
+  std::vector<std::size_t> order(items.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t a, std::size_t b) { return IdentityOf(items[a]) < IdentityOf(items[b]); });
+  for (std::size_t i = 1; i < order.size(); ++i) {
+    if (same(items[order[i - 1]], items[order[i]])) return std::max(order[i - 1], order[i]);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
 
 Status Engine::Validate(const Transaction& txn) const {
   auto key_ok = [&](std::string_view what, const std::string& key) {
@@ -274,19 +263,41 @@ Status Engine::Validate(const Transaction& txn) const {
                       w.value.size(), options_.value_bytes_max));
     }
   }
+  std::vector<base::EventHeader> headers;
   for (const auto& e : txn.events()) {
     base::EventFields f;
     if (e.key) f.key = AsBytes(*e.key);
     f.payload = AsBytes(e.payload);
     f.type = e.type;
-    std::vector<base::EventHeader> headers;
+    headers.clear();
     for (const auto& [name, value] : e.headers) headers.push_back({name, AsBytes(value)});
     f.headers = headers;
     // The context is formatted only on failure: this runs for every commit.
     Status valid = base::ValidateEvent(f, options_.event_limits);
     if (!valid.ok()) return valid.WithContext(fmt::format("event for topic {:?}", e.topic));
   }
-  if (txn.writes().empty() && txn.events().empty() && txn.preconditions().empty()) {
+  for (const auto& o : txn.offsets()) {
+    LOCKSTEP_RETURN_IF_ERROR(ValidateName("group", o.group, options_.name_bytes_max));
+  }
+  // One version per key per LSN: a transaction writes a key, or commits a group's partition,
+  // at most once.
+  if (auto i = FirstRepeat(txn.writes())) {
+    const TableWrite& w = txn.writes()[*i];
+    return base::InvalidArgument(
+        fmt::format("transaction writes table {:?} key {:?} twice", w.table, w.key));
+  }
+  if (auto i = FirstRepeat(txn.offsets())) {
+    const OffsetCommit& o = txn.offsets()[*i];
+    return base::InvalidArgument(fmt::format("transaction commits group {:?} offset for {}/{} twice",
+                                             o.group, o.topic, o.partition.value()));
+  }
+  if (const auto& key = txn.idempotency_key()) {
+    // The tag byte is ours; the limit applies to what the client chose.
+    LOCKSTEP_RETURN_IF_ERROR(key_ok("idempotency", key->substr(1)));
+    if (key->size() == 1) return base::InvalidArgument("idempotency key is empty");
+  }
+  if (txn.writes().empty() && txn.events().empty() && txn.preconditions().empty() &&
+      txn.offsets().empty()) {
     return base::InvalidArgument("empty transaction");
   }
   return Status::Ok();
@@ -303,20 +314,15 @@ std::future<Result<CommitResult>> Engine::Commit(Transaction txn) {
 void Engine::Commit(Transaction txn, CommitCallback done) {
   Status valid = Validate(txn);
   if (!valid.ok()) return done(Result<CommitResult>(valid));
-  Submit(std::move(txn), std::nullopt, std::move(done));
-}
-
-void Engine::Submit(Transaction txn, std::optional<CatalogOp> catalog, CommitCallback done) {
-  Status failed = status();
-  if (!failed.ok()) return done(Result<CommitResult>(failed));
   auto pending = std::make_shared<Pending>();
   pending->txn = std::move(txn);
   pending->done = std::move(done);
-  if (catalog) {
-    pending->catalog_name = std::string(catalog->name);
-    catalog->name = pending->catalog_name;
-    pending->catalog = catalog;
-  }
+  Submit(std::move(pending));
+}
+
+void Engine::Submit(std::shared_ptr<Pending> pending) {
+  Status failed = status();
+  if (!failed.ok()) return pending->done(Result<CommitResult>(failed));
   bool wake = false;
   {
     std::unique_lock lock(queue_mu_);
@@ -344,13 +350,6 @@ void Engine::SequencerLoop() {
     for (auto& pending : batch) Process(pending);
     batch.clear();
   }
-}
-
-std::shared_ptr<Table> Engine::FindTable(std::string_view name) const {
-  std::shared_lock lock(catalog_mu_);
-  auto it = tables_.find(name);
-  if (it == tables_.end() || !it->second->LiveAt(visible_lsn())) return nullptr;
-  return it->second->table;
 }
 
 // ---- The sequencer ---------------------------------------------------------------------------
@@ -384,50 +383,93 @@ Status Check(const Precondition& p, const std::optional<Table::Newest>& newest, 
   return Status::Ok();
 }
 
+// The group's newest generation (0 if it never had one) and the LSN that wrote it.
+std::uint64_t NewestGeneration(const Table& groups, std::string_view group, Lsn* observed) {
+  auto newest = groups.NewestVersion(AsBytes(group));
+  *observed = newest ? newest->lsn : Lsn();
+  if (!newest || !newest->exists) return 0;
+  auto generation = DecodeGeneration(newest->value);
+  LOCKSTEP_ASSERT(generation.ok());  // the sequencer wrote it
+  return *generation;
+}
+
 }  // namespace
 
 void Engine::Process(const std::shared_ptr<Pending>& p) {
   auto answer = [&](Status s) { p->done(Result<CommitResult>(std::move(s))); };
   if (Status failed = status(); !failed.ok()) return answer(failed);
   if (p->catalog) return ProcessCatalog(p);
+  if (!p->group_bump.empty()) return ProcessGroupBump(p);
+  if (p->txn.idempotency_key() && AnswerRetry(p)) return;
+  const Transaction& txn = p->txn;
 
   // Resolve every name first: nothing changes until the whole transaction is known to be valid.
   std::vector<std::shared_ptr<TableEntry>> pre_tables, write_tables;
-  std::vector<std::shared_ptr<TopicEntry>> topics;
+  std::vector<std::shared_ptr<TopicEntry>> topics, offset_topics;
   {
     std::shared_lock lock(catalog_mu_);
     auto table = [&](const std::string& name) -> std::shared_ptr<TableEntry> {
       auto it = tables_.find(name);
       return it == tables_.end() || it->second->dropped != Lsn() ? nullptr : it->second;
     };
-    for (const auto& c : p->txn.preconditions()) {
+    auto topic = [&](const std::string& name,
+                     std::optional<PartitionId> partition) -> Result<std::shared_ptr<TopicEntry>> {
+      auto it = topics_.find(name);
+      if (it == topics_.end() || it->second->dropped != Lsn()) {
+        return base::NotFound(fmt::format("no topic {:?}", name));
+      }
+      if (partition && partition->value() >= it->second->partitions) {
+        return base::InvalidArgument(
+            fmt::format("topic {:?} has {} partitions; there is no partition {}", name,
+                        it->second->partitions, partition->value()));
+      }
+      return it->second;
+    };
+    for (const auto& c : txn.preconditions()) {
       pre_tables.push_back(table(c.table));
       if (!pre_tables.back()) return answer(base::NotFound(fmt::format("no table {:?}", c.table)));
     }
-    for (const auto& w : p->txn.writes()) {
+    for (const auto& w : txn.writes()) {
       write_tables.push_back(table(w.table));
-      if (!write_tables.back())
-        return answer(base::NotFound(fmt::format("no table {:?}", w.table)));
+      if (!write_tables.back()) return answer(base::NotFound(fmt::format("no table {:?}", w.table)));
     }
-    for (const auto& e : p->txn.events()) {
-      auto it = topics_.find(e.topic);
-      if (it == topics_.end() || it->second->dropped != Lsn()) {
-        return answer(base::NotFound(fmt::format("no topic {:?}", e.topic)));
-      }
-      if (e.partition && e.partition->value() >= it->second->partitions) {
-        return answer(base::InvalidArgument(
-            fmt::format("topic {:?} has {} partitions; there is no partition {}", e.topic,
-                        it->second->partitions, e.partition->value())));
-      }
-      topics.push_back(it->second);
+    for (const auto& e : txn.events()) {
+      auto t = topic(e.topic, e.partition);
+      if (!t.ok()) return answer(t.status());
+      topics.push_back(std::move(t).value());
+    }
+    for (const auto& o : txn.offsets()) {
+      auto t = topic(o.topic, o.partition);
+      if (!t.ok()) return answer(t.status());
+      offset_topics.push_back(std::move(t).value());
     }
   }
   // Preconditions, against the newest state, durable or not.
-  for (std::size_t i = 0; i < p->txn.preconditions().size(); ++i) {
-    const Precondition& c = p->txn.preconditions()[i];
+  for (std::size_t i = 0; i < txn.preconditions().size(); ++i) {
+    const Precondition& c = txn.preconditions()[i];
     Lsn observed;
     Status conflict = Check(c, pre_tables[i]->table->NewestVersion(AsBytes(c.key)), &observed);
     if (!conflict.ok()) return Park(p, std::move(conflict), observed);
+  }
+  // Offset commits: a current generation, and an offset the partition has reached.
+  for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
+    const OffsetCommit& o = txn.offsets()[i];
+    Lsn observed;
+    const std::uint64_t current = NewestGeneration(*groups_->table, o.group, &observed);
+    if (o.generation != current) {
+      return Park(p,
+                  base::FailedPrecondition(fmt::format(
+                      "group {:?} is at generation {}; an offset commit from generation {} is "
+                      "stale (the member lost its partitions: rejoin the group)",
+                      o.group, current, o.generation)),
+                  observed);
+    }
+    const std::uint64_t end = offset_topics[i]->next_offset[o.partition.value()];
+    if (o.offset.value() > end) {
+      return answer(base::InvalidArgument(
+          fmt::format("offset commit for {}/{}: offset {} is past the partition's end {}",
+                      o.topic, o.partition.value(), o.offset.value(), end)));
+    }
   }
   // Partitions and offsets (tentative until the record is known to fit).
   const Lsn lsn = log_->next_lsn();
@@ -435,7 +477,7 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   std::vector<std::uint64_t> offsets(topics.size());
   p->result.events.clear();
   for (std::size_t i = 0; i < topics.size(); ++i) {
-    const EventAppend& e = p->txn.events()[i];
+    const EventAppend& e = txn.events()[i];
     TopicEntry& t = *topics[i];
     std::uint32_t partition = 0;
     if (e.partition) {
@@ -453,10 +495,15 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     offsets[i] = t.next_offset[partition] + earlier;
     p->result.events.push_back({t.name, PartitionId(partition), Offset(offsets[i])});
   }
-  // The record: writes, then events encoded once, in place, with their final offset and LSN.
-  writer_.Reset(now, std::nullopt);
-  for (std::size_t i = 0; i < p->txn.writes().size(); ++i) {
-    const TableWrite& w = p->txn.writes()[i];
+  // The record: writes, events encoded once, in place, with their final offset and LSN, then
+  // offset commits; the idempotency key in its header.
+  if (txn.idempotency_key()) {
+    writer_.Reset(now, *txn.idempotency_key());
+  } else {
+    writer_.Reset(now, std::nullopt);
+  }
+  for (std::size_t i = 0; i < txn.writes().size(); ++i) {
+    const TableWrite& w = txn.writes()[i];
     if (w.is_delete) {
       writer_.Delete(write_tables[i]->id, AsBytes(w.key));
     } else {
@@ -464,8 +511,9 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     }
   }
   std::vector<base::EventHeader> headers;
+  std::vector<std::int64_t> timestamps(topics.size());
   for (std::size_t i = 0; i < topics.size(); ++i) {
-    const EventAppend& e = p->txn.events()[i];
+    const EventAppend& e = txn.events()[i];
     base::EventFields f;
     if (e.key) f.key = AsBytes(*e.key);
     f.payload = AsBytes(e.payload);
@@ -474,10 +522,15 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     headers.clear();
     for (const auto& [name, value] : e.headers) headers.push_back({name, AsBytes(value)});
     f.headers = headers;
-    f.timestamp_ms = e.timestamp_ms.value_or(now);
+    f.timestamp_ms = timestamps[i] = e.timestamp_ms.value_or(now);
     auto room =
         writer_.AddEvent(topics[i]->id, p->result.events[i].partition, base::EncodedEventBytes(f));
     base::EncodeEvent(f, Offset(offsets[i]), lsn, room);
+  }
+  for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
+    const OffsetCommit& o = txn.offsets()[i];
+    writer_.CommitOffset(OffsetOp{offset_topics[i]->id, o.partition, o.generation, o.offset,
+                                  o.group});
   }
   const Bytes record = writer_.Finish();
   if (record.size() > log_->record_bytes_max()) {
@@ -487,9 +540,9 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   }
   // From here on the transaction happens. Apply first, tagged with the LSN the append will get
   // (the sequencer is the log's only appender): the durability callback may run before Append
-  // returns, and it makes this LSN visible.
-  for (std::size_t i = 0; i < p->txn.writes().size(); ++i) {
-    const TableWrite& w = p->txn.writes()[i];
+  // returns, and it makes this LSN visible. ApplyRecord (replay) must do exactly the same.
+  for (std::size_t i = 0; i < txn.writes().size(); ++i) {
+    const TableWrite& w = txn.writes()[i];
     if (w.is_delete) {
       write_tables[i]->table->Delete(AsBytes(w.key), lsn);
     } else {
@@ -500,11 +553,55 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     const std::uint32_t partition = p->result.events[i].partition.value();
     auto& next = topics[i]->next_offset[partition];
     next = std::max(next, offsets[i] + 1);
-    topics[i]->Index(partition, offsets[i], lsn);
+    topics[i]->Index(partition, offsets[i], lsn, timestamps[i]);
+  }
+  for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
+    const OffsetCommit& o = txn.offsets()[i];
+    EncodeGroupOffsetValue({o.offset, o.generation, now}, &scratch_);
+    group_offsets_->table->Put(
+        AsBytes(GroupOffsetKey(o.group, offset_topics[i]->id, o.partition)), scratch_, lsn);
+  }
+  if (txn.idempotency_key()) {
+    remembered_.clear();
+    for (std::size_t i = 0; i < topics.size(); ++i) {
+      remembered_.push_back({topics[i]->id, p->result.events[i].partition, Offset(offsets[i])});
+    }
+    EncodeRememberedResult(now, remembered_, &scratch_);
+    idempotency_->table->Put(AsBytes(*txn.idempotency_key()), scratch_, lsn);
   }
   p->event_topics = std::move(topics);
   p->result.lsn = lsn;
   Append(p, record, lsn);
+}
+
+// Guarantee 4: a transaction whose idempotency key is remembered is not committed again; it gets
+// the original result, once that is durable. Returns false when the key is not remembered (never
+// used, or past the horizon): then the transaction commits as new.
+bool Engine::AnswerRetry(const std::shared_ptr<Pending>& p) {
+  auto newest = idempotency_->table->NewestVersion(AsBytes(*p->txn.idempotency_key()));
+  if (!newest || !newest->exists) return false;
+  auto remembered = DecodeRememberedResult(newest->value);
+  LOCKSTEP_ASSERT(remembered.ok());  // the sequencer wrote it
+  const bool within_horizon =
+      options_.idempotency_horizon_ms == 0
+          ? newest->lsn >= log_->first_lsn()
+          : options_.now_ms() - remembered->commit_ms < options_.idempotency_horizon_ms;
+  if (!within_horizon) return false;
+  CommitResult original;
+  original.lsn = newest->lsn;
+  {
+    std::shared_lock lock(catalog_mu_);
+    for (const RememberedEvent& e : remembered->events) {
+      original.events.push_back({TopicNameLocked(e.topic), e.partition, e.offset});
+    }
+  }
+  Park(p, std::move(original), newest->lsn);
+  return true;
+}
+
+std::string Engine::TopicNameLocked(TopicId id) const {
+  auto it = topic_ids_.find(id.value());
+  return it == topic_ids_.end() ? std::string() : it->second->name;
 }
 
 void Engine::Append(const std::shared_ptr<Pending>& p, Bytes record, Lsn expected) {
@@ -516,11 +613,11 @@ void Engine::Append(const std::shared_ptr<Pending>& p, Bytes record, Lsn expecte
       std::shared_ptr<Pending> keep = std::move(raw->self);
       OnDurable(lsn, s, keep);
     });
-    if (!appended.ok()) p->self.reset();
     if (appended.ok()) {
       LOCKSTEP_ASSERT(*appended == expected);
       return;
     }
+    p->self.reset();
     if (appended.status().code() == base::StatusCode::kResourceExhausted) {
       // The log's staging is full: wait for the writer to make room, then append again. The
       // sequencer is the only appender, so the LSN it computed stays right.
@@ -534,19 +631,20 @@ void Engine::Append(const std::shared_ptr<Pending>& p, Bytes record, Lsn expecte
   }
 }
 
-void Engine::Park(const std::shared_ptr<Pending>& p, Status conflict, Lsn observed) {
-  // Guarantee 2: a conflict against a version that is not durable yet is answered only once it
-  // is. OnDurable publishes the visible LSN before it drains parked_, and this check runs under
-  // parked_mu_, so no conflict is left waiting for a callback that already ran.
+void Engine::Park(const std::shared_ptr<Pending>& p, Result<CommitResult> answer, Lsn observed) {
+  // Guarantee 2: an answer that depends on a version that is not durable yet (a conflict, a stale
+  // generation, a retry's original result) is given only once it is. OnDurable publishes the
+  // visible LSN before it drains parked_, and this check runs under parked_mu_, so nothing is
+  // left waiting for a callback that already ran.
   {
     std::lock_guard lock(parked_mu_);
     if (observed > visible_lsn()) {
-      p->conflict = std::move(conflict);
+      p->parked_answer = std::move(answer);
       parked_.emplace(observed.value(), p);
       return;
     }
   }
-  p->done(Result<CommitResult>(std::move(conflict)));
+  p->done(std::move(answer));
 }
 
 void Engine::ProcessCatalog(const std::shared_ptr<Pending>& p) {
@@ -564,50 +662,43 @@ void Engine::ProcessCatalog(const std::shared_ptr<Pending>& p) {
     const char* what = is_table ? "table" : "topic";
     switch (op.change) {
       case CatalogChange::kCreateTable:
+        if (exists) return answer(base::AlreadyExists(fmt::format("table {:?} exists", name)));
+        if (next_table_id_ >= kFirstInternalTableId) {
+          return answer(base::ResourceExhausted("every table id has been used"));
+        }
+        op.id = next_table_id_;
+        break;
       case CatalogChange::kCreateTopic:
-        if (exists) return answer(base::AlreadyExists(fmt::format("{} {:?} exists", what, name)));
+        if (exists) return answer(base::AlreadyExists(fmt::format("topic {:?} exists", name)));
+        op.id = next_topic_id_;
         break;
       case CatalogChange::kDropTable:
       case CatalogChange::kDropTopic:
         if (!exists) return answer(base::NotFound(fmt::format("no {} {:?}", what, name)));
+        op.id = is_table ? tables_[name]->id.value() : topics_[name]->id.value();
         break;
     }
-    switch (op.change) {
-      case CatalogChange::kCreateTable: {
-        auto entry = std::make_shared<TableEntry>();
-        entry->id = TableId(next_table_id_++);
-        entry->name = name;
-        entry->created = lsn;
-        op.id = entry->id.value();
-        tables_[name] = entry;
-        break;
-      }
-      case CatalogChange::kCreateTopic: {
-        auto entry = std::make_shared<TopicEntry>();
-        entry->id = TopicId(next_topic_id_++);
-        entry->name = name;
-        entry->created = lsn;
-        entry->retention_ms = op.retention_ms;
-        entry->retention_bytes = op.retention_bytes;
-        entry->Init(op.partitions);
-        op.id = entry->id.value();
-        topics_[name] = entry;
-        break;
-      }
-      case CatalogChange::kDropTable:
-        tables_[name]->dropped = lsn;
-        op.id = tables_[name]->id.value();
-        break;
-      case CatalogChange::kDropTopic:
-        topics_[name]->dropped = lsn;
-        op.id = topics_[name]->id.value();
-        break;
-    }
+    Status applied = ApplyCatalogLocked(op, lsn);
+    LOCKSTEP_ASSERT(applied.ok());
   }
   writer_.Reset(options_.now_ms(), std::nullopt);
   writer_.ChangeCatalog(op);
   p->result.lsn = lsn;
   Append(p, writer_.Finish(), lsn);
+}
+
+void Engine::ProcessGroupBump(const std::shared_ptr<Pending>& p) {
+  Lsn observed;
+  const std::uint64_t next = NewestGeneration(*groups_->table, p->group_bump, &observed) + 1;
+  const Lsn lsn = log_->next_lsn();
+  EncodeGeneration(next, &scratch_);
+  writer_.Reset(options_.now_ms(), std::nullopt);
+  writer_.Put(kGroupsTable, AsBytes(p->group_bump), scratch_);
+  const Bytes record = writer_.Finish();
+  groups_->table->Put(AsBytes(p->group_bump), scratch_, lsn);
+  *p->generation_out = next;  // read by the caller only after the commit completes
+  p->result.lsn = lsn;
+  Append(p, record, lsn);
 }
 
 void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pending>& p) {
@@ -645,7 +736,7 @@ void Engine::AnswerParked(Lsn durable, const Status& failure) {
     parked_.erase(parked_.begin(), end);
   }
   for (auto& p : ready) {
-    p->done(Result<CommitResult>(failure.ok() ? p->conflict : failure));
+    p->done(failure.ok() ? std::move(*p->parked_answer) : Result<CommitResult>(failure));
   }
 }
 
@@ -654,7 +745,7 @@ void Engine::Fail(const Status& status) {
   if (failure_.ok()) failure_ = status;
 }
 
-// ---- Catalog and reads -----------------------------------------------------------------------
+// ---- Catalog ---------------------------------------------------------------------------------
 
 Status Engine::CreateTable(std::string_view name) {
   LOCKSTEP_RETURN_IF_ERROR(ValidateName("table", name, options_.name_bytes_max));
@@ -686,125 +777,27 @@ Status Engine::DropTopic(std::string_view name) {
 Status Engine::CommitCatalog(CatalogOp op) {
   std::promise<Status> promise;
   auto future = promise.get_future();
-  Submit(Transaction(), op,
-         [&promise](Result<CommitResult> result) { promise.set_value(result.status()); });
+  auto pending = std::make_shared<Pending>();
+  pending->catalog_name = std::string(op.name);
+  op.name = pending->catalog_name;
+  pending->catalog = op;
+  pending->done = [&promise](Result<CommitResult> result) { promise.set_value(result.status()); };
+  Submit(std::move(pending));
   return future.get();
 }
 
-std::vector<std::string> Engine::ListTables() const {
-  std::shared_lock lock(catalog_mu_);
-  std::vector<std::string> names;
-  for (const auto& [name, entry] : tables_) {
-    if (entry->LiveAt(visible_lsn())) names.push_back(name);
-  }
-  return names;
-}
-
-std::vector<TopicInfo> Engine::ListTopics() const {
-  std::shared_lock lock(catalog_mu_);
-  std::vector<TopicInfo> out;
-  for (const auto& [name, t] : topics_) {
-    if (!t->LiveAt(visible_lsn())) continue;
-    TopicInfo info{name, t->id, t->partitions, t->retention_ms, t->retention_bytes, {}};
-    for (std::uint32_t p = 0; p < t->partitions; ++p) {
-      info.end_offsets.emplace_back(t->visible_end[p].load(std::memory_order_acquire));
-    }
-    out.push_back(std::move(info));
-  }
-  return out;
-}
-
-std::shared_ptr<Engine::TopicEntry> Engine::FindTopic(std::string_view name) const {
-  std::shared_lock lock(catalog_mu_);
-  auto it = topics_.find(name);
-  if (it == topics_.end() || !it->second->LiveAt(visible_lsn())) return nullptr;
-  return it->second;
-}
-
-Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition, Offset offset,
-                                  const FetchOptions& options) const {
-  auto t = FindTopic(topic);
-  if (!t) return base::NotFound(fmt::format("no topic {:?}", topic));
-  if (partition.value() >= t->partitions) {
-    return base::InvalidArgument(fmt::format("topic {:?} has {} partitions; there is no {}", topic,
-                                             t->partitions, partition.value()));
-  }
-  // The end as of the visible LSN: read it before anything else, then never return past it.
-  const std::uint64_t end = t->visible_end[partition.value()].load(std::memory_order_acquire);
-  FetchResult out;
-  out.high_watermark = Offset(end);
-  out.next_offset = offset;
-  if (offset.value() > end) {
-    return base::OutOfRange(fmt::format("offset {} is past the end of {}/{} ({})", offset.value(),
-                                        topic, partition.value(), end));
-  }
-  if (offset.value() == end || options.max_events == 0) return out;
-  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader,
-                            log_->Read(t->StartFor(partition.value(), offset.value())));
-  std::uint64_t want = offset.value();
-  while (want < end && out.events < options.max_events) {
-    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
-    if (!record) break;
-    LOCKSTEP_ASSIGN_OR_RETURN(TxnRecordReader txn, TxnRecordReader::Open(record->bytes));
-    for (;;) {
-      LOCKSTEP_ASSIGN_OR_RETURN(std::optional<TxnOp> op, txn.Next());
-      if (!op) break;
-      const auto* ev = std::get_if<EventOp>(&*op);
-      if (ev == nullptr || ev->topic != t->id || ev->partition != partition) continue;
-      LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event, base::DecodeEvent(ev->record));
-      if (event.offset().value() < want) continue;
-      LOCKSTEP_ASSERT(event.offset().value() == want);  // dense, in LSN order
-      if (want >= end || out.events == options.max_events ||
-          (out.events > 0 && out.records.size() + ev->record.size() > options.max_bytes)) {
-        want = end + 1;  // done: limits reached
-        break;
-      }
-      out.records.insert(out.records.end(), ev->record.begin(), ev->record.end());
-      ++out.events;
-      ++want;
-    }
-    if (want > end) break;
-  }
-  out.next_offset = Offset(offset.value() + out.events);
-  return out;
-}
-
-Result<Offset> Engine::WaitForEvents(std::string_view topic, PartitionId partition, Offset offset,
-                                     std::chrono::milliseconds timeout) const {
-  auto t = FindTopic(topic);
-  if (!t) return base::NotFound(fmt::format("no topic {:?}", topic));
-  if (partition.value() >= t->partitions) {
-    return base::InvalidArgument(
-        fmt::format("topic {:?} has no partition {}", topic, partition.value()));
-  }
-  auto end = [&] { return t->visible_end[partition.value()].load(std::memory_order_seq_cst); };
-  if (end() > offset.value()) return Offset(end());
-  event_waiters_.fetch_add(1, std::memory_order_seq_cst);
-  {
-    std::unique_lock lock(events_mu_);
-    events_cv_.wait_for(lock, timeout, [&] { return end() > offset.value() || !status().ok(); });
-  }
-  event_waiters_.fetch_sub(1, std::memory_order_seq_cst);
-  return Offset(end());
-}
-
-Result<std::optional<Row>> Engine::Get(std::string_view table, std::string_view key) const {
-  auto t = FindTable(table);
-  if (!t) return base::NotFound(fmt::format("no table {:?}", table));
-  auto read = t->Get(AsBytes(key), visible_lsn());
-  if (!read) return std::optional<Row>();
-  return std::optional<Row>(Row{std::string(key), std::move(read->value), read->version});
-}
-
-Result<std::vector<Row>> Engine::Scan(std::string_view table, const ScanOptions& options) const {
-  auto t = FindTable(table);
-  if (!t) return base::NotFound(fmt::format("no table {:?}", table));
-  std::vector<Row> rows;
-  t->Scan(options, visible_lsn(), [&](std::string_view key, Bytes value, Lsn version) {
-    rows.push_back(Row{std::string(key), std::string(AsView(value)), version});
-    return true;
-  });
-  return rows;
+Result<std::uint64_t> Engine::NewGroupGeneration(std::string_view group) {
+  LOCKSTEP_RETURN_IF_ERROR(ValidateName("group", group, options_.name_bytes_max));
+  std::uint64_t generation = 0;
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  auto pending = std::make_shared<Pending>();
+  pending->group_bump = std::string(group);
+  pending->generation_out = &generation;
+  pending->done = [&promise](Result<CommitResult> result) { promise.set_value(result.status()); };
+  Submit(std::move(pending));
+  LOCKSTEP_RETURN_IF_ERROR(future.get());
+  return generation;
 }
 
 }  // namespace lockstep::engine

@@ -28,10 +28,12 @@
 #include <shared_mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "base/event_record.h"
 #include "engine/ids.h"
+#include "engine/internal_tables.h"
 #include "engine/table.h"
 #include "engine/transaction.h"
 #include "engine/txn_record.h"
@@ -48,6 +50,9 @@ struct EngineOptions {
   std::uint32_t value_bytes_max = 1 << 20;
   std::uint32_t name_bytes_max = 255;
   std::uint32_t partitions_max = 4096;
+  // How long an idempotency key is remembered: 0 (the default) as long as the log holds the
+  // transaction that used it; else this many milliseconds after its commit.
+  std::int64_t idempotency_horizon_ms = 0;
   std::function<std::int64_t()> now_ms;  // default: wall clock
 };
 
@@ -78,6 +83,36 @@ struct FetchResult {
   Offset high_watermark;  // the partition's end offset as of the visible LSN
 };
 
+// One row's change in the change feed: `before` and `after` absent for a row that did not exist.
+struct Change {
+  std::string table;
+  std::string key;
+  std::optional<std::string> before;
+  std::optional<std::string> after;
+};
+struct ChangedEvent {
+  std::string topic;
+  PartitionId partition;
+  Offset offset;
+  std::vector<std::byte> record;  // the event record, as stored (docs/events.md)
+};
+// One transaction of the change feed: its table changes, in the order it wrote them, with the
+// events it committed alongside — change data capture with the business intent attached.
+struct ChangedTransaction {
+  Lsn lsn;
+  std::int64_t commit_ms = 0;
+  std::vector<Change> changes;
+  std::vector<ChangedEvent> events;
+};
+struct ChangeFeed {
+  std::vector<ChangedTransaction> transactions;
+  Lsn next_lsn;  // where the next read continues
+};
+struct ChangeFeedOptions {
+  std::uint32_t max_transactions = 1000;
+  std::uint32_t max_bytes = 1 << 20;  // at least one transaction is returned even if larger
+};
+
 struct FetchOptions {
   std::uint32_t max_events = 1000;
   std::uint32_t max_bytes = 1 << 20;  // at least one event is returned even if it is larger
@@ -90,6 +125,32 @@ struct TopicInfo {
   std::int64_t retention_ms = 0;
   std::uint64_t retention_bytes = 0;
   std::vector<Offset> end_offsets;  // next offset per partition, as of the visible LSN
+};
+
+// A consumer group's committed position in one partition (the next offset it will read).
+struct GroupOffset {
+  std::string topic;
+  PartitionId partition;
+  Offset offset;
+  std::uint64_t generation = 0;  // of the member that committed it
+  std::int64_t commit_ms = 0;
+  Lsn lsn;  // of the transaction that committed it
+};
+
+struct GroupInfo {
+  std::string name;
+  std::uint64_t generation = 0;  // 0: nobody ever joined
+  std::vector<GroupOffset> offsets;
+};
+
+// How far a group is behind in one partition it committed for.
+struct PartitionLag {
+  std::string topic;
+  PartitionId partition;
+  Offset committed;
+  Offset end;               // the partition's end offset as of the visible LSN
+  std::uint64_t events = 0;  // end - committed (0 if the group is ahead, e.g. after a reset)
+  std::int64_t ms = 0;  // age of the oldest event not yet consumed (now - its timestamp); 0 if none
 };
 
 class Engine {
@@ -123,15 +184,48 @@ class Engine {
   Result<std::optional<Row>> Get(std::string_view table, std::string_view key) const;
   Result<std::vector<Row>> Scan(std::string_view table, const ScanOptions& options) const;
 
+  // Reads as of an LSN: the state right after transaction `at` committed, for any `at` from
+  // oldest_readable_lsn() to the visible LSN; kOutOfRange outside that window, naming it. The
+  // table must have existed at `at`.
+  Result<std::optional<Row>> GetAsOf(std::string_view table, std::string_view key, Lsn at) const;
+  Result<std::vector<Row>> ScanAsOf(std::string_view table, const ScanOptions& options,
+                                    Lsn at) const;
+  // Every version from this LSN on is kept. Today that is every version since the log began
+  // (open replays the whole log and nothing is reclaimed yet); with checkpoints and version
+  // reclamation it becomes the checkpoint's LSN after a restart, then the version window.
+  Lsn oldest_readable_lsn() const { return Lsn(0); }
+
+  // The change feed: user-table changes of the transactions from LSN `from` on, up to the
+  // visible LSN, each with its before and after images and the events of the same transaction.
+  // Transactions that changed no user table are skipped (next_lsn moves past them).
+  // kOutOfRange for `from` past the visible LSN + 1 or below what the log still holds.
+  Result<ChangeFeed> Changes(Lsn from, const ChangeFeedOptions& options = {}) const;
+
   // Events of `topic`/`partition` from `offset`, up to the visible LSN. kOutOfRange above the end
   // offset (an offset equal to it returns no events); kNotFound for an unknown topic;
   // kInvalidArgument for a partition the topic does not have.
   Result<FetchResult> Fetch(std::string_view topic, PartitionId partition, Offset offset,
                             const FetchOptions& options = {}) const;
+  // The first offset whose event timestamp is at or after `timestamp_ms`; the end offset when
+  // there is none (Kafka's ListOffsets by timestamp). Event timestamps are the producer's, so
+  // they need not grow with offsets: this is the first such offset, not the closest timestamp.
+  Result<Offset> OffsetForTimestamp(std::string_view topic, PartitionId partition,
+                                    std::int64_t timestamp_ms) const;
   // Blocks until the partition's end offset passes `offset` (new durable events), the timeout
   // passes, or the engine stops. Returns the end offset then. For long-polling consumers.
   Result<Offset> WaitForEvents(std::string_view topic, PartitionId partition, Offset offset,
                                std::chrono::milliseconds timeout) const;
+
+  // Consumer groups (guarantee 5). A group's offsets are committed by transactions
+  // (Transaction::CommitOffset), alone or with the outputs they produced. NewGroupGeneration
+  // durably advances the group's generation — a rebalance — and returns it; from then on, offset
+  // commits carrying an older generation are rejected with kFailedPrecondition. The server's
+  // group coordinator (issue 4) calls it; an embedded user may too.
+  Result<std::uint64_t> NewGroupGeneration(std::string_view group);
+  // kNotFound for a group that never joined nor committed.
+  Result<GroupInfo> DescribeGroup(std::string_view group) const;
+  std::vector<std::string> ListGroups() const;
+  Result<std::vector<PartitionLag>> GroupLag(std::string_view group) const;
 
   Lsn visible_lsn() const { return Lsn(visible_lsn_.load(std::memory_order_acquire)); }
   // Ok, or why the engine stopped.
@@ -145,19 +239,32 @@ class Engine {
   explicit Engine(EngineOptions options);
   Status Replay();
   Status ApplyRecord(Lsn lsn, Bytes record);
+  Status ApplyCatalogLocked(const CatalogOp& op, Lsn lsn);
   void SequencerLoop();
   void Process(const std::shared_ptr<Pending>& pending);
+  bool AnswerRetry(const std::shared_ptr<Pending>& pending);
   void ProcessCatalog(const std::shared_ptr<Pending>& pending);
+  void ProcessGroupBump(const std::shared_ptr<Pending>& pending);
   void Append(const std::shared_ptr<Pending>& pending, Bytes record, Lsn expected);
-  void Park(const std::shared_ptr<Pending>& pending, Status conflict, Lsn observed);
+  void Park(const std::shared_ptr<Pending>& pending, Result<CommitResult> answer, Lsn observed);
   void Fail(const Status& status);
-  void Submit(Transaction txn, std::optional<CatalogOp> catalog, CommitCallback done);
+  void Submit(std::shared_ptr<Pending> pending);
   Status Validate(const Transaction& txn) const;
   Status CommitCatalog(CatalogOp op);
   void OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pending>& pending);
   void AnswerParked(Lsn durable, const Status& failure);
   std::shared_ptr<Table> FindTable(std::string_view name) const;
+  std::shared_ptr<TableEntry> FindTableAt(std::string_view name, Lsn at) const;
+  Result<std::shared_ptr<TopicEntry>> FindPartition(std::string_view topic,
+                                                    PartitionId partition) const;
   std::shared_ptr<TopicEntry> FindTopic(std::string_view name) const;
+  // Under catalog_mu_: the name of the topic with `id`, dropped or not ("" if none).
+  std::string TopicNameLocked(TopicId id) const;
+  // Events of one partition in [from, end) in offset order, as stored; fn(EventView, Bytes
+  // record) returns false to stop.
+  template <typename Fn>
+  Status ForEachEvent(const TopicEntry& topic, PartitionId partition, std::uint64_t from,
+                      std::uint64_t end, Lsn start, Fn&& fn) const;
 
   EngineOptions options_;
   std::unique_ptr<storage::Log> log_;
@@ -166,6 +273,13 @@ class Engine {
   mutable std::shared_mutex catalog_mu_;
   std::map<std::string, std::shared_ptr<TableEntry>, std::less<>> tables_;
   std::map<std::string, std::shared_ptr<TopicEntry>, std::less<>> topics_;
+  // By id: every table and topic ever created, dropped ones and the internal tables included.
+  std::unordered_map<std::uint32_t, std::shared_ptr<TableEntry>> table_ids_;
+  std::unordered_map<std::uint32_t, std::shared_ptr<TopicEntry>> topic_ids_;
+  // The internal tables (engine/internal_tables.h), never in tables_.
+  std::shared_ptr<TableEntry> idempotency_;
+  std::shared_ptr<TableEntry> groups_;
+  std::shared_ptr<TableEntry> group_offsets_;
   std::uint32_t next_table_id_ = 1;  // sequencer only
   std::uint32_t next_topic_id_ = 1;  // sequencer only
 
@@ -187,7 +301,9 @@ class Engine {
   mutable std::atomic<int> event_waiters_{0};
   mutable std::mutex failure_mu_;
   Status failure_;
-  TxnRecordWriter writer_;  // sequencer only
+  TxnRecordWriter writer_;          // sequencer only
+  std::vector<std::byte> scratch_;  // sequencer only: internal-table values
+  std::vector<RememberedEvent> remembered_;  // sequencer only
   std::thread sequencer_;
 };
 

@@ -162,7 +162,7 @@ std::optional<Table::Newest> Table::NewestVersion(Bytes key) const {
   const Node* node = FindGreaterOrEqual(k, nullptr);
   if (node == nullptr || KeyOf(node) != k) return std::nullopt;
   const Version* v = node->newest.load(std::memory_order_relaxed);
-  return Newest{v->lsn, !v->tombstone};
+  return Newest{v->lsn, !v->tombstone, ValueOf(v)};
 }
 
 std::optional<Table::Read> Table::Get(Bytes key, Lsn at) const {

@@ -47,10 +47,12 @@ class Table {
   void Delete(Bytes key, Lsn lsn);
 
   // Writer only: the newest version of `key` whatever its durability (for preconditions);
-  // nullopt when the key was never written. `exists` is false for a tombstone.
+  // nullopt when the key was never written. `exists` is false for a tombstone. `value` points
+  // into the table and stays valid until the writer's next change to it.
   struct Newest {
     Lsn lsn;
     bool exists = false;
+    Bytes value;
   };
   std::optional<Newest> NewestVersion(Bytes key) const;
 

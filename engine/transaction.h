@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -38,6 +39,18 @@ struct EventAppend {
   std::optional<std::int64_t> timestamp_ms;  // nullopt: the commit time
 };
 
+// A consumer group's position in one partition, committed with the transaction: `offset` is the
+// next offset the group will read. `generation` must equal the group's current generation
+// (Engine::NewGroupGeneration; 0 for a group nobody ever joined), else the whole transaction is
+// rejected (kFailedPrecondition): a member that lost its partitions cannot commit for them.
+struct OffsetCommit {
+  std::string group;
+  std::uint64_t generation = 0;
+  std::string topic;
+  PartitionId partition;
+  Offset offset;
+};
+
 class Transaction {
  public:
   Transaction& RequireAbsent(std::string table, std::string key) {
@@ -65,15 +78,42 @@ class Transaction {
     events_.push_back(std::move(event));
     return *this;
   }
+  Transaction& CommitOffset(OffsetCommit commit) {
+    offsets_.push_back(std::move(commit));
+    return *this;
+  }
+  // Idempotency (guarantee 4): a transaction committed again with the same key commits once, and
+  // the retry gets the original result. Either a client-chosen key, or a producer id and sequence
+  // number; the two never collide. The key says nothing about the content: a different
+  // transaction under a remembered key gets the remembered result, as in Kafka.
+  Transaction& IdempotencyKey(std::string_view key) {
+    idempotency_key_ = std::string(1, '\x00');
+    idempotency_key_->append(key);
+    return *this;
+  }
+  Transaction& ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence) {
+    idempotency_key_ = std::string(1, '\x01');
+    for (std::uint64_t v : {producer_id, sequence}) {
+      for (int shift = 56; shift >= 0; shift -= 8) {
+        idempotency_key_->push_back(static_cast<char>((v >> shift) & 0xff));
+      }
+    }
+    return *this;
+  }
 
   const std::vector<Precondition>& preconditions() const { return preconditions_; }
   const std::vector<TableWrite>& writes() const { return writes_; }
   const std::vector<EventAppend>& events() const { return events_; }
+  const std::vector<OffsetCommit>& offsets() const { return offsets_; }
+  // As stored: a tag byte (0: client key, 1: producer id + sequence) and the key.
+  const std::optional<std::string>& idempotency_key() const { return idempotency_key_; }
 
  private:
   std::vector<Precondition> preconditions_;
   std::vector<TableWrite> writes_;
   std::vector<EventAppend> events_;
+  std::vector<OffsetCommit> offsets_;
+  std::optional<std::string> idempotency_key_;
 };
 
 }  // namespace lockstep::engine

@@ -1,0 +1,125 @@
+#pragma once
+// The engine's private state, shared by its source files (engine.cc: open, replay and the
+// sequencer; engine_reads.cc: reads, fetch and the change feed; engine_groups.cc: consumer
+// groups). Not part of the public API.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace lockstep::engine {
+
+inline Bytes AsBytes(std::string_view s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+inline std::string_view AsView(Bytes b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+// Names of tables, topics and groups: 1 to `max` bytes of letters, digits, '.', '_' and '-',
+// not starting with "__" (reserved for internal tables).
+Status ValidateName(std::string_view what, std::string_view name, std::uint32_t max);
+
+// Catalog entries carry the LSNs that created and dropped them: readers see an entry only once
+// its creation is visible and until its drop is (durable before visible, for the catalog too).
+struct Engine::TableEntry {
+  TableId id;
+  std::string name;
+  Lsn created;
+  Lsn dropped;  // 0: not dropped
+  std::shared_ptr<Table> table = std::make_shared<Table>();
+  bool LiveAt(Lsn at) const { return created <= at && (dropped == Lsn() || dropped > at); }
+};
+
+struct Engine::TopicEntry {
+  TopicId id;
+  std::string name;
+  Lsn created;
+  Lsn dropped;
+  std::uint32_t partitions = 0;
+  std::int64_t retention_ms = 0;
+  std::uint64_t retention_bytes = 0;
+  std::vector<std::uint64_t> next_offset;  // sequencer only: newest, durable or not
+  std::unique_ptr<std::atomic<std::uint64_t>[]> visible_end;  // as of the visible LSN
+  std::uint32_t round_robin = 0;                              // sequencer only
+
+  // Per partition, a sparse index offset -> LSN of the transaction that holds it: the first event
+  // of the partition and then one per kIndexEveryEvents. Each entry also keeps the greatest event
+  // timestamp of the partition *before* its offset, which only grows along the index: the offset
+  // for a timestamp T lies at or after the last entry whose `max_ts_before` is below T, within one
+  // index interval (event timestamps are client-given, so they need not grow themselves).
+  // Appended by the sequencer (and replay), searched by fetchers under index_mu.
+  struct IndexEntry {
+    std::uint64_t offset;
+    Lsn lsn;
+    std::int64_t max_ts_before;
+  };
+  static constexpr std::uint64_t kIndexEveryEvents = 64;
+  mutable std::shared_mutex index_mu;
+  std::vector<std::vector<IndexEntry>> index;
+  std::vector<std::int64_t> max_ts;  // sequencer only: greatest timestamp so far per partition
+
+  // Sequencer (and replay) only: as the only writer it may read `index` without the lock; it
+  // takes it only to change the vector under concurrent fetchers.
+  void Index(std::uint32_t partition, std::uint64_t offset, Lsn lsn, std::int64_t timestamp_ms) {
+    auto& entries = index[partition];
+    if (entries.empty() || offset >= entries.back().offset + kIndexEveryEvents) {
+      std::unique_lock lock(index_mu);
+      entries.push_back({offset, lsn, max_ts[partition]});
+    }
+    max_ts[partition] = std::max(max_ts[partition], timestamp_ms);
+  }
+  // The LSN to start reading at for `offset`: the indexed transaction at or below it.
+  Lsn StartFor(std::uint32_t partition, std::uint64_t offset) const {
+    std::shared_lock lock(index_mu);
+    const auto& entries = index[partition];
+    auto it = std::upper_bound(entries.begin(), entries.end(), offset,
+                               [](std::uint64_t o, const IndexEntry& e) { return o < e.offset; });
+    LOCKSTEP_ASSERT(it != entries.begin());  // offset 0 is always indexed
+    return (it - 1)->lsn;
+  }
+  // Where to start looking for the first event with a timestamp >= `timestamp_ms`: the offset and
+  // LSN of the last entry whose events before it are all older. nullopt: no events.
+  std::optional<IndexEntry> StartForTimestamp(std::uint32_t partition,
+                                              std::int64_t timestamp_ms) const {
+    std::shared_lock lock(index_mu);
+    const auto& entries = index[partition];
+    if (entries.empty()) return std::nullopt;
+    auto it = std::partition_point(entries.begin(), entries.end(), [&](const IndexEntry& e) {
+      return e.max_ts_before < timestamp_ms;
+    });
+    // The first entry has nothing before it (INT64_MIN), so only INT64_MIN itself stops there.
+    return it == entries.begin() ? *it : *(it - 1);
+  }
+
+  bool LiveAt(Lsn at) const { return created <= at && (dropped == Lsn() || dropped > at); }
+  void Init(std::uint32_t count) {
+    partitions = count;
+    next_offset.assign(count, 0);
+    visible_end = std::make_unique<std::atomic<std::uint64_t>[]>(count);
+    index.assign(count, std::vector<IndexEntry>());
+    max_ts.assign(count, INT64_MIN);
+  }
+};
+
+struct Engine::Pending {
+  Transaction txn;
+  std::optional<CatalogOp> catalog;
+  std::string catalog_name;       // owns catalog->name
+  CommitCallback done;            // called exactly once
+  std::shared_ptr<Pending> self;  // set while the log holds the only reference (see Append)
+  CommitResult result;
+  std::vector<std::shared_ptr<TopicEntry>> event_topics;  // parallel to result.events
+  // A conflict, or a retry's remembered result, waiting for the durability of what it saw.
+  std::optional<Result<CommitResult>> parked_answer;
+  // NewGroupGeneration: the group to advance, and where to put its new generation.
+  std::string group_bump;
+  std::uint64_t* generation_out = nullptr;
+};
+
+}  // namespace lockstep::engine

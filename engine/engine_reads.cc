@@ -1,0 +1,285 @@
+// Engine reads: the catalog, tables (now and as of an LSN), fetch, offsets by timestamp, the
+// change feed. Every read runs at a snapshot at or below the visible LSN (durable before
+// visible), takes no lock the sequencer waits on, and never blocks it.
+#include <fmt/format.h>
+
+#include "engine/engine.h"
+#include "engine/engine_internal.h"
+
+namespace lockstep::engine {
+
+// ---- Catalog --------------------------------------------------------------------------------
+
+std::vector<std::string> Engine::ListTables() const {
+  std::shared_lock lock(catalog_mu_);
+  std::vector<std::string> names;
+  for (const auto& [name, entry] : tables_) {
+    if (entry->LiveAt(visible_lsn())) names.push_back(name);
+  }
+  return names;
+}
+
+std::vector<TopicInfo> Engine::ListTopics() const {
+  std::shared_lock lock(catalog_mu_);
+  std::vector<TopicInfo> out;
+  for (const auto& [name, t] : topics_) {
+    if (!t->LiveAt(visible_lsn())) continue;
+    TopicInfo info{name, t->id, t->partitions, t->retention_ms, t->retention_bytes, {}};
+    for (std::uint32_t p = 0; p < t->partitions; ++p) {
+      info.end_offsets.emplace_back(t->visible_end[p].load(std::memory_order_acquire));
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::shared_ptr<Engine::TopicEntry> Engine::FindTopic(std::string_view name) const {
+  std::shared_lock lock(catalog_mu_);
+  auto it = topics_.find(name);
+  if (it == topics_.end() || !it->second->LiveAt(visible_lsn())) return nullptr;
+  return it->second;
+}
+
+Result<std::shared_ptr<Engine::TopicEntry>> Engine::FindPartition(std::string_view topic,
+                                                                  PartitionId partition) const {
+  auto t = FindTopic(topic);
+  if (!t) return base::NotFound(fmt::format("no topic {:?}", topic));
+  if (partition.value() >= t->partitions) {
+    return base::InvalidArgument(fmt::format("topic {:?} has {} partitions; there is no {}", topic,
+                                             t->partitions, partition.value()));
+  }
+  return t;
+}
+
+std::shared_ptr<Table> Engine::FindTable(std::string_view name) const {
+  auto entry = FindTableAt(name, visible_lsn());
+  return entry ? entry->table : nullptr;
+}
+
+std::shared_ptr<Engine::TableEntry> Engine::FindTableAt(std::string_view name, Lsn at) const {
+  std::shared_lock lock(catalog_mu_);
+  auto it = tables_.find(name);
+  if (it == tables_.end() || !it->second->LiveAt(at)) return nullptr;
+  return it->second;
+}
+
+// ---- Tables ---------------------------------------------------------------------------------
+
+namespace {
+
+Result<std::optional<Row>> GetFrom(const Table& table, std::string_view key, Lsn at) {
+  auto read = table.Get(AsBytes(key), at);
+  if (!read) return std::optional<Row>();
+  return std::optional<Row>(Row{std::string(key), std::move(read->value), read->version});
+}
+
+std::vector<Row> ScanFrom(const Table& table, const ScanOptions& options, Lsn at) {
+  std::vector<Row> rows;
+  table.Scan(options, at, [&](std::string_view key, Bytes value, Lsn version) {
+    rows.push_back(Row{std::string(key), std::string(AsView(value)), version});
+    return true;
+  });
+  return rows;
+}
+
+}  // namespace
+
+Result<std::optional<Row>> Engine::Get(std::string_view table, std::string_view key) const {
+  const Lsn at = visible_lsn();
+  auto t = FindTableAt(table, at);
+  if (!t) return base::NotFound(fmt::format("no table {:?}", table));
+  return GetFrom(*t->table, key, at);
+}
+
+Result<std::vector<Row>> Engine::Scan(std::string_view table, const ScanOptions& options) const {
+  const Lsn at = visible_lsn();
+  auto t = FindTableAt(table, at);
+  if (!t) return base::NotFound(fmt::format("no table {:?}", table));
+  return ScanFrom(*t->table, options, at);
+}
+
+namespace {
+
+Status CheckAsOf(Lsn at, Lsn oldest, Lsn visible) {
+  if (at < oldest || at > visible) {
+    return base::OutOfRange(
+        fmt::format("LSN {} is outside the readable window: versions are kept from LSN {} to the "
+                    "visible LSN {}",
+                    at.value(), oldest.value(), visible.value()));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::optional<Row>> Engine::GetAsOf(std::string_view table, std::string_view key,
+                                           Lsn at) const {
+  LOCKSTEP_RETURN_IF_ERROR(CheckAsOf(at, oldest_readable_lsn(), visible_lsn()));
+  auto t = FindTableAt(table, at);
+  if (!t) return base::NotFound(fmt::format("no table {:?} at LSN {}", table, at.value()));
+  return GetFrom(*t->table, key, at);
+}
+
+Result<std::vector<Row>> Engine::ScanAsOf(std::string_view table, const ScanOptions& options,
+                                          Lsn at) const {
+  LOCKSTEP_RETURN_IF_ERROR(CheckAsOf(at, oldest_readable_lsn(), visible_lsn()));
+  auto t = FindTableAt(table, at);
+  if (!t) return base::NotFound(fmt::format("no table {:?} at LSN {}", table, at.value()));
+  return ScanFrom(*t->table, options, at);
+}
+
+// ---- Topics ---------------------------------------------------------------------------------
+
+// Walks the log from `start` (an LSN at or below the transaction holding offset `from`), picking
+// out the partition's event records in [from, end).
+template <typename Fn>
+Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uint64_t from,
+                            std::uint64_t end, Lsn start, Fn&& fn) const {
+  if (from >= end) return Status::Ok();
+  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader, log_->Read(start));
+  std::uint64_t want = from;
+  while (want < end) {
+    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
+    if (!record) {
+      return base::Internal(fmt::format("{}/{}: the log ended before offset {} (end {})", t.name,
+                                        partition.value(), want, end));
+    }
+    LOCKSTEP_ASSIGN_OR_RETURN(TxnRecordReader txn, TxnRecordReader::Open(record->bytes));
+    for (;;) {
+      LOCKSTEP_ASSIGN_OR_RETURN(std::optional<TxnOp> op, txn.Next());
+      if (!op) break;
+      const auto* ev = std::get_if<EventOp>(&*op);
+      if (ev == nullptr || ev->topic != t.id || ev->partition != partition) continue;
+      LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event, base::DecodeEvent(ev->record));
+      if (event.offset().value() < want) continue;
+      LOCKSTEP_ASSERT(event.offset().value() == want);  // dense, in LSN order
+      if (!fn(event, ev->record)) return Status::Ok();
+      if (++want == end) return Status::Ok();
+    }
+  }
+  return Status::Ok();
+}
+
+Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition, Offset offset,
+                                  const FetchOptions& options) const {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto t, FindPartition(topic, partition));
+  // The end as of the visible LSN: read it before anything else, then never return past it.
+  const std::uint64_t end = t->visible_end[partition.value()].load(std::memory_order_acquire);
+  FetchResult out;
+  out.high_watermark = Offset(end);
+  out.next_offset = offset;
+  if (offset.value() > end) {
+    return base::OutOfRange(fmt::format("offset {} is past the end of {}/{} ({})", offset.value(),
+                                        topic, partition.value(), end));
+  }
+  if (offset.value() == end || options.max_events == 0) return out;
+  LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(
+      *t, partition, offset.value(), end, t->StartFor(partition.value(), offset.value()),
+      [&](const base::EventView&, Bytes record) {
+        if (out.events > 0 && out.records.size() + record.size() > options.max_bytes) return false;
+        out.records.insert(out.records.end(), record.begin(), record.end());
+        return ++out.events < options.max_events;
+      }));
+  out.next_offset = Offset(offset.value() + out.events);
+  return out;
+}
+
+Result<Offset> Engine::OffsetForTimestamp(std::string_view topic, PartitionId partition,
+                                          std::int64_t timestamp_ms) const {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto t, FindPartition(topic, partition));
+  const std::uint64_t end = t->visible_end[partition.value()].load(std::memory_order_acquire);
+  auto start = t->StartForTimestamp(partition.value(), timestamp_ms);
+  if (!start || start->offset >= end) return Offset(end);
+  std::uint64_t found = end;
+  LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(*t, partition, start->offset, end, start->lsn,
+                                        [&](const base::EventView& event, Bytes) {
+                                          if (event.timestamp_ms() < timestamp_ms) return true;
+                                          found = event.offset().value();
+                                          return false;
+                                        }));
+  return Offset(found);
+}
+
+Result<Offset> Engine::WaitForEvents(std::string_view topic, PartitionId partition, Offset offset,
+                                     std::chrono::milliseconds timeout) const {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto t, FindPartition(topic, partition));
+  auto end = [&] { return t->visible_end[partition.value()].load(std::memory_order_seq_cst); };
+  if (end() > offset.value()) return Offset(end());
+  event_waiters_.fetch_add(1, std::memory_order_seq_cst);
+  {
+    std::unique_lock lock(events_mu_);
+    events_cv_.wait_for(lock, timeout, [&] { return end() > offset.value() || !status().ok(); });
+  }
+  event_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+  return Offset(end());
+}
+
+// ---- The change feed ------------------------------------------------------------------------
+
+Result<ChangeFeed> Engine::Changes(Lsn from, const ChangeFeedOptions& options) const {
+  const Lsn visible = visible_lsn();
+  if (from < log_->first_lsn() || from.value() > visible.value() + 1) {
+    return base::OutOfRange(fmt::format(
+        "change feed from LSN {}: the log holds LSN {} to the visible LSN {}", from.value(),
+        log_->first_lsn().value(), visible.value()));
+  }
+  ChangeFeed out;
+  out.next_lsn = from;
+  if (from > visible || options.max_transactions == 0) return out;
+  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader, log_->Read(from));
+  std::size_t bytes = 0;
+  while (out.next_lsn <= visible && out.transactions.size() < options.max_transactions) {
+    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
+    if (!record) break;
+    LOCKSTEP_ASSIGN_OR_RETURN(TxnRecordReader txn, TxnRecordReader::Open(record->bytes));
+    ChangedTransaction changed{record->lsn, txn.commit_ms(), {}, {}};
+    std::size_t txn_bytes = 0;
+    for (;;) {
+      LOCKSTEP_ASSIGN_OR_RETURN(std::optional<TxnOp> op, txn.Next());
+      if (!op) break;
+      const auto* put = std::get_if<PutOp>(&*op);
+      const auto* del = std::get_if<DeleteOp>(&*op);
+      if (put != nullptr || del != nullptr) {
+        const TableId id = put != nullptr ? put->table : del->table;
+        if (id.value() >= kFirstInternalTableId) continue;
+        std::shared_ptr<TableEntry> table;
+        {
+          std::shared_lock lock(catalog_mu_);
+          auto it = table_ids_.find(id.value());
+          if (it != table_ids_.end()) table = it->second;
+        }
+        if (!table) return base::DataLoss(fmt::format("change to unknown table {}", id.value()));
+        const Bytes key = put != nullptr ? put->key : del->key;
+        Change change{table->name, std::string(AsView(key)), std::nullopt, std::nullopt};
+        // The before image: the version just below this transaction (kept: see
+        // oldest_readable_lsn()).
+        if (auto before = table->table->Get(key, Lsn(record->lsn.value() - 1))) {
+          change.before = std::move(before->value);
+        }
+        if (put != nullptr) change.after = std::string(AsView(put->value));
+        txn_bytes += key.size() + (change.before ? change.before->size() : 0) +
+                     (change.after ? change.after->size() : 0);
+        changed.changes.push_back(std::move(change));
+      } else if (const auto* ev = std::get_if<EventOp>(&*op)) {
+        LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event, base::DecodeEvent(ev->record));
+        std::string topic;
+        {
+          std::shared_lock lock(catalog_mu_);
+          topic = TopicNameLocked(ev->topic);
+        }
+        changed.events.push_back({std::move(topic), ev->partition, event.offset(),
+                                  std::vector<std::byte>(ev->record.begin(), ev->record.end())});
+        txn_bytes += ev->record.size();
+      }
+    }
+    if (!changed.changes.empty()) {
+      if (!out.transactions.empty() && bytes + txn_bytes > options.max_bytes) break;
+      bytes += txn_bytes;
+      out.transactions.push_back(std::move(changed));
+    }
+    out.next_lsn = Lsn(record->lsn.value() + 1);
+  }
+  return out;
+}
+
+}  // namespace lockstep::engine
