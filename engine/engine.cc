@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "base/checksum.h"
 #include "base/clock.h"
@@ -57,12 +58,28 @@ Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options) {
   log.io = engine->options_.io;
   log.writer_thread = true;
   LOCKSTEP_ASSIGN_OR_RETURN(engine->log_, storage::Log::Open(log));
+  LOCKSTEP_RETURN_IF_ERROR(
+      engine->options_.io->CreateDir(storage::JoinPath(engine->options_.dir, "checkpoints")));
   LOCKSTEP_RETURN_IF_ERROR(engine->Replay());
+  engine->log_bytes_at_checkpoint_ = engine->log_->stats().bytes;
+  engine->checkpoint_ms_ = engine->options_.now_ms();
   engine->sequencer_ = std::thread([raw = engine.get()] { raw->SequencerLoop(); });
+  const CheckpointOptions& c = engine->options_.checkpoint;
+  if (c.every_log_bytes > 0 || c.every_ms > 0) {
+    engine->checkpointer_ = std::thread([raw = engine.get()] { raw->CheckpointerLoop(); });
+  }
   return engine;
 }
 
 Engine::~Engine() {
+  if (checkpointer_.joinable()) {
+    {
+      std::lock_guard lock(checkpointer_mu_);
+      checkpointer_stop_ = true;
+    }
+    checkpointer_cv_.notify_all();
+    checkpointer_.join();
+  }
   if (sequencer_.joinable()) {
     {
       std::lock_guard lock(queue_mu_);
@@ -83,12 +100,9 @@ Status Engine::status() const {
 // ---- Recovery ------------------------------------------------------------------------------
 
 Status Engine::Replay() {
-  if (log_->first_lsn() != Lsn(1)) {
-    return base::DataLoss(
-        fmt::format("engine {}: the log starts at LSN {} and there is no checkpoint to start from",
-                    options_.dir, log_->first_lsn().value()));
-  }
-  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader, log_->Read(Lsn(1)));
+  Lsn from;
+  LOCKSTEP_RETURN_IF_ERROR(LoadCheckpoint(&from));
+  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader, log_->Read(from));
   for (;;) {
     LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
     if (!record) break;
@@ -99,9 +113,25 @@ Status Engine::Replay() {
     }
   }
   std::unique_lock lock(catalog_mu_);
+  const Lsn first = log_->first_lsn();
   for (auto& [name, topic] : topics_) {
     for (std::uint32_t p = 0; p < topic->partitions; ++p) {
       topic->visible_end[p].store(topic->next_offset[p]);
+      // A start offset whose events the log no longer holds (possible only after falling back to
+      // an older checkpoint than retention assumed) moves up to the first offset surely held.
+      auto& start = topic->start_offset[p];
+      if (start.load() < topic->next_offset[p] && topic->StartFor(p, start.load()) < first) {
+        std::uint64_t held = topic->next_offset[p];
+        for (const auto& e : topic->index[p]) {
+          if (e.lsn >= first && e.offset > start.load()) {
+            held = e.offset;
+            break;
+          }
+        }
+        spdlog::warn("engine {}: topic {} partition {}: events below offset {} are gone",
+                     options_.dir, name, p, held);
+        start.store(held);
+      }
     }
   }
   visible_lsn_.store(log_->durable_lsn().value());
@@ -400,6 +430,7 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   if (Status failed = status(); !failed.ok()) return answer(failed);
   if (p->catalog) return ProcessCatalog(p);
   if (!p->group_bump.empty()) return ProcessGroupBump(p);
+  if (p->capture != nullptr) return ProcessCapture(p);
   if (p->txn.idempotency_key() && AnswerRetry(p)) return;
   const Transaction& txn = p->txn;
 
@@ -584,7 +615,7 @@ bool Engine::AnswerRetry(const std::shared_ptr<Pending>& p) {
   LOCKSTEP_ASSERT(remembered.ok());  // the sequencer wrote it
   const bool within_horizon =
       options_.idempotency_horizon_ms == 0
-          ? newest->lsn >= log_->first_lsn()
+          ? newest->lsn >= std::max(log_->first_lsn(), Lsn(idempotency_floor_.load()))
           : options_.now_ms() - remembered->commit_ms < options_.idempotency_horizon_ms;
   if (!within_horizon) return false;
   CommitResult original;

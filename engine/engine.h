@@ -37,9 +37,19 @@
 #include "engine/table.h"
 #include "engine/transaction.h"
 #include "engine/txn_record.h"
+#include "storage/checkpoint_file.h"
 #include "storage/log.h"
 
 namespace lockstep::engine {
+
+struct CheckpointOptions {
+  // The checkpointer thread takes a checkpoint (and then applies retention) once this much log
+  // was written since the last one (0: never by size)...
+  std::uint64_t every_log_bytes = 256ull << 20;
+  // ...or this long after the last one if anything was committed since (0: never by time).
+  std::int64_t every_ms = 600'000;
+  storage::CheckpointWriteOptions write;  // chunking and pacing
+};
 
 struct EngineOptions {
   std::string dir;            // data directory (created if missing); the log is dir/log
@@ -54,6 +64,7 @@ struct EngineOptions {
   // transaction that used it; else this many milliseconds after its commit.
   std::int64_t idempotency_horizon_ms = 0;
   std::function<std::int64_t()> now_ms;  // default: wall clock
+  CheckpointOptions checkpoint;
 };
 
 struct EventPosition {
@@ -124,7 +135,8 @@ struct TopicInfo {
   std::uint32_t partitions = 0;
   std::int64_t retention_ms = 0;
   std::uint64_t retention_bytes = 0;
-  std::vector<Offset> end_offsets;  // next offset per partition, as of the visible LSN
+  std::vector<Offset> start_offsets;  // earliest offset still held, per partition (retention)
+  std::vector<Offset> end_offsets;    // next offset per partition, as of the visible LSN
 };
 
 // A consumer group's committed position in one partition (the next offset it will read).
@@ -190,10 +202,10 @@ class Engine {
   Result<std::optional<Row>> GetAsOf(std::string_view table, std::string_view key, Lsn at) const;
   Result<std::vector<Row>> ScanAsOf(std::string_view table, const ScanOptions& options,
                                     Lsn at) const;
-  // Every version from this LSN on is kept. Today that is every version since the log began
-  // (open replays the whole log and nothing is reclaimed yet); with checkpoints and version
-  // reclamation it becomes the checkpoint's LSN after a restart, then the version window.
-  Lsn oldest_readable_lsn() const { return Lsn(0); }
+  // Every version from this LSN on is kept: 0 after a full replay of the log; after a restart
+  // from a checkpoint, the checkpoint's LSN (a checkpoint holds only the newest version of each
+  // row). Versions are not reclaimed while the engine runs yet.
+  Lsn oldest_readable_lsn() const { return version_floor_; }
 
   // The change feed: user-table changes of the transactions from LSN `from` on, up to the
   // visible LSN, each with its before and after images and the events of the same transaction.
@@ -227,6 +239,15 @@ class Engine {
   std::vector<std::string> ListGroups() const;
   Result<std::vector<PartitionLag>> GroupLag(std::string_view group) const;
 
+  // Writes a checkpoint at the visible LSN without stopping commits (docs/engine.md), then applies
+  // retention: topics' time retention moves their start offsets, and log segments below what
+  // the previous checkpoint, the topics and the idempotency horizon still need are deleted.
+  // Returns the checkpoint's LSN. One at a time: a second caller waits for the first. The
+  // checkpointer thread calls this by itself (CheckpointOptions).
+  Result<Lsn> Checkpoint();
+  // The newest durable checkpoint's LSN (0: none).
+  Lsn checkpoint_lsn() const { return Lsn(checkpoint_lsn_.load(std::memory_order_acquire)); }
+
   Lsn visible_lsn() const { return Lsn(visible_lsn_.load(std::memory_order_acquire)); }
   // Ok, or why the engine stopped.
   Status status() const;
@@ -235,11 +256,22 @@ class Engine {
   struct Pending;
   struct TableEntry;
   struct TopicEntry;
+  struct CheckpointCapture;
 
   explicit Engine(EngineOptions options);
   Status Replay();
   Status ApplyRecord(Lsn lsn, Bytes record);
   Status ApplyCatalogLocked(const CatalogOp& op, Lsn lsn);
+  // Recovery from the newest valid checkpoint (older ones if it is damaged); sets *replay_from.
+  Status LoadCheckpoint(Lsn* replay_from);
+  Status InstallCheckpoint(Bytes stream, Lsn lsn);
+  void ProcessCapture(const std::shared_ptr<Pending>& pending);
+  Status WriteCheckpoint(const CheckpointCapture& capture, Lsn delete_below,
+                         const std::vector<std::vector<std::uint64_t>>& start_offsets);
+  void CheckpointerLoop();
+  Result<std::uint64_t> FirstOffsetAtOrAfter(const TopicEntry& topic, PartitionId partition,
+                                             std::int64_t timestamp_ms, std::uint64_t start,
+                                             std::uint64_t end) const;
   void SequencerLoop();
   void Process(const std::shared_ptr<Pending>& pending);
   bool AnswerRetry(const std::shared_ptr<Pending>& pending);
@@ -301,6 +333,20 @@ class Engine {
   mutable std::atomic<int> event_waiters_{0};
   mutable std::mutex failure_mu_;
   Status failure_;
+  // Checkpoints: one at a time under checkpoint_mu_.
+  std::mutex checkpoint_mu_;
+  std::atomic<std::uint64_t> checkpoint_lsn_{0};
+  Lsn previous_checkpoint_;  // guarded by checkpoint_mu_: kept as the fallback
+  std::uint64_t log_bytes_at_checkpoint_ = 0;  // guarded by checkpoint_mu_
+  std::int64_t checkpoint_ms_ = 0;             // guarded by checkpoint_mu_
+  Lsn version_floor_;                          // set by recovery
+  // Idempotency keys of transactions below this LSN are forgotten (retention deleted them, or
+  // is about to).
+  std::atomic<std::uint64_t> idempotency_floor_{0};
+  std::mutex checkpointer_mu_;
+  std::condition_variable checkpointer_cv_;
+  bool checkpointer_stop_ = false;
+  std::thread checkpointer_;
   TxnRecordWriter writer_;          // sequencer only
   std::vector<std::byte> scratch_;  // sequencer only: internal-table values
   std::vector<RememberedEvent> remembered_;  // sequencer only

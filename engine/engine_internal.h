@@ -46,6 +46,9 @@ struct Engine::TopicEntry {
   std::uint64_t retention_bytes = 0;
   std::vector<std::uint64_t> next_offset;  // sequencer only: newest, durable or not
   std::unique_ptr<std::atomic<std::uint64_t>[]> visible_end;  // as of the visible LSN
+  // The earliest offset still served: retention moves it up (never down) once a checkpoint
+  // recording it is durable; a fetch below it is kOutOfRange.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> start_offset;
   std::uint32_t round_robin = 0;                              // sequencer only
 
   // Per partition, a sparse index offset -> LSN of the transaction that holds it: the first event
@@ -102,6 +105,7 @@ struct Engine::TopicEntry {
     partitions = count;
     next_offset.assign(count, 0);
     visible_end = std::make_unique<std::atomic<std::uint64_t>[]>(count);
+    start_offset = std::make_unique<std::atomic<std::uint64_t>[]>(count);
     index.assign(count, std::vector<IndexEntry>());
     max_ts.assign(count, INT64_MIN);
   }
@@ -117,9 +121,31 @@ struct Engine::Pending {
   std::vector<std::shared_ptr<TopicEntry>> event_topics;  // parallel to result.events
   // A conflict, or a retry's remembered result, waiting for the durability of what it saw.
   std::optional<Result<CommitResult>> parked_answer;
+  // Checkpoint: the sequencer fills this at an LSN boundary, appending nothing.
+  CheckpointCapture* capture = nullptr;
   // NewGroupGeneration: the group to advance, and where to put its new generation.
   std::string group_bump;
   std::uint64_t* generation_out = nullptr;
+};
+
+// What a checkpoint at LSN `lsn` holds besides the tables' rows (which the MVCC snapshot at
+// `lsn` gives without the sequencer): copied by the sequencer between two transactions.
+struct Engine::CheckpointCapture {
+  Lsn lsn;
+  std::uint32_t next_table_id = 0;
+  std::uint32_t next_topic_id = 0;
+  struct TableState {
+    std::shared_ptr<TableEntry> entry;
+    Lsn created, dropped;  // dropped: 0 if not (yet) dropped at `lsn`
+  };
+  struct TopicState {
+    std::shared_ptr<TopicEntry> entry;
+    Lsn created, dropped;
+    std::vector<std::uint64_t> next_offset;
+    std::vector<std::int64_t> max_ts;
+  };
+  std::vector<TableState> tables;  // user and internal
+  std::vector<TopicState> topics;  // every topic ever created
 };
 
 }  // namespace lockstep::engine

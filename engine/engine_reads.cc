@@ -3,6 +3,8 @@
 // visible), takes no lock the sequencer waits on, and never blocks it.
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
 
@@ -24,8 +26,9 @@ std::vector<TopicInfo> Engine::ListTopics() const {
   std::vector<TopicInfo> out;
   for (const auto& [name, t] : topics_) {
     if (!t->LiveAt(visible_lsn())) continue;
-    TopicInfo info{name, t->id, t->partitions, t->retention_ms, t->retention_bytes, {}};
+    TopicInfo info{name, t->id, t->partitions, t->retention_ms, t->retention_bytes, {}, {}};
     for (std::uint32_t p = 0; p < t->partitions; ++p) {
+      info.start_offsets.emplace_back(t->start_offset[p].load(std::memory_order_acquire));
       info.end_offsets.emplace_back(t->visible_end[p].load(std::memory_order_acquire));
     }
     out.push_back(std::move(info));
@@ -136,7 +139,9 @@ template <typename Fn>
 Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uint64_t from,
                             std::uint64_t end, Lsn start, Fn&& fn) const {
   if (from >= end) return Status::Ok();
-  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader, log_->Read(start));
+  // Retention may have deleted the indexed LSN's segment; `from` itself is held (it is at or
+  // above the partition's start offset), so reading from the log's start loses nothing.
+  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader, log_->Read(std::max(start, log_->first_lsn())));
   std::uint64_t want = from;
   while (want < end) {
     LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
@@ -152,7 +157,10 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
       if (ev == nullptr || ev->topic != t.id || ev->partition != partition) continue;
       LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event, base::DecodeEvent(ev->record));
       if (event.offset().value() < want) continue;
-      LOCKSTEP_ASSERT(event.offset().value() == want);  // dense, in LSN order
+      if (event.offset().value() != want) {  // offsets are dense, in LSN order
+        return base::Internal(fmt::format("{}/{}: offset {} where {} was expected", t.name,
+                                          partition.value(), event.offset().value(), want));
+      }
       if (!fn(event, ev->record)) return Status::Ok();
       if (++want == end) return Status::Ok();
     }
@@ -172,6 +180,12 @@ Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition,
     return base::OutOfRange(fmt::format("offset {} is past the end of {}/{} ({})", offset.value(),
                                         topic, partition.value(), end));
   }
+  const std::uint64_t start = t->start_offset[partition.value()].load(std::memory_order_acquire);
+  if (offset.value() < start) {
+    return base::OutOfRange(fmt::format("offset {} of {}/{} is below its start offset {} "
+                                        "(retention deleted it)",
+                                        offset.value(), topic, partition.value(), start));
+  }
   if (offset.value() == end || options.max_events == 0) return out;
   LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(
       *t, partition, offset.value(), end, t->StartFor(partition.value(), offset.value()),
@@ -184,19 +198,33 @@ Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition,
   return out;
 }
 
-Result<Offset> Engine::OffsetForTimestamp(std::string_view topic, PartitionId partition,
-                                          std::int64_t timestamp_ms) const {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto t, FindPartition(topic, partition));
-  const std::uint64_t end = t->visible_end[partition.value()].load(std::memory_order_acquire);
-  auto start = t->StartForTimestamp(partition.value(), timestamp_ms);
-  if (!start || start->offset >= end) return Offset(end);
+// The first offset in [start, end) whose event's timestamp is >= `timestamp_ms`; `end` if none.
+// The index bounds the walk to about one index interval.
+Result<std::uint64_t> Engine::FirstOffsetAtOrAfter(const TopicEntry& t, PartitionId partition,
+                                                   std::int64_t timestamp_ms, std::uint64_t start,
+                                                   std::uint64_t end) const {
+  auto from = t.StartForTimestamp(partition.value(), timestamp_ms);
+  if (!from || start >= end) return end;
+  const std::uint64_t begin = std::max(from->offset, start);
+  if (begin >= end) return end;
+  const Lsn begin_lsn = begin == from->offset ? from->lsn : t.StartFor(partition.value(), begin);
   std::uint64_t found = end;
-  LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(*t, partition, start->offset, end, start->lsn,
+  LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(t, partition, begin, end, begin_lsn,
                                         [&](const base::EventView& event, Bytes) {
                                           if (event.timestamp_ms() < timestamp_ms) return true;
                                           found = event.offset().value();
                                           return false;
                                         }));
+  return found;
+}
+
+Result<Offset> Engine::OffsetForTimestamp(std::string_view topic, PartitionId partition,
+                                          std::int64_t timestamp_ms) const {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto t, FindPartition(topic, partition));
+  const std::uint64_t end = t->visible_end[partition.value()].load(std::memory_order_acquire);
+  const std::uint64_t start = t->start_offset[partition.value()].load(std::memory_order_acquire);
+  LOCKSTEP_ASSIGN_OR_RETURN(std::uint64_t found,
+                            FirstOffsetAtOrAfter(*t, partition, timestamp_ms, start, end));
   return Offset(found);
 }
 
