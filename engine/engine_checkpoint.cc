@@ -152,11 +152,11 @@ Result<Lsn> Engine::Checkpoint() {
   }
   if (lsn == checkpoint_lsn()) return lsn;  // nothing committed since the last one
   // 3. Retention: each partition's new start offset (time retention), and the LSN below which
-  // nothing is needed: not by a partition's retained events, not by the previous checkpoint
-  // (kept as the fallback should this one be damaged).
+  // nothing is needed: not by a partition's retained events, not by the current checkpoint,
+  // which becomes the fallback should this one be damaged.
   const std::int64_t now = options_.now_ms();
   std::vector<std::vector<std::uint64_t>> starts(capture.topics.size());
-  Lsn keep = previous_checkpoint_ == Lsn() ? Lsn(1) : Lsn(previous_checkpoint_.value() + 1);
+  Lsn keep = Lsn(checkpoint_lsn().value() + 1);
   for (std::size_t i = 0; i < capture.topics.size(); ++i) {
     const CheckpointCapture::TopicState& t = capture.topics[i];
     const bool live = t.dropped == Lsn() || t.dropped > lsn;

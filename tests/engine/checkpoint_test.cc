@@ -1,0 +1,277 @@
+// Proves engine checkpoints: a reopen from a checkpoint restores tables, topics, offsets,
+// groups and remembered idempotency keys exactly, replaying only the log after it; commits go
+// on while a checkpoint is taken; topic time retention moves start offsets and lets the log
+// delete segments (fetch, the change feed and as-of reads then answer out of range below what
+// is held); a damaged newest checkpoint falls back to the older one; with every checkpoint
+// damaged and the log's start deleted, open refuses naming why.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+
+#include "engine/engine.h"
+#include "storage/checkpoint_file.h"
+#include "storage/fault_io.h"
+
+namespace lockstep::engine {
+namespace {
+
+using base::StatusCode;
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  EngineOptions Options() {
+    EngineOptions o;
+    o.dir = "db";
+    o.io = &io_;
+    o.log.segment_bytes = 64 << 10;
+    o.log.batch_bytes_max = 16 << 10;
+    o.log.prepare_in_background = false;
+    o.now_ms = [this] { return now_.load(); };
+    o.checkpoint.every_log_bytes = 0;  // the tests take them
+    o.checkpoint.every_ms = 0;
+    o.checkpoint.write.bytes_per_second = 0;
+    return o;
+  }
+  std::unique_ptr<Engine> Open() {
+    auto e = Engine::Open(Options());
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return e.ok() ? std::move(e).value() : nullptr;
+  }
+  static Result<CommitResult> Commit(Engine& e, Transaction t) {
+    return e.Commit(std::move(t)).get();
+  }
+  static EventAppend Event(std::string topic, std::string payload, std::uint32_t partition) {
+    EventAppend ev;
+    ev.topic = std::move(topic);
+    ev.partition = PartitionId(partition);
+    ev.payload = std::move(payload);
+    return ev;
+  }
+  static std::vector<std::string> Payloads(Engine& e, const std::string& topic,
+                                           std::uint32_t partition, std::uint64_t from) {
+    std::vector<std::string> out;
+    Offset next(from);
+    for (;;) {
+      auto r = e.Fetch(topic, PartitionId(partition), next);
+      EXPECT_TRUE(r.ok()) << r.status().ToString();
+      if (!r.ok() || r->events == 0) return out;
+      base::Bytes rest = r->records;
+      while (!rest.empty()) {
+        auto v = base::DecodeEvent(rest);
+        EXPECT_TRUE(v.ok());
+        if (!v.ok()) return out;
+        out.emplace_back(reinterpret_cast<const char*>(v->payload().data()), v->payload().size());
+        rest = rest.subspan(v->record().size());
+      }
+      next = r->next_offset;
+    }
+  }
+  // A little of everything: rows (some deleted), events in two topics, a group, a key.
+  void Fill(Engine& e, int from, int to) {
+    for (int i = from; i < to; ++i) {
+      Transaction t;
+      t.Put("accounts", "acct" + std::to_string(i % 13), std::string(100, 'v') + std::to_string(i))
+          .Append(Event("audit", "a" + std::to_string(i), static_cast<std::uint32_t>(i % 2)));
+      if (i % 7 == 0) t.Delete("accounts", "acct" + std::to_string((i + 5) % 13));
+      if (i % 5 == 0) t.Append(Event("clicks", "c" + std::to_string(i), 0));
+      if (i % 11 == 0) t.IdempotencyKey("op-" + std::to_string(i));
+      ASSERT_TRUE(Commit(e, std::move(t)).ok());
+    }
+  }
+
+  storage::FaultInjectingIo io_;
+  std::atomic<std::int64_t> now_{1'000'000};
+};
+
+struct Snapshot {
+  std::vector<Row> rows;
+  std::vector<TopicInfo> topics;
+  std::vector<std::string> audit0, audit1, clicks;
+  GroupInfo group;
+};
+
+TEST_F(CheckpointTest, AReopenFromACheckpointRestoresEverything) {
+  Snapshot before;
+  Lsn checkpoint, keyed;
+  {
+    auto e = Open();
+    ASSERT_TRUE(e->CreateTable("accounts").ok());
+    ASSERT_TRUE(e->CreateTopic("audit", 2).ok());
+    ASSERT_TRUE(e->CreateTopic("clicks", 1, /*retention_ms=*/0).ok());
+    ASSERT_TRUE(e->CreateTable("scratch").ok());
+    ASSERT_TRUE(e->DropTable("scratch").ok());
+    Fill(*e, 0, 300);
+    ASSERT_TRUE(e->NewGroupGeneration("g").ok());
+    ASSERT_TRUE(Commit(*e, Transaction().CommitOffset({"g", 1, "audit", PartitionId(1), Offset(40)}))
+                    .ok());
+    auto c = e->Checkpoint();
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    checkpoint = *c;
+    EXPECT_EQ(checkpoint, e->visible_lsn());
+    EXPECT_EQ(e->checkpoint_lsn(), checkpoint);
+    Fill(*e, 300, 350);  // after the checkpoint: replayed from the log
+    keyed = Commit(*e, Transaction().IdempotencyKey("late").Put("accounts", "x", "y"))->lsn;
+    before.rows = *e->Scan("accounts", {});
+    before.topics = e->ListTopics();
+    before.audit0 = Payloads(*e, "audit", 0, 0);
+    before.audit1 = Payloads(*e, "audit", 1, 0);
+    before.clicks = Payloads(*e, "clicks", 0, 0);
+    before.group = *e->DescribeGroup("g");
+  }
+  auto e = Open();
+  EXPECT_EQ(e->checkpoint_lsn(), checkpoint);
+  EXPECT_EQ(e->oldest_readable_lsn(), checkpoint);
+  auto rows = *e->Scan("accounts", {});
+  ASSERT_EQ(rows.size(), before.rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i].key, before.rows[i].key);
+    EXPECT_EQ(rows[i].value, before.rows[i].value);
+    EXPECT_EQ(rows[i].version, before.rows[i].version);
+  }
+  EXPECT_EQ(e->ListTables(), std::vector<std::string>{"accounts"});
+  auto topics = e->ListTopics();
+  ASSERT_EQ(topics.size(), 2u);
+  EXPECT_EQ(topics[0].end_offsets, before.topics[0].end_offsets);
+  EXPECT_EQ(topics[1].end_offsets, before.topics[1].end_offsets);
+  EXPECT_EQ(Payloads(*e, "audit", 0, 0), before.audit0);
+  EXPECT_EQ(Payloads(*e, "audit", 1, 0), before.audit1);
+  EXPECT_EQ(Payloads(*e, "clicks", 0, 0), before.clicks);
+  auto group = *e->DescribeGroup("g");
+  EXPECT_EQ(group.generation, 1u);
+  ASSERT_EQ(group.offsets.size(), 1u);
+  EXPECT_EQ(group.offsets[0].offset.value(), 40u);
+  // Idempotency keys: from the checkpoint (op-11) and from the log after it.
+  auto retry = Commit(*e, Transaction().IdempotencyKey("late").Put("accounts", "x", "z"));
+  ASSERT_TRUE(retry.ok());
+  EXPECT_EQ(retry->lsn, keyed);
+  auto old_key = Commit(*e, Transaction().IdempotencyKey("op-11").Put("accounts", "x", "z"));
+  ASSERT_TRUE(old_key.ok());
+  EXPECT_LT(old_key->lsn, checkpoint);
+  EXPECT_EQ((*e->Get("accounts", "x"))->value, "y");
+  // As-of reads reach back to the checkpoint, no further.
+  EXPECT_TRUE(e->GetAsOf("accounts", "acct1", checkpoint).ok());
+  EXPECT_EQ(e->GetAsOf("accounts", "acct1", Lsn(checkpoint.value() - 1)).status().code(),
+            StatusCode::kOutOfRange);
+  // Offsets and catalog ids continue.
+  ASSERT_TRUE(e->CreateTable("later").ok());
+  auto more = Commit(*e, Transaction().Append(Event("clicks", "new", 0)));
+  ASSERT_TRUE(more.ok());
+  EXPECT_EQ(more->events[0].offset.value(), before.clicks.size());
+}
+
+TEST_F(CheckpointTest, CommitsGoOnWhileACheckpointIsTaken) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTable("accounts").ok());
+  ASSERT_TRUE(e->CreateTopic("audit", 2).ok());
+  ASSERT_TRUE(e->CreateTopic("clicks", 1).ok());
+  Fill(*e, 0, 200);
+  std::atomic<bool> stop{false};
+  std::atomic<int> committed{0};
+  std::thread writer([&] {
+    for (int i = 0; i < 2000 && !stop; ++i) {
+      auto r = Commit(*e, Transaction().Put("accounts", "w" + std::to_string(i % 50), "x"));
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      ++committed;
+    }
+  });
+  std::vector<Lsn> taken;
+  for (int i = 0; i < 5; ++i) {
+    auto c = e->Checkpoint();
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    taken.push_back(*c);
+  }
+  stop = true;
+  writer.join();
+  EXPECT_GT(committed.load(), 0);
+  for (std::size_t i = 1; i < taken.size(); ++i) EXPECT_GE(taken[i], taken[i - 1]);
+  const auto rows = *e->Scan("accounts", {});
+  e.reset();
+  e = Open();
+  EXPECT_EQ(e->Scan("accounts", {})->size(), rows.size());
+  // Two checkpoints are kept: the newest and its fallback.
+  EXPECT_LE(storage::ListCheckpoints(io_, "db/checkpoints")->size(), 2u);
+}
+
+TEST_F(CheckpointTest, TimeRetentionMovesStartOffsetsAndDeletesSegments) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTable("accounts").ok());
+  ASSERT_TRUE(e->CreateTopic("audit", 2, /*retention_ms=*/60'000).ok());
+  ASSERT_TRUE(e->CreateTopic("clicks", 1, /*retention_ms=*/60'000).ok());
+  Fill(*e, 0, 400);  // at t = 1,000,000: about 100 KiB of log, two segments at least
+  now_ += 120'000;
+  const Lsn old_end = e->visible_lsn();
+  Fill(*e, 400, 500);  // at t + 120 s: these are kept
+  ASSERT_TRUE(e->Checkpoint().ok());
+  // The first checkpoint keeps everything: it has no fallback yet.
+  EXPECT_EQ(e->ListTopics()[0].start_offsets[0].value(), 200u);
+  Fill(*e, 500, 510);
+  ASSERT_TRUE(e->Checkpoint().ok());
+  auto topics = e->ListTopics();
+  EXPECT_EQ(topics[0].start_offsets[0].value(), 200u);  // audit/0: events 0..199 expired
+  EXPECT_EQ(topics[0].start_offsets[1].value(), 200u);
+  EXPECT_EQ(topics[1].start_offsets[0].value(), 80u);  // clicks: every 5th of 0..399
+  // Segments below the first checkpoint went (it is the fallback now, and older events expired).
+  EXPECT_EQ(e->Changes(Lsn(1)).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(e->Fetch("audit", PartitionId(0), Offset(199)).status().code(), StatusCode::kOutOfRange);
+  auto kept = Payloads(*e, "audit", 0, 200);
+  ASSERT_EQ(kept.size(), 55u);
+  EXPECT_EQ(kept[0], "a400");
+  EXPECT_EQ(e->OffsetForTimestamp("audit", PartitionId(0), 0)->value(), 200u);
+  // A reopen agrees, from the checkpoint and the shorter log.
+  e.reset();
+  e = Open();
+  topics = e->ListTopics();
+  EXPECT_EQ(topics[0].start_offsets[0].value(), 200u);
+  EXPECT_EQ(topics[1].start_offsets[0].value(), 80u);
+  EXPECT_EQ(Payloads(*e, "audit", 0, 200), kept);
+  EXPECT_GT(e->visible_lsn(), old_end);
+}
+
+TEST_F(CheckpointTest, ADamagedCheckpointFallsBackOrRefusesToOpen) {
+  std::vector<Row> rows;
+  std::vector<Lsn> taken;
+  {
+    auto e = Open();
+    ASSERT_TRUE(e->CreateTable("accounts").ok());
+    ASSERT_TRUE(e->CreateTopic("audit", 2, 60'000).ok());
+    ASSERT_TRUE(e->CreateTopic("clicks", 1, 60'000).ok());
+    Fill(*e, 0, 400);
+    now_ += 120'000;
+    taken.push_back(*e->Checkpoint());
+    Fill(*e, 400, 450);
+    taken.push_back(*e->Checkpoint());
+    Fill(*e, 450, 460);
+    rows = *e->Scan("accounts", {});
+  }
+  const std::string newest = "db/checkpoints/" + storage::CheckpointFileName(taken[1]);
+  const std::byte junk[4] = {std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}};
+  ASSERT_TRUE(io_.Corrupt(newest, 100, junk).ok());
+  {
+    auto e = Open();
+    EXPECT_EQ(e->checkpoint_lsn(), taken[0]);  // the fallback
+    auto got = *e->Scan("accounts", {});
+    ASSERT_EQ(got.size(), rows.size());
+    for (std::size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].value, rows[i].value);
+  }
+  // Both damaged, and the log no longer starts at LSN 1: open refuses, naming why.
+  const std::string older = "db/checkpoints/" + storage::CheckpointFileName(taken[0]);
+  ASSERT_TRUE(io_.Corrupt(older, 100, junk).ok());
+  auto log_start = [&] {
+    auto names = *io_.ListDir("db/log");
+    std::sort(names.begin(), names.end());
+    return names.front();
+  }();
+  if (log_start != "00000000000000000001.seg") {
+    auto e = Engine::Open(Options());
+    ASSERT_EQ(e.status().code(), StatusCode::kDataLoss);
+    EXPECT_NE(e.status().message().find("no valid checkpoint"), std::string::npos)
+        << e.status().ToString();
+  } else {
+    GTEST_FAIL() << "retention deleted nothing: the test set-up no longer exercises this";
+  }
+}
+
+}  // namespace
+}  // namespace lockstep::engine
