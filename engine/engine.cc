@@ -615,7 +615,7 @@ bool Engine::AnswerRetry(const std::shared_ptr<Pending>& p) {
   LOCKSTEP_ASSERT(remembered.ok());  // the sequencer wrote it
   const bool within_horizon =
       options_.idempotency_horizon_ms == 0
-          ? newest->lsn >= std::max(log_->first_lsn(), Lsn(idempotency_floor_.load()))
+          ? newest->lsn >= idempotency_floor()
           : options_.now_ms() - remembered->commit_ms < options_.idempotency_horizon_ms;
   if (!within_horizon) return false;
   CommitResult original;

@@ -16,6 +16,7 @@
 // reads go on.
 //
 // Threads: every public method may be called from any thread. Commit never blocks on I/O.
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -245,6 +246,11 @@ class Engine {
   // Returns the checkpoint's LSN. One at a time: a second caller waits for the first. The
   // checkpointer thread calls this by itself (CheckpointOptions).
   Result<Lsn> Checkpoint();
+  // Idempotency keys of transactions below this LSN are forgotten (with the default horizon:
+  // retention deleted those transactions from the log, or is about to).
+  Lsn idempotency_floor() const {
+    return std::max(log_->first_lsn(), Lsn(idempotency_floor_.load(std::memory_order_acquire)));
+  }
   // The newest durable checkpoint's LSN (0: none).
   Lsn checkpoint_lsn() const { return Lsn(checkpoint_lsn_.load(std::memory_order_acquire)); }
 

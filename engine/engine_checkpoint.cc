@@ -302,15 +302,26 @@ Status Engine::LoadCheckpoint(Lsn* replay_from) {
     auto stream = storage::ReadCheckpoint(*options_.io, dir, lsn);
     Status installed = stream.ok() ? InstallCheckpoint(*stream, lsn) : stream.status();
     if (!installed.ok()) {
-      spdlog::warn("engine {}: skipping checkpoint {}: {}", options_.dir, lsn.value(),
+      // Only damage falls back to an older checkpoint; an I/O error fails the open.
+      if (installed.code() != base::StatusCode::kDataLoss) return installed;
+      spdlog::warn("engine {}: skipping damaged checkpoint {}: {}", options_.dir, lsn.value(),
                    installed.ToString());
       why += fmt::format("; checkpoint {}: {}", lsn.value(), installed.ToString());
       continue;
     }
+    // Its contents were synced before its rename, but the rename itself may not be durable yet
+    // (a crash between rename and directory sync, then a process restart that kept it): make it
+    // durable before anything it says is published, as the log does with its newest segment.
+    LOCKSTEP_RETURN_IF_ERROR(options_.io->SyncDir(dir));
     *replay_from = Lsn(lsn.value() + 1);
     checkpoint_lsn_.store(lsn.value());
     previous_checkpoint_ = i + 1 < checkpoints.size() ? checkpoints[i + 1] : Lsn();
     version_floor_ = lsn;
+    // Checkpoints older than the fallback are of no use (their removal may not have survived a
+    // crash): best effort, as at the end of Checkpoint().
+    for (std::size_t j = i + 2; j < checkpoints.size(); ++j) {
+      (void)storage::RemoveCheckpoint(*options_.io, dir, checkpoints[j]);
+    }
     return Status::Ok();
   }
   if (log_->first_lsn() == Lsn(1)) {

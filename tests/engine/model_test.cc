@@ -1,8 +1,9 @@
 // The engine against a trivial in-memory model, with crashes (issue 3's randomized model test).
 //
 // Thousands of random transactions — preconditions, puts, deletes, event appends, consumer-offset
-// commits with current and stale generations, new and retried idempotency keys — and group
-// generation bumps go to the engine in pipelined batches, and to a model that evaluates them in
+// commits with current and stale generations, new and retried idempotency keys — group
+// generation bumps and checkpoints (with the topic retention and log deletion that follow them)
+// go to the engine in pipelined batches, and to a model that evaluates them in
 // the same order (the sequencer's order is submission order from one thread). The model predicts
 // every answer: the LSN and event offsets of a commit, a retry's original result, a conflict, a
 // stale generation, an invalid offset. Meanwhile the fault-injecting I/O crashes the engine at a
@@ -12,13 +13,15 @@
 //   - every acknowledged transaction is present (R >= the highest acknowledged LSN) and nothing
 //     verified earlier was lost;
 //   - the engine equals the model replayed to R exactly: tables (values and versions), every
-//     partition's events (payloads in offset order, so offsets are dense and nothing is half
-//     present), the group's generation and offsets;
+//     partition's events from its start offset on (payloads and timestamps in offset order, so
+//     offsets are dense and nothing is half present), the group's generation and offsets;
+//   - retention moved no start offset past an unexpired event, nor backwards;
 //   - retrying remembered idempotency keys returns the original result and writes nothing.
 // The seed is printed; LOCKSTEP_TEST_SEED reproduces the random choices (thread timing may
 // still differ), LOCKSTEP_TEST_SCALE multiplies the budget.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <random>
@@ -40,8 +43,11 @@ constexpr int kKeys = 24;
 struct TopicSpec {
   const char* name;
   std::uint32_t partitions;
+  std::int64_t retention_ms;
 };
-constexpr TopicSpec kTopics[] = {{"t1", 3}, {"t2", 1}};
+// Both topics expire events (the test clock moves 0-300 ms per step), so checkpoints let
+// retention delete log segments.
+constexpr TopicSpec kTopics[] = {{"t1", 3, 6000}, {"t2", 1, 3000}};
 constexpr const char* kGroup = "g";
 
 using TopicPartition = std::pair<std::string, std::uint32_t>;
@@ -49,6 +55,12 @@ using TopicPartition = std::pair<std::string, std::uint32_t>;
 struct Position {
   TopicPartition where;
   std::uint64_t offset = 0;
+};
+
+struct StoredEvent {
+  std::string payload;
+  std::int64_t timestamp_ms = 0;
+  bool operator==(const StoredEvent&) const = default;
 };
 
 struct Remembered {
@@ -60,7 +72,7 @@ struct Remembered {
 struct State {
   std::uint64_t lsn = 0;  // the last LSN applied
   std::map<std::string, std::map<std::string, std::pair<std::string, std::uint64_t>>> tables;
-  std::map<TopicPartition, std::vector<std::string>> events;  // payloads by offset
+  std::map<TopicPartition, std::vector<StoredEvent>> events;  // by offset
   std::uint64_t generation = 0;
   std::map<TopicPartition, std::uint64_t> offsets;  // group kGroup's committed offsets
   std::map<std::string, Remembered> remembered;    // by tagged idempotency key
@@ -74,6 +86,7 @@ struct Entry {
   std::uint64_t lsn;
   Op op;
   std::vector<Position> events;
+  std::int64_t commit_ms = 0;
 };
 
 struct Expected {
@@ -164,7 +177,7 @@ void Apply(State& s, const Entry& entry) {
   for (std::size_t i = 0; i < txn.events().size(); ++i) {
     auto& payloads = s.events[entry.events[i].where];
     EXPECT_EQ(payloads.size(), entry.events[i].offset);
-    payloads.push_back(txn.events()[i].payload);
+    payloads.push_back({txn.events()[i].payload, entry.commit_ms});
   }
   for (const OffsetCommit& o : txn.offsets()) {
     s.offsets[{o.topic, o.partition.value()}] = o.offset.value();
@@ -175,7 +188,8 @@ void Apply(State& s, const Entry& entry) {
 struct Totals {
   std::uint64_t cycles = 0, crashes = 0, recovery_crashes = 0, process_crashes = 0;
   std::uint64_t injected = 0, submitted = 0, acked = 0, conflicts = 0, stale = 0, retries = 0;
-  std::uint64_t retry_checks = 0;
+  std::uint64_t retry_checks = 0, checkpoints = 0, failed_checkpoints = 0, trimmed_events = 0;
+  std::uint64_t log_start = 0;  // the highest LSN below which retention forgot everything
 };
 
 class Machine {
@@ -189,6 +203,11 @@ class Machine {
     o.log.segment_bytes = 64 << 10;
     o.log.batch_bytes_max = 16 << 10;
     o.log.prepare_in_background = Uniform(0, 1) == 0;
+    o.now_ms = [this] { return now_.load(); };
+    o.checkpoint.every_log_bytes = 0;  // the test takes checkpoints at chosen moments
+    o.checkpoint.every_ms = 0;
+    o.checkpoint.write.chunk_bytes = 4096;
+    o.checkpoint.write.bytes_per_second = 0;
     return o;
   }
 
@@ -201,7 +220,9 @@ class Machine {
     auto e = Engine::Open(Options());
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     for (const char* t : kTables) ASSERT_TRUE((*e)->CreateTable(t).ok());
-    for (const auto& t : kTopics) ASSERT_TRUE((*e)->CreateTopic(t.name, t.partitions).ok());
+    for (const auto& t : kTopics) {
+      ASSERT_TRUE((*e)->CreateTopic(t.name, t.partitions, t.retention_ms).ok());
+    }
     base_.lsn = (*e)->visible_lsn().value();
     for (const char* t : kTables) base_.tables[t];
     newest_ = base_;
@@ -215,9 +236,11 @@ class Machine {
     if (::testing::Test::HasFatalFailure()) return;
     // Arm the next crash (or an injected error), then work until it strikes or the budget ends.
     const std::uint64_t dice = Uniform(0, 9);
+    fault_armed_ = false;
     if (dice < 7) {
       io_.CrashAtOperation(io_.operations() + Uniform(1, 60));
     } else if (dice < 9) {
+      fault_armed_ = true;
       storage::FaultRule rule;
       rule.at_operation = io_.operations() + Uniform(1, 60);
       rule.fault = Uniform(0, 1) == 0 ? storage::FaultKind::kEio : storage::FaultKind::kEnospc;
@@ -225,8 +248,12 @@ class Machine {
       ++totals.injected;
     }
     for (int batch = 0; batch < 8 && engine->status().ok() && !io_.crashed(); ++batch) {
-      if (Uniform(0, 9) == 0) {
+      now_ += static_cast<std::int64_t>(Uniform(0, 300));  // never while commits are in flight
+      const std::uint64_t what = Uniform(0, 11);
+      if (what == 0) {
         BumpGeneration(*engine);
+      } else if (what <= 2) {
+        TakeCheckpoint(*engine, totals);
       } else {
         RunBatch(*engine, totals);
       }
@@ -339,6 +366,29 @@ class Machine {
     return t;
   }
 
+  // A checkpoint, then retention. It may fail only through the armed crash or fault; the model
+  // then forgets the idempotency keys the engine now forgets.
+  void TakeCheckpoint(Engine& engine, Totals& totals) {
+    auto taken = engine.Checkpoint();
+    // Even a failed checkpoint may have moved the floor (it failed after becoming durable,
+    // deleting segments or old checkpoint files).
+    Forget(engine.idempotency_floor().value());
+    if (!taken.ok()) {
+      ASSERT_TRUE(io_.crashed() || fault_armed_) << taken.status().ToString();
+      ++totals.failed_checkpoints;
+      return;
+    }
+    ++totals.checkpoints;
+    ASSERT_LE(taken->value(), newest_.lsn);
+    totals.log_start = std::max(totals.log_start, engine.idempotency_floor().value());
+  }
+
+  void Forget(std::uint64_t floor) {
+    for (State* s : {&base_, &newest_}) {
+      std::erase_if(s->remembered, [&](const auto& kv) { return kv.second.lsn < floor; });
+    }
+  }
+
   void RunBatch(Engine& engine, Totals& totals) {
     const std::uint64_t n = Uniform(1, 24);
     std::vector<Expected> expected;
@@ -347,7 +397,7 @@ class Machine {
       Transaction t = RandomTransaction();
       Expected x = Evaluate(newest_, t);
       if (x.kind == Expected::kCommit) {
-        Entry entry{x.result.lsn, t, x.result.events};
+        Entry entry{x.result.lsn, t, x.result.events, now_.load()};
         Apply(newest_, entry);
         history_.push_back(std::move(entry));
       }
@@ -400,7 +450,7 @@ class Machine {
   }
 
   void BumpGeneration(Engine& engine) {
-    Entry entry{newest_.lsn + 1, GenerationBump{}, {}};
+    Entry entry{newest_.lsn + 1, GenerationBump{}, {}, now_.load()};
     Apply(newest_, entry);
     history_.push_back(std::move(entry));
     auto got = engine.NewGroupGeneration(kGroup);
@@ -433,13 +483,34 @@ class Machine {
       for (const Row& row : *scanned) seen[row.key] = {row.value, row.version.value()};
       ASSERT_EQ(seen, rows) << "table " << name << " differs from the model at LSN " << r;
     }
-    for (const auto& topic : kTopics) {
-      for (std::uint32_t p = 0; p < topic.partitions; ++p) {
-        auto it = base_.events.find({topic.name, p});
-        const std::vector<std::string> want =
-            it == base_.events.end() ? std::vector<std::string>() : it->second;
-        ASSERT_EQ(Payloads(engine, topic.name, p), want)
-            << "partition " << topic.name << "/" << p << " differs at LSN " << r;
+    // Retention may have moved a partition's start, never past an event still within its
+    // retention, never backwards; from the start on, every event is there, in order.
+    const auto topics = engine.ListTopics();
+    ASSERT_EQ(topics.size(), std::size(kTopics));
+    for (const auto& info : topics) {
+      const std::int64_t retention_ms = info.name == "t1" ? 6000 : 3000;
+      for (std::uint32_t p = 0; p < info.partitions; ++p) {
+        auto it = base_.events.find({info.name, p});
+        const std::vector<StoredEvent> all =
+            it == base_.events.end() ? std::vector<StoredEvent>() : it->second;
+        const std::uint64_t start = info.start_offsets[p].value();
+        std::uint64_t unexpired = all.size();
+        for (std::size_t o = 0; o < all.size(); ++o) {
+          if (all[o].timestamp_ms >= now_.load() - retention_ms) {
+            unexpired = o;
+            break;
+          }
+        }
+        ASSERT_LE(start, unexpired) << info.name << "/" << p << ": an unexpired event is gone";
+        std::uint64_t& seen = starts_[{info.name, p}];
+        ASSERT_GE(start, seen) << info.name << "/" << p << ": the start offset went back";
+        totals.trimmed_events += start - seen;
+        seen = start;
+        ASSERT_EQ(info.end_offsets[p].value(), all.size());
+        const std::vector<StoredEvent> want(all.begin() + static_cast<std::ptrdiff_t>(start),
+                                            all.end());
+        ASSERT_EQ(Events(engine, info.name, p, start), want)
+            << "partition " << info.name << "/" << p << " differs at LSN " << r;
       }
     }
     auto group = engine.DescribeGroup(kGroup);
@@ -455,6 +526,7 @@ class Machine {
       ASSERT_EQ(offsets, base_.offsets);
     }
     // Remembered keys answer with the original result and write nothing.
+    Forget(engine.idempotency_floor().value());
     std::vector<const std::pair<const std::string, Remembered>*> keys;
     for (const auto& kv : base_.remembered) keys.push_back(&kv);
     for (int i = 0; i < 3 && !keys.empty(); ++i) {
@@ -471,10 +543,10 @@ class Machine {
     ASSERT_EQ(engine.visible_lsn().value(), r) << "a retry committed again";
   }
 
-  static std::vector<std::string> Payloads(Engine& engine, const std::string& topic,
-                                           std::uint32_t partition) {
-    std::vector<std::string> out;
-    Offset next(0);
+  static std::vector<StoredEvent> Events(Engine& engine, const std::string& topic,
+                                         std::uint32_t partition, std::uint64_t start) {
+    std::vector<StoredEvent> out;
+    Offset next(start);
     for (int page = 0; page < 100000; ++page) {
       auto fetched = engine.Fetch(topic, PartitionId(partition), next);
       EXPECT_TRUE(fetched.ok()) << fetched.status().ToString();
@@ -484,9 +556,10 @@ class Machine {
         auto event = base::DecodeEvent(rest);
         EXPECT_TRUE(event.ok()) << event.status().ToString();
         if (!event.ok()) return out;
-        EXPECT_EQ(event->offset().value(), out.size()) << "offsets are not dense";
+        EXPECT_EQ(event->offset().value(), start + out.size()) << "offsets are not dense";
         const base::Bytes payload = event->payload();
-        out.emplace_back(reinterpret_cast<const char*>(payload.data()), payload.size());
+        out.push_back({std::string(reinterpret_cast<const char*>(payload.data()), payload.size()),
+                       event->timestamp_ms()});
         rest = rest.subspan(event->record().size());
       }
       next = fetched->next_offset;
@@ -502,6 +575,9 @@ class Machine {
   std::uint64_t acked_ = 0;
   std::uint64_t counter_ = 0;
   std::vector<std::string> used_keys_;
+  std::atomic<std::int64_t> now_{1'000'000};
+  bool fault_armed_ = false;
+  std::map<TopicPartition, std::uint64_t> starts_;  // start offsets seen so far
 };
 
 TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
@@ -522,7 +598,8 @@ TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
   std::printf(
       "engine model: cycles %llu, crashes %llu (process %llu, during recovery %llu), injected "
       "errors %llu, transactions %llu (acknowledged %llu, conflicts %llu, stale generations "
-      "%llu, retries answered %llu), retry checks after recovery %llu\n",
+      "%llu, retries answered %llu), retry checks after recovery %llu, checkpoints %llu "
+      "(failed %llu), events trimmed by retention %llu\n",
       static_cast<unsigned long long>(totals.cycles),
       static_cast<unsigned long long>(totals.crashes),
       static_cast<unsigned long long>(totals.process_crashes),
@@ -533,7 +610,10 @@ TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
       static_cast<unsigned long long>(totals.conflicts),
       static_cast<unsigned long long>(totals.stale),
       static_cast<unsigned long long>(totals.retries),
-      static_cast<unsigned long long>(totals.retry_checks));
+      static_cast<unsigned long long>(totals.retry_checks),
+      static_cast<unsigned long long>(totals.checkpoints),
+      static_cast<unsigned long long>(totals.failed_checkpoints),
+      static_cast<unsigned long long>(totals.trimmed_events));
   if (HasFatalFailure()) return;
   EXPECT_GT(totals.crashes, cycles / 4);
   EXPECT_GT(totals.recovery_crashes, 0u);
@@ -542,6 +622,10 @@ TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
   EXPECT_GT(totals.stale, 0u);
   EXPECT_GT(totals.retries, 0u);
   EXPECT_GT(totals.retry_checks, 0u);
+  EXPECT_GT(totals.checkpoints, 0u);
+  EXPECT_GT(totals.failed_checkpoints, 0u);
+  EXPECT_GT(totals.trimmed_events, 0u);
+  EXPECT_GT(totals.log_start, 1u) << "retention never deleted a segment";
 }
 
 }  // namespace
