@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -62,6 +63,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options) {
       engine->options_.io->CreateDir(storage::JoinPath(engine->options_.dir, "checkpoints")));
   LOCKSTEP_RETURN_IF_ERROR(engine->Replay());
   engine->log_bytes_at_checkpoint_ = engine->log_->stats().bytes;
+  engine->expected_next_ = engine->log_->next_lsn();
   engine->checkpoint_ms_ = engine->options_.now_ms();
   engine->sequencer_ = std::thread([raw = engine.get()] { raw->SequencerLoop(); });
   const CheckpointOptions& c = engine->options_.checkpoint;
@@ -369,13 +371,21 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
 void Engine::SequencerLoop() {
   std::deque<std::shared_ptr<Pending>> batch;
   for (;;) {
+    bool roll_back = false;
     {
       std::unique_lock lock(queue_mu_);
       sequencer_idle_ = true;
-      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      queue_cv_.wait(lock,
+                     [this] { return stopping_ || !queue_.empty() || rollback_requested_; });
       sequencer_idle_ = false;
+      roll_back = std::exchange(rollback_requested_, false);
       if (queue_.empty() && stopping_) return;
       std::swap(batch, queue_);
+    }
+    // A full disk rejected appends: undo them now, not at the next commit, which may never come
+    // while conflicts parked on them wait.
+    if (roll_back && status().ok()) {
+      if (const Lsn next = log_->next_lsn(); next != expected_next_) RollBack(next);
     }
     for (auto& pending : batch) Process(pending);
     batch.clear();
@@ -428,6 +438,8 @@ std::uint64_t NewestGeneration(const Table& groups, std::string_view group, Lsn*
 void Engine::Process(const std::shared_ptr<Pending>& p) {
   auto answer = [&](Status s) { p->done(Result<CommitResult>(std::move(s))); };
   if (Status failed = status(); !failed.ok()) return answer(failed);
+  // A full disk gave LSNs out again since the last append: undo what was rejected first.
+  if (const Lsn next = log_->next_lsn(); next != expected_next_) RollBack(next);
   if (p->catalog) return ProcessCatalog(p);
   if (!p->group_bump.empty()) return ProcessGroupBump(p);
   if (p->capture != nullptr) return ProcessCapture(p);
@@ -475,35 +487,42 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
       offset_topics.push_back(std::move(t).value());
     }
   }
-  // Preconditions, against the newest state, durable or not.
+  // Preconditions, against the newest state, durable or not. A refusal depends on every version
+  // checked before it too (one that passed only thanks to a transaction a full disk then
+  // rejects would have failed): it waits for the newest of them to be durable.
+  Lsn depends;
   for (std::size_t i = 0; i < txn.preconditions().size(); ++i) {
     const Precondition& c = txn.preconditions()[i];
     Lsn observed;
     Status conflict = Check(c, pre_tables[i]->table->NewestVersion(AsBytes(c.key)), &observed);
-    if (!conflict.ok()) return Park(p, std::move(conflict), observed);
+    depends = std::max(depends, observed);
+    if (!conflict.ok()) return Park(p, std::move(conflict), depends);
   }
   // Offset commits: a current generation, and an offset the partition has reached.
   for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
     const OffsetCommit& o = txn.offsets()[i];
     Lsn observed;
     const std::uint64_t current = NewestGeneration(*groups_->table, o.group, &observed);
+    depends = std::max(depends, observed);
     if (o.generation != current) {
       return Park(p,
                   base::FailedPrecondition(fmt::format(
                       "group {:?} is at generation {}; an offset commit from generation {} is "
                       "stale (the member lost its partitions: rejoin the group)",
                       o.group, current, o.generation)),
-                  observed);
+                  depends);
     }
     const std::uint64_t end = offset_topics[i]->next_offset[o.partition.value()];
     if (o.offset.value() > end) {
-      return answer(base::InvalidArgument(
-          fmt::format("offset commit for {}/{}: offset {} is past the partition's end {}",
-                      o.topic, o.partition.value(), o.offset.value(), end)));
+      return Park(p,
+                  base::InvalidArgument(fmt::format(
+                      "offset commit for {}/{}: offset {} is past the partition's end {}",
+                      o.topic, o.partition.value(), o.offset.value(), end)),
+                  depends);
     }
   }
   // Partitions and offsets (tentative until the record is known to fit).
-  const Lsn lsn = log_->next_lsn();
+  const Lsn lsn = expected_next_;  // AppendAt checks it (a rejection may come meanwhile)
   const std::int64_t now = options_.now_ms();
   std::vector<std::uint64_t> offsets(topics.size());
   p->result.events.clear();
@@ -580,10 +599,12 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
       write_tables[i]->table->Put(AsBytes(w.key), AsBytes(w.value), lsn);
     }
   }
+  p->prev_max_ts.clear();
   for (std::size_t i = 0; i < topics.size(); ++i) {
     const std::uint32_t partition = p->result.events[i].partition.value();
     auto& next = topics[i]->next_offset[partition];
     next = std::max(next, offsets[i] + 1);
+    p->prev_max_ts.push_back(topics[i]->max_ts[partition]);
     topics[i]->Index(partition, offsets[i], lsn, timestamps[i]);
   }
   for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
@@ -601,6 +622,8 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     idempotency_->table->Put(AsBytes(*txn.idempotency_key()), scratch_, lsn);
   }
   p->event_topics = std::move(topics);
+  p->write_tables = std::move(write_tables);
+  p->offset_topics = std::move(offset_topics);
   p->result.lsn = lsn;
   Append(p, record, lsn);
 }
@@ -635,30 +658,125 @@ std::string Engine::TopicNameLocked(TopicId id) const {
   return it == topic_ids_.end() ? std::string() : it->second->name;
 }
 
+// Appends what Process applied at `expected`. The Pending joins inflight_ first: whatever happens
+// next, a rollback can find it.
 void Engine::Append(const std::shared_ptr<Pending>& p, Bytes record, Lsn expected) {
+  while (!inflight_.empty() && inflight_.front()->result.lsn <= log_->durable_lsn()) {
+    inflight_.pop_front();
+  }
+  inflight_.push_back(p);
   for (;;) {
     // The callback captures two pointers only, so std::function keeps it inline (no allocation
     // per commit); the Pending keeps itself alive through `self` until OnDurable takes it.
     p->self = p;
-    auto appended = log_->Append(record, [this, raw = p.get()](Lsn lsn, const Status& s) {
-      std::shared_ptr<Pending> keep = std::move(raw->self);
-      OnDurable(lsn, s, keep);
-    });
+    auto appended =
+        log_->AppendAt(record, expected, [this, raw = p.get()](Lsn lsn, const Status& s) {
+          std::shared_ptr<Pending> keep = std::move(raw->self);
+          OnDurable(lsn, s, keep);
+        });
     if (appended.ok()) {
-      LOCKSTEP_ASSERT(*appended == expected);
+      expected_next_ = Lsn(expected.value() + 1);
       return;
     }
     p->self.reset();
-    if (appended.status().code() == base::StatusCode::kResourceExhausted) {
+    const base::StatusCode code = appended.status().code();
+    if (code == base::StatusCode::kResourceExhausted) {
       // The log's staging is full: wait for the writer to make room, then append again. The
       // sequencer is the only appender, so the LSN it computed stays right.
       (void)log_->WaitForDurable(Lsn(log_->durable_lsn().value() + 1),
                                  std::chrono::milliseconds(10));
       continue;
     }
+    if (code == base::StatusCode::kFailedPrecondition) {
+      // A full disk rejected earlier appends after this one was applied: undo it with them.
+      RollBack(log_->next_lsn());
+      p->done(Result<CommitResult>(base::ResourceExhausted(
+          fmt::format("the disk is full: {}", appended.status().message()))));
+      return;
+    }
+    inflight_.pop_back();
     Fail(appended.status());
     p->done(Result<CommitResult>(status()));
     return;
+  }
+}
+
+void Engine::RollBack(Lsn next) {
+  std::uint64_t undone = 0;
+  while (!inflight_.empty() && inflight_.back()->result.lsn >= next) {
+    Undo(*inflight_.back());
+    inflight_.pop_back();
+    ++undone;
+  }
+  expected_next_ = next;
+  spdlog::warn("engine {}: the disk is full: undid {} rejected transactions from LSN {} on",
+               options_.dir, undone, next.value());
+  // Conflicts and retries parked on what was undone will never see it become durable.
+  AnswerParked(Lsn(), base::ResourceExhausted(
+                          "the disk is full: the write this answer depended on was rejected"));
+}
+
+// The exact inverse of what Process (or ProcessCatalog, ProcessGroupBump) applied, newest
+// effects first. Readers never saw any of it: it was above the visible LSN.
+void Engine::Undo(Pending& p) {
+  const Lsn lsn = p.result.lsn;
+  if (p.catalog) {
+    std::unique_lock lock(catalog_mu_);
+    const CatalogOp& op = *p.catalog;
+    const std::string name(op.name);
+    switch (op.change) {
+      case CatalogChange::kCreateTable:
+        table_ids_.erase(op.id);
+        if (p.replaced_table) {
+          tables_[name] = p.replaced_table;
+        } else {
+          tables_.erase(name);
+        }
+        next_table_id_ = op.id;
+        break;
+      case CatalogChange::kCreateTopic:
+        topic_ids_.erase(op.id);
+        if (p.replaced_topic) {
+          topics_[name] = p.replaced_topic;
+        } else {
+          topics_.erase(name);
+        }
+        next_topic_id_ = op.id;
+        break;
+      case CatalogChange::kDropTable:
+        tables_[name]->dropped = Lsn();
+        break;
+      case CatalogChange::kDropTopic:
+        topics_[name]->dropped = Lsn();
+        break;
+    }
+    return;
+  }
+  if (!p.group_bump.empty()) {
+    groups_->table->Rollback(AsBytes(p.group_bump), lsn);
+    return;
+  }
+  const Transaction& txn = p.txn;
+  if (const auto& key = txn.idempotency_key()) idempotency_->table->Rollback(AsBytes(*key), lsn);
+  for (std::size_t i = txn.offsets().size(); i-- > 0;) {
+    const OffsetCommit& o = txn.offsets()[i];
+    group_offsets_->table->Rollback(
+        AsBytes(GroupOffsetKey(o.group, p.offset_topics[i]->id, o.partition)), lsn);
+  }
+  for (std::size_t i = p.event_topics.size(); i-- > 0;) {
+    TopicEntry& t = *p.event_topics[i];
+    const std::uint32_t partition = p.result.events[i].partition.value();
+    const std::uint64_t offset = p.result.events[i].offset.value();
+    t.next_offset[partition] = std::min(t.next_offset[partition], offset);
+    t.max_ts[partition] = p.prev_max_ts[i];
+    auto& index = t.index[partition];
+    if (!index.empty() && index.back().lsn == lsn && index.back().offset == offset) {
+      std::unique_lock lock(t.index_mu);
+      index.pop_back();
+    }
+  }
+  for (std::size_t i = txn.writes().size(); i-- > 0;) {
+    p.write_tables[i]->table->Rollback(AsBytes(txn.writes()[i].key), lsn);
   }
 }
 
@@ -682,7 +800,7 @@ void Engine::ProcessCatalog(const std::shared_ptr<Pending>& p) {
   auto answer = [&](Status s) { p->done(Result<CommitResult>(std::move(s))); };
   CatalogOp op = *p->catalog;
   const std::string name(op.name);
-  const Lsn lsn = log_->next_lsn();
+  const Lsn lsn = expected_next_;  // AppendAt checks it (a rejection may come meanwhile)
   {
     std::unique_lock lock(catalog_mu_);
     const bool is_table =
@@ -709,8 +827,15 @@ void Engine::ProcessCatalog(const std::shared_ptr<Pending>& p) {
         op.id = is_table ? tables_[name]->id.value() : topics_[name]->id.value();
         break;
     }
+    if (op.change == CatalogChange::kCreateTable && tables_.count(name) != 0) {
+      p->replaced_table = tables_[name];
+    }
+    if (op.change == CatalogChange::kCreateTopic && topics_.count(name) != 0) {
+      p->replaced_topic = topics_[name];
+    }
     Status applied = ApplyCatalogLocked(op, lsn);
     LOCKSTEP_ASSERT(applied.ok());
+    p->catalog->id = op.id;
   }
   writer_.Reset(options_.now_ms(), std::nullopt);
   writer_.ChangeCatalog(op);
@@ -721,7 +846,7 @@ void Engine::ProcessCatalog(const std::shared_ptr<Pending>& p) {
 void Engine::ProcessGroupBump(const std::shared_ptr<Pending>& p) {
   Lsn observed;
   const std::uint64_t next = NewestGeneration(*groups_->table, p->group_bump, &observed) + 1;
-  const Lsn lsn = log_->next_lsn();
+  const Lsn lsn = expected_next_;  // AppendAt checks it (a rejection may come meanwhile)
   EncodeGeneration(next, &scratch_);
   writer_.Reset(options_.now_ms(), std::nullopt);
   writer_.Put(kGroupsTable, AsBytes(p->group_bump), scratch_);
@@ -733,8 +858,24 @@ void Engine::ProcessGroupBump(const std::shared_ptr<Pending>& p) {
 }
 
 void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pending>& p) {
+  if (status.code() == base::StatusCode::kResourceExhausted) {
+    // A full disk (guarantee 7): this LSN and every later one were rejected; the sequencer undoes
+    // them in memory (RollBack) before it applies anything else. Nothing waits on them now.
+    rejections_.fetch_add(1, std::memory_order_acq_rel);
+    const Status full = base::ResourceExhausted(
+        fmt::format("the disk is full; nothing of this transaction was written, retry once space "
+                    "is freed ({})",
+                    status.message()));
+    p->done(Result<CommitResult>(full));
+    AnswerParked(Lsn(), full);
+    {
+      std::lock_guard lock(queue_mu_);
+      rollback_requested_ = true;
+    }
+    queue_cv_.notify_one();
+    return;
+  }
   if (!status.ok()) {
-    // Until rolling back rejected transactions exists, a full disk stops the engine too.
     Fail(status.code() == base::StatusCode::kIoError
              ? status
              : base::IoError(

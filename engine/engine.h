@@ -11,9 +11,10 @@
 // saw is durable). Reads see the visible LSN: never anything that is not durable.
 //
 // Status (issue 3 in progress): catalog, transactions with preconditions, puts, deletes and event
-// appends, reads, replay on open. A storage error — including a full disk, until rollback of
-// rejected transactions exists — stops the engine (every later commit fails with kIoError);
-// reads go on.
+// appends, reads, replay on open. A storage error stops the engine (every later commit fails
+// with kIoError); reads go on. A full disk is not an error of that kind (guarantee 7): the log
+// rejects the transactions it could not write, the engine undoes them in memory and answers
+// kResourceExhausted, and commits work again once a new segment can be prepared.
 //
 // Threads: every public method may be called from any thread. Commit never blocks on I/O.
 #include <algorithm>
@@ -284,6 +285,10 @@ class Engine {
   void ProcessCatalog(const std::shared_ptr<Pending>& pending);
   void ProcessGroupBump(const std::shared_ptr<Pending>& pending);
   void Append(const std::shared_ptr<Pending>& pending, Bytes record, Lsn expected);
+  // Disk full: the log rejected every LSN from `next` on and hands them out again. Undoes the
+  // in-memory effects of those transactions (newest first) and answers what waited on them.
+  void RollBack(Lsn next);
+  void Undo(Pending& pending);
   void Park(const std::shared_ptr<Pending>& pending, Result<CommitResult> answer, Lsn observed);
   void Fail(const Status& status);
   void Submit(std::shared_ptr<Pending> pending);
@@ -327,6 +332,7 @@ class Engine {
   std::deque<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;
   bool sequencer_idle_ = false;  // guarded by queue_mu_: only then does Submit notify
+  bool rollback_requested_ = false;  // guarded by queue_mu_: a full disk rejected appends
 
   // Conflicts waiting for the durability of the version they saw: (lsn, pending).
   std::mutex parked_mu_;
@@ -353,6 +359,11 @@ class Engine {
   std::condition_variable checkpointer_cv_;
   bool checkpointer_stop_ = false;
   std::thread checkpointer_;
+  // Sequencer only: transactions applied but maybe not durable, in LSN order, and the LSN the
+  // log should hand out next; a mismatch means a full disk rejected appends (RollBack).
+  std::deque<std::shared_ptr<Pending>> inflight_;
+  Lsn expected_next_;
+  std::atomic<std::uint64_t> rejections_{0};  // disk-full rejections seen by OnDurable
   TxnRecordWriter writer_;          // sequencer only
   std::vector<std::byte> scratch_;  // sequencer only: internal-table values
   std::vector<RememberedEvent> remembered_;  // sequencer only

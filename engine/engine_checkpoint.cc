@@ -115,7 +115,7 @@ class StreamIn {
 
 void Engine::ProcessCapture(const std::shared_ptr<Pending>& p) {
   CheckpointCapture& c = *p->capture;
-  c.lsn = Lsn(log_->next_lsn().value() - 1);
+  c.lsn = Lsn(expected_next_.value() - 1);
   c.next_table_id = next_table_id_;
   c.next_topic_id = next_topic_id_;
   // The sequencer is the catalog's only writer: it reads it without the lock.
@@ -134,6 +134,7 @@ Result<Lsn> Engine::Checkpoint() {
   LOCKSTEP_RETURN_IF_ERROR(status());
   // 1. The state at an LSN boundary, from the sequencer (it appends nothing for this).
   CheckpointCapture capture;
+  const std::uint64_t rejections = rejections_.load(std::memory_order_acquire);
   {
     std::promise<Status> promise;
     auto future = promise.get_future();
@@ -147,6 +148,10 @@ Result<Lsn> Engine::Checkpoint() {
   // 2. Only durable state goes into a checkpoint.
   while (visible_lsn() < lsn) {
     LOCKSTEP_RETURN_IF_ERROR(status());
+    if (rejections_.load(std::memory_order_acquire) != rejections) {
+      // What was captured may include transactions a full disk rejected: not a state to keep.
+      return base::ResourceExhausted("the disk is full: checkpoint abandoned");
+    }
     (void)log_->WaitForDurable(lsn, std::chrono::milliseconds(50));
     if (log_->durable_lsn() >= lsn && visible_lsn() < lsn) std::this_thread::yield();
   }

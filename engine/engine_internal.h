@@ -119,6 +119,13 @@ struct Engine::Pending {
   std::shared_ptr<Pending> self;  // set while the log holds the only reference (see Append)
   CommitResult result;
   std::vector<std::shared_ptr<TopicEntry>> event_topics;  // parallel to result.events
+  // What Undo needs should the log reject this transaction (a full disk): resolved tables and
+  // topics, each event's partition max timestamp before it, catalog entries it replaced.
+  std::vector<std::shared_ptr<TableEntry>> write_tables;   // parallel to txn.writes()
+  std::vector<std::shared_ptr<TopicEntry>> offset_topics;  // parallel to txn.offsets()
+  std::vector<std::int64_t> prev_max_ts;                   // parallel to result.events
+  std::shared_ptr<TableEntry> replaced_table;
+  std::shared_ptr<TopicEntry> replaced_topic;
   // A conflict, or a retry's remembered result, waiting for the durability of what it saw.
   std::optional<Result<CommitResult>> parked_answer;
   // Checkpoint: the sequencer fills this at an LSN boundary, appending nothing.

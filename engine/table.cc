@@ -47,6 +47,22 @@ Table::~Table() {
     ::operator delete(n);
     n = next;
   }
+  for (const Version* v : retired_) {
+    v->~Version();
+    ::operator delete(const_cast<Version*>(v));
+  }
+}
+
+void Table::Rollback(Bytes key, Lsn lsn) {
+  const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
+  Node* node = FindGreaterOrEqual(k, nullptr);
+  if (node == nullptr || KeyOf(node) != k) return;
+  const Version* v = node->newest.load(std::memory_order_relaxed);
+  if (v == nullptr || v->lsn != lsn) return;
+  // Readers at the visible LSN skip this version whether they see it or its successor as the
+  // newest; a node left without versions reads as absent.
+  node->newest.store(v->older, std::memory_order_release);
+  retired_.push_back(v);
 }
 
 Table::Node* Table::NewNode(Bytes key, int height) {
@@ -162,6 +178,7 @@ std::optional<Table::Newest> Table::NewestVersion(Bytes key) const {
   const Node* node = FindGreaterOrEqual(k, nullptr);
   if (node == nullptr || KeyOf(node) != k) return std::nullopt;
   const Version* v = node->newest.load(std::memory_order_relaxed);
+  if (v == nullptr) return std::nullopt;  // every version was rolled back
   return Newest{v->lsn, !v->tombstone, ValueOf(v)};
 }
 

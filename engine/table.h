@@ -19,6 +19,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/event_record.h"  // base::Bytes
 #include "engine/ids.h"
@@ -45,6 +46,11 @@ class Table {
   // Writer only. REQUIRES: lsn greater than every LSN written to this key before.
   void Put(Bytes key, Bytes value, Lsn lsn);
   void Delete(Bytes key, Lsn lsn);
+
+  // Writer only: removes the version `lsn` wrote to `key` if it is the newest, for a transaction
+  // the log rejected (a full disk). Readers never saw it (it was above the visible LSN) but may
+  // be stepping over it, so it is not freed until the table is.
+  void Rollback(Bytes key, Lsn lsn);
 
   // Writer only: the newest version of `key` whatever its durability (for preconditions);
   // nullopt when the key was never written. `exists` is false for a tombstone. `value` points
@@ -95,6 +101,7 @@ class Table {
   static Node* Next(const Node* node);
 
   Node* head_;
+  std::vector<const Version*> retired_;  // writer only: rolled back, freed with the table
   std::atomic<int> height_{1};
   std::mt19937_64 rng_;  // writer only
   std::atomic<std::uint64_t> bytes_{0};

@@ -316,11 +316,20 @@ std::size_t Log::record_bytes_max() const {
 }
 
 Result<Lsn> Log::Append(ConstBytes record, AppendCallback done) {
+  return AppendAt(record, Lsn(), std::move(done));
+}
+
+Result<Lsn> Log::AppendAt(ConstBytes record, Lsn expected, AppendCallback done) {
   if (record.size() > record_bytes_max()) {
     return base::InvalidArgument(fmt::format("record of {} bytes exceeds record_bytes_max {}",
                                              record.size(), record_bytes_max()));
   }
   std::unique_lock lock(mu_);
+  if (expected != Lsn() && expected.value() != next_lsn_) {
+    return base::FailedPrecondition(
+        fmt::format("the next LSN is {}, not {}: a full disk rejected appends", next_lsn_,
+                    expected.value()));
+  }
   Result<Lsn> lsn = AppendLocked(record, std::move(done));
   const bool wake = lsn.ok() && writer_idle_;
   lock.unlock();

@@ -167,6 +167,10 @@ class Log {
   // kInvalidArgument: record longer than record_bytes_max(). kResourceExhausted: staging full
   // (back off until durable_lsn() moves). The failure status once the log has failed.
   Result<Lsn> Append(ConstBytes record, AppendCallback done);
+  // The same, but only if the record gets exactly `expected` (the next LSN a sole appender
+  // computed before encoding it): kFailedPrecondition, appending nothing, when a disk-full
+  // rejection gave earlier LSNs out again in between.
+  Result<Lsn> AppendAt(ConstBytes record, Lsn expected, AppendCallback done);
 
   struct PendingAppend {
     Lsn lsn;

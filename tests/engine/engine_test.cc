@@ -273,6 +273,57 @@ TEST_F(EngineTest, AStorageErrorStopsCommitsButNotReads) {
   EXPECT_EQ((*e->Get("t", "k"))->value, "v");  // the failed write never became visible
 }
 
+TEST_F(EngineTest, AFullDiskRejectsCommitsUndoesThemAndRecovers) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTable("t").ok());
+  ASSERT_TRUE(e->CreateTopic("audit", 1).ok());
+  ASSERT_TRUE(Commit(*e, Transaction().Put("t", "keep", "1")).ok());
+  // No new segment can be prepared from now on.
+  io_.AddFault(storage::FaultRule{0, storage::OpKind::kAllocate, "", storage::FaultKind::kEnospc,
+                                  true});
+  EventAppend ev;
+  ev.topic = "audit";
+  ev.payload = std::string(3000, 'e');
+  Result<CommitResult> full = base::Internal("not yet");
+  Lsn last_ok;
+  std::uint64_t events_ok = 0;
+  for (int i = 0; i < 200; ++i) {  // 64 KiB segments: a roll comes within a few dozen
+    full = Commit(*e, Transaction().Put("t", "k" + std::to_string(i), std::string(3000, 'v'))
+                          .Put("t", "keep", std::to_string(i))
+                          .Append(ev));
+    if (!full.ok()) break;
+    last_ok = full->lsn;
+    ++events_ok;
+  }
+  ASSERT_EQ(full.status().code(), StatusCode::kResourceExhausted) << full.status().ToString();
+  EXPECT_NE(full.status().message().find("disk is full"), std::string::npos);
+  EXPECT_TRUE(e->status().ok()) << "a full disk must not stop the engine";
+  // Nothing of the rejected transaction is visible; reads go on; offsets did not move.
+  EXPECT_EQ(e->visible_lsn(), last_ok);
+  EXPECT_EQ((*e->Get("t", "keep"))->version, last_ok);
+  EXPECT_EQ(e->ListTopics()[0].end_offsets[0].value(), events_ok);
+  // Still full: as big a transaction is refused again, never half done.
+  auto again = Commit(*e, Transaction().Put("t", "other", std::string(3000, 'v'))
+                              .Put("t", "keep", "x")
+                              .Append(ev));
+  EXPECT_EQ(again.status().code(), StatusCode::kResourceExhausted);
+  // A check sees only what is there (and, being small, fits the active segment).
+  auto absent = Commit(*e, Transaction().RequireAbsent("t", "k" + std::to_string(events_ok)));
+  ASSERT_TRUE(absent.ok()) << absent.status().ToString();
+  EXPECT_EQ(absent->lsn.value(), last_ok.value() + 1);  // the rejected LSN, given out again
+  // Space comes back: commits work again, the rejected LSNs are given out again.
+  io_.ClearFaults();
+  auto back = Commit(*e, Transaction().Put("t", "keep", "after").Append(ev));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->lsn.value(), last_ok.value() + 2);
+  EXPECT_EQ(back->events[0].offset.value(), events_ok);
+  e.reset();
+  e = Open();
+  EXPECT_EQ((*e->Get("t", "keep"))->value, "after");
+  EXPECT_EQ(e->ListTopics()[0].end_offsets[0].value(), events_ok + 1);
+  EXPECT_FALSE(e->Get("t", "k" + std::to_string(events_ok))->has_value());
+}
+
 TEST(EngineOnDisk, CommitsSurviveAReopen) {
   testing::TempDir dir;
   auto io = std::move(storage::MakeIo()).value();

@@ -189,7 +189,8 @@ struct Totals {
   std::uint64_t cycles = 0, crashes = 0, recovery_crashes = 0, process_crashes = 0;
   std::uint64_t injected = 0, submitted = 0, acked = 0, conflicts = 0, stale = 0, retries = 0;
   std::uint64_t retry_checks = 0, checkpoints = 0, failed_checkpoints = 0, trimmed_events = 0;
-  std::uint64_t log_start = 0;  // the highest LSN below which retention forgot everything
+  std::uint64_t log_start = 0;
+  std::uint64_t disk_full = 0;  // transactions rejected for a full disk (and undone)  // the highest LSN below which retention forgot everything
 };
 
 class Machine {
@@ -237,21 +238,31 @@ class Machine {
     // Arm the next crash (or an injected error), then work until it strikes or the budget ends.
     const std::uint64_t dice = Uniform(0, 9);
     fault_armed_ = false;
-    if (dice < 7) {
+    if (dice < 6) {
       io_.CrashAtOperation(io_.operations() + Uniform(1, 60));
-    } else if (dice < 9) {
+    } else if (dice < 8) {
       fault_armed_ = true;
       storage::FaultRule rule;
       rule.at_operation = io_.operations() + Uniform(1, 60);
       rule.fault = Uniform(0, 1) == 0 ? storage::FaultKind::kEio : storage::FaultKind::kEnospc;
       io_.AddFault(rule);
       ++totals.injected;
+    } else {
+      // A full disk for a while: no new segment can be prepared until space is "freed" below.
+      fault_armed_ = true;
+      storage::FaultRule rule;
+      rule.kind = storage::OpKind::kAllocate;
+      rule.fault = storage::FaultKind::kEnospc;
+      rule.sticky = true;
+      io_.AddFault(rule);
+      disk_full_until_ = static_cast<int>(Uniform(4, 8));
     }
     for (int batch = 0; batch < 8 && engine->status().ok() && !io_.crashed(); ++batch) {
       now_ += static_cast<std::int64_t>(Uniform(0, 300));  // never while commits are in flight
+      if (disk_full_until_ > 0 && --disk_full_until_ == 0) io_.ClearFaults();  // space freed
       const std::uint64_t what = Uniform(0, 11);
       if (what == 0) {
-        BumpGeneration(*engine);
+        BumpGeneration(*engine, totals);
       } else if (what <= 2) {
         TakeCheckpoint(*engine, totals);
       } else {
@@ -287,6 +298,7 @@ class Machine {
 
   void Restart(Totals& totals) {
     if (io_.crashed()) ++totals.crashes;
+    disk_full_until_ = 0;
     io_.ClearFaults();
     if (Uniform(0, 2) == 0) {
       io_.RestartProcess();
@@ -327,7 +339,9 @@ class Machine {
       if (Uniform(0, 3) == 0) {
         t.Delete(table, key);
       } else {
-        t.Put(table, key, "v" + std::to_string(++counter_) + std::string(Uniform(0, 200), 'x'));
+        // Bigger values while the disk is full, so segments fill and rolls need new ones.
+        const std::uint64_t pad = disk_full_until_ > 0 ? Uniform(500, 3000) : Uniform(0, 200);
+        t.Put(table, key, "v" + std::to_string(++counter_) + std::string(pad, 'x'));
       }
     }
     for (std::uint64_t i = Uniform(0, 3); i > 0; --i) {
@@ -389,26 +403,35 @@ class Machine {
     }
   }
 
+  // Submits a batch (pipelined), then checks each answer in order against the model. A
+  // transaction answered kResourceExhausted (a full disk) never happened: the engine undid it,
+  // and the model skips it, so later answers — reusing its LSN — must match the model without it.
   void RunBatch(Engine& engine, Totals& totals) {
     const std::uint64_t n = Uniform(1, 24);
-    std::vector<Expected> expected;
+    std::vector<Transaction> txns;
     std::vector<std::future<Result<CommitResult>>> futures;
     for (std::uint64_t i = 0; i < n; ++i) {
-      Transaction t = RandomTransaction();
-      Expected x = Evaluate(newest_, t);
-      if (x.kind == Expected::kCommit) {
-        Entry entry{x.result.lsn, t, x.result.events, now_.load()};
-        Apply(newest_, entry);
-        history_.push_back(std::move(entry));
-      }
-      expected.push_back(std::move(x));
-      futures.push_back(engine.Commit(std::move(t)));
+      txns.push_back(RandomTransaction());
+      futures.push_back(engine.Commit(txns.back()));
       ++totals.submitted;
     }
     for (std::size_t i = 0; i < futures.size(); ++i) {
       ASSERT_EQ(futures[i].wait_for(std::chrono::seconds(60)), std::future_status::ready)
           << "a commit never completed";
-      Check(engine, expected[i], futures[i].get(), totals);
+      const Result<CommitResult> got = futures[i].get();
+      if (got.status().code() == StatusCode::kResourceExhausted) {
+        ASSERT_TRUE(fault_armed_) << "a full disk nobody injected: " << got.status().ToString();
+        ++totals.disk_full;
+        continue;
+      }
+      Expected x = Evaluate(newest_, txns[i]);
+      if (x.kind == Expected::kCommit) {
+        Entry entry{x.result.lsn, txns[i], x.result.events, now_.load()};
+        Apply(newest_, entry);
+        history_.push_back(std::move(entry));
+      }
+      Check(engine, x, got, totals);
+      if (::testing::Test::HasFatalFailure()) return;
     }
   }
 
@@ -449,15 +472,21 @@ class Machine {
     }
   }
 
-  void BumpGeneration(Engine& engine) {
+  void BumpGeneration(Engine& engine, Totals& totals) {
+    auto got = engine.NewGroupGeneration(kGroup);
+    if (got.status().code() == StatusCode::kResourceExhausted) {
+      ASSERT_TRUE(fault_armed_) << got.status().ToString();
+      ++totals.disk_full;
+      return;
+    }
+    if (!got.ok()) {
+      ASSERT_FALSE(engine.status().ok()) << got.status().ToString();
+    }
+    // Committed, or unknown until recovery (the engine stopped): the model holds it as pending.
     Entry entry{newest_.lsn + 1, GenerationBump{}, {}, now_.load()};
     Apply(newest_, entry);
     history_.push_back(std::move(entry));
-    auto got = engine.NewGroupGeneration(kGroup);
-    if (!got.ok()) {
-      ASSERT_FALSE(engine.status().ok()) << got.status().ToString();
-      return;
-    }
+    if (!got.ok()) return;
     ASSERT_EQ(*got, newest_.generation);
     acked_ = std::max(acked_, newest_.lsn);
   }
@@ -577,6 +606,7 @@ class Machine {
   std::vector<std::string> used_keys_;
   std::atomic<std::int64_t> now_{1'000'000};
   bool fault_armed_ = false;
+  int disk_full_until_ = 0;  // batches left before the full disk gets space again
   std::map<TopicPartition, std::uint64_t> starts_;  // start offsets seen so far
 };
 
@@ -599,7 +629,7 @@ TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
       "engine model: cycles %llu, crashes %llu (process %llu, during recovery %llu), injected "
       "errors %llu, transactions %llu (acknowledged %llu, conflicts %llu, stale generations "
       "%llu, retries answered %llu), retry checks after recovery %llu, checkpoints %llu "
-      "(failed %llu), events trimmed by retention %llu\n",
+      "(failed %llu), events trimmed by retention %llu, rejected for a full disk %llu\n",
       static_cast<unsigned long long>(totals.cycles),
       static_cast<unsigned long long>(totals.crashes),
       static_cast<unsigned long long>(totals.process_crashes),
@@ -613,7 +643,8 @@ TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
       static_cast<unsigned long long>(totals.retry_checks),
       static_cast<unsigned long long>(totals.checkpoints),
       static_cast<unsigned long long>(totals.failed_checkpoints),
-      static_cast<unsigned long long>(totals.trimmed_events));
+      static_cast<unsigned long long>(totals.trimmed_events),
+      static_cast<unsigned long long>(totals.disk_full));
   if (HasFatalFailure()) return;
   EXPECT_GT(totals.crashes, cycles / 4);
   EXPECT_GT(totals.recovery_crashes, 0u);
@@ -626,6 +657,7 @@ TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
   EXPECT_GT(totals.failed_checkpoints, 0u);
   EXPECT_GT(totals.trimmed_events, 0u);
   EXPECT_GT(totals.log_start, 1u) << "retention never deleted a segment";
+  EXPECT_GT(totals.disk_full, 0u) << "no full disk was simulated";
 }
 
 }  // namespace
