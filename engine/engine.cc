@@ -447,16 +447,21 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   const Transaction& txn = p->txn;
 
   // Resolve every name first: nothing changes until the whole transaction is known to be valid.
-  std::vector<std::shared_ptr<TableEntry>> pre_tables, write_tables;
-  std::vector<std::shared_ptr<TopicEntry>> topics, offset_topics;
+  // Sequencer scratch (no allocation once warm) and the Pending's own vectors.
+  std::vector<TableEntry*>& pre_tables = scratch_tables_;
+  std::vector<TopicEntry*>& topics = scratch_topics_;
+  std::vector<TableEntry*>& write_tables = p->write_tables;
+  std::vector<TopicEntry*>& offset_topics = p->offset_topics;
+  pre_tables.clear();
+  topics.clear();
   {
     std::shared_lock lock(catalog_mu_);
-    auto table = [&](const std::string& name) -> std::shared_ptr<TableEntry> {
+    auto table = [&](const std::string& name) -> TableEntry* {
       auto it = tables_.find(name);
-      return it == tables_.end() || it->second->dropped != Lsn() ? nullptr : it->second;
+      return it == tables_.end() || it->second->dropped != Lsn() ? nullptr : it->second.get();
     };
     auto topic = [&](const std::string& name,
-                     std::optional<PartitionId> partition) -> Result<std::shared_ptr<TopicEntry>> {
+                     std::optional<PartitionId> partition) -> Result<TopicEntry*> {
       auto it = topics_.find(name);
       if (it == topics_.end() || it->second->dropped != Lsn()) {
         return base::NotFound(fmt::format("no topic {:?}", name));
@@ -466,7 +471,7 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
             fmt::format("topic {:?} has {} partitions; there is no partition {}", name,
                         it->second->partitions, partition->value()));
       }
-      return it->second;
+      return it->second.get();
     };
     for (const auto& c : txn.preconditions()) {
       pre_tables.push_back(table(c.table));
@@ -479,12 +484,12 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     for (const auto& e : txn.events()) {
       auto t = topic(e.topic, e.partition);
       if (!t.ok()) return answer(t.status());
-      topics.push_back(std::move(t).value());
+      topics.push_back(*t);
     }
     for (const auto& o : txn.offsets()) {
       auto t = topic(o.topic, o.partition);
       if (!t.ok()) return answer(t.status());
-      offset_topics.push_back(std::move(t).value());
+      offset_topics.push_back(*t);
     }
   }
   // Preconditions, against the newest state, durable or not. A refusal depends on every version
@@ -524,7 +529,8 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   // Partitions and offsets (tentative until the record is known to fit).
   const Lsn lsn = expected_next_;  // AppendAt checks it (a rejection may come meanwhile)
   const std::int64_t now = options_.now_ms();
-  std::vector<std::uint64_t> offsets(topics.size());
+  std::vector<std::uint64_t>& offsets = scratch_offsets_;
+  offsets.resize(topics.size());
   p->result.events.clear();
   for (std::size_t i = 0; i < topics.size(); ++i) {
     const EventAppend& e = txn.events()[i];
@@ -540,7 +546,7 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     // Earlier events of this transaction in the same partition come first (usually none).
     std::uint64_t earlier = 0;
     for (std::size_t j = 0; j < i; ++j) {
-      earlier += topics[j].get() == &t && p->result.events[j].partition.value() == partition;
+      earlier += topics[j] == &t && p->result.events[j].partition.value() == partition;
     }
     offsets[i] = t.next_offset[partition] + earlier;
     p->result.events.push_back({t.name, PartitionId(partition), Offset(offsets[i])});
@@ -560,8 +566,9 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
       writer_.Put(write_tables[i]->id, AsBytes(w.key), AsBytes(w.value));
     }
   }
-  std::vector<base::EventHeader> headers;
-  std::vector<std::int64_t> timestamps(topics.size());
+  std::vector<base::EventHeader>& headers = scratch_headers_;
+  std::vector<std::int64_t>& timestamps = scratch_timestamps_;
+  timestamps.resize(topics.size());
   for (std::size_t i = 0; i < topics.size(); ++i) {
     const EventAppend& e = txn.events()[i];
     base::EventFields f;
@@ -599,12 +606,12 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
       write_tables[i]->table->Put(AsBytes(w.key), AsBytes(w.value), lsn);
     }
   }
-  p->prev_max_ts.clear();
+  p->event_slots.clear();
   for (std::size_t i = 0; i < topics.size(); ++i) {
     const std::uint32_t partition = p->result.events[i].partition.value();
     auto& next = topics[i]->next_offset[partition];
     next = std::max(next, offsets[i] + 1);
-    p->prev_max_ts.push_back(topics[i]->max_ts[partition]);
+    p->event_slots.push_back({topics[i], topics[i]->max_ts[partition]});
     topics[i]->Index(partition, offsets[i], lsn, timestamps[i]);
   }
   for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
@@ -621,9 +628,6 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     EncodeRememberedResult(now, remembered_, &scratch_);
     idempotency_->table->Put(AsBytes(*txn.idempotency_key()), scratch_, lsn);
   }
-  p->event_topics = std::move(topics);
-  p->write_tables = std::move(write_tables);
-  p->offset_topics = std::move(offset_topics);
   p->result.lsn = lsn;
   Append(p, record, lsn);
 }
@@ -763,12 +767,12 @@ void Engine::Undo(Pending& p) {
     group_offsets_->table->Rollback(
         AsBytes(GroupOffsetKey(o.group, p.offset_topics[i]->id, o.partition)), lsn);
   }
-  for (std::size_t i = p.event_topics.size(); i-- > 0;) {
-    TopicEntry& t = *p.event_topics[i];
+  for (std::size_t i = p.event_slots.size(); i-- > 0;) {
+    TopicEntry& t = *p.event_slots[i].topic;
     const std::uint32_t partition = p.result.events[i].partition.value();
     const std::uint64_t offset = p.result.events[i].offset.value();
     t.next_offset[partition] = std::min(t.next_offset[partition], offset);
-    t.max_ts[partition] = p.prev_max_ts[i];
+    t.max_ts[partition] = p.event_slots[i].prev_max_ts;
     auto& index = t.index[partition];
     if (!index.empty() && index.back().lsn == lsn && index.back().offset == offset) {
       std::unique_lock lock(t.index_mu);
@@ -884,14 +888,14 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
     AnswerParked(lsn, this->status());
     return;
   }
-  for (std::size_t i = 0; i < p->event_topics.size(); ++i) {
+  for (std::size_t i = 0; i < p->event_slots.size(); ++i) {
     const EventPosition& e = p->result.events[i];
-    auto& end = p->event_topics[i]->visible_end[e.partition.value()];
+    auto& end = p->event_slots[i].topic->visible_end[e.partition.value()];
     end.store(std::max(end.load(std::memory_order_relaxed), e.offset.value() + 1),
               std::memory_order_release);
   }
   visible_lsn_.store(lsn.value(), std::memory_order_seq_cst);
-  if (!p->event_topics.empty() && event_waiters_.load(std::memory_order_seq_cst) > 0) {
+  if (!p->event_slots.empty() && event_waiters_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard lock(events_mu_);
     events_cv_.notify_all();
   }

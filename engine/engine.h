@@ -255,6 +255,9 @@ class Engine {
   // The newest durable checkpoint's LSN (0: none).
   Lsn checkpoint_lsn() const { return Lsn(checkpoint_lsn_.load(std::memory_order_acquire)); }
 
+  // One line for diagnostics: LSNs, parked answers, rejections.
+  std::string DebugState() const;
+
   Lsn visible_lsn() const { return Lsn(visible_lsn_.load(std::memory_order_acquire)); }
   // Ok, or why the engine stopped.
   Status status() const;
@@ -335,7 +338,7 @@ class Engine {
   bool rollback_requested_ = false;  // guarded by queue_mu_: a full disk rejected appends
 
   // Conflicts waiting for the durability of the version they saw: (lsn, pending).
-  std::mutex parked_mu_;
+  mutable std::mutex parked_mu_;
   std::multimap<std::uint64_t, std::shared_ptr<Pending>> parked_;
 
   std::atomic<std::uint64_t> visible_lsn_{0};
@@ -367,6 +370,12 @@ class Engine {
   TxnRecordWriter writer_;          // sequencer only
   std::vector<std::byte> scratch_;  // sequencer only: internal-table values
   std::vector<RememberedEvent> remembered_;  // sequencer only
+  // Sequencer scratch for Process: reused, so a commit allocates little.
+  std::vector<TableEntry*> scratch_tables_;
+  std::vector<TopicEntry*> scratch_topics_;
+  std::vector<std::uint64_t> scratch_offsets_;
+  std::vector<std::int64_t> scratch_timestamps_;
+  std::vector<base::EventHeader> scratch_headers_;
   std::thread sequencer_;
 };
 

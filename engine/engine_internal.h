@@ -118,12 +118,18 @@ struct Engine::Pending {
   CommitCallback done;            // called exactly once
   std::shared_ptr<Pending> self;  // set while the log holds the only reference (see Append)
   CommitResult result;
-  std::vector<std::shared_ptr<TopicEntry>> event_topics;  // parallel to result.events
+  // Per event (parallel to result.events): its topic, and for Undo the partition's greatest
+  // timestamp before it. Catalog entries outlive every transaction that names them (table_ids_
+  // and topic_ids_ keep them), so plain pointers do: one allocation, no reference counting.
+  struct EventSlot {
+    TopicEntry* topic;
+    std::int64_t prev_max_ts;
+  };
+  std::vector<EventSlot> event_slots;
   // What Undo needs should the log reject this transaction (a full disk): resolved tables and
-  // topics, each event's partition max timestamp before it, catalog entries it replaced.
-  std::vector<std::shared_ptr<TableEntry>> write_tables;   // parallel to txn.writes()
-  std::vector<std::shared_ptr<TopicEntry>> offset_topics;  // parallel to txn.offsets()
-  std::vector<std::int64_t> prev_max_ts;                   // parallel to result.events
+  // topics, catalog entries it replaced.
+  std::vector<TableEntry*> write_tables;   // parallel to txn.writes()
+  std::vector<TopicEntry*> offset_topics;  // parallel to txn.offsets()
   std::shared_ptr<TableEntry> replaced_table;
   std::shared_ptr<TopicEntry> replaced_topic;
   // A conflict, or a retry's remembered result, waiting for the durability of what it saw.

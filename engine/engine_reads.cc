@@ -242,6 +242,16 @@ Result<Offset> Engine::WaitForEvents(std::string_view topic, PartitionId partiti
   return Offset(end());
 }
 
+std::string Engine::DebugState() const {
+  std::lock_guard lock(parked_mu_);
+  return fmt::format(
+      "visible {} durable {} log next {} checkpoint {} parked {} (lowest {}) disk-full "
+      "rejections {}",
+      visible_lsn().value(), log_->durable_lsn().value(), log_->next_lsn().value(),
+      checkpoint_lsn().value(), parked_.size(),
+      parked_.empty() ? 0 : parked_.begin()->first, rejections_.load());
+}
+
 // ---- The change feed ------------------------------------------------------------------------
 
 Result<ChangeFeed> Engine::Changes(Lsn from, const ChangeFeedOptions& options) const {

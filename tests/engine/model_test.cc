@@ -417,7 +417,8 @@ class Machine {
     }
     for (std::size_t i = 0; i < futures.size(); ++i) {
       ASSERT_EQ(futures[i].wait_for(std::chrono::seconds(60)), std::future_status::ready)
-          << "a commit never completed";
+          << "a commit never completed: " << engine.DebugState() << " (commit " << i << " of "
+          << futures.size() << ")";
       const Result<CommitResult> got = futures[i].get();
       if (got.status().code() == StatusCode::kResourceExhausted) {
         ASSERT_TRUE(fault_armed_) << "a full disk nobody injected: " << got.status().ToString();
