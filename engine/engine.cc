@@ -698,6 +698,7 @@ void Engine::Append(const std::shared_ptr<Pending>& p, Bytes record, Lsn expecte
           fmt::format("the disk is full: {}", appended.status().message()))));
       return;
     }
+    Undo(*p);  // never appended: no version of it may stay behind
     inflight_.pop_back();
     Fail(appended.status());
     p->done(Result<CommitResult>(status()));
@@ -716,8 +717,8 @@ void Engine::RollBack(Lsn next) {
   spdlog::warn("engine {}: the disk is full: undid {} rejected transactions from LSN {} on",
                options_.dir, undone, next.value());
   // Conflicts and retries parked on what was undone will never see it become durable.
-  AnswerParked(Lsn(), base::ResourceExhausted(
-                          "the disk is full: the write this answer depended on was rejected"));
+  AnswerParkedFrom(next, base::ResourceExhausted(
+                             "the disk is full: the write this answer depended on was rejected"));
 }
 
 // The exact inverse of what Process (or ProcessCatalog, ProcessGroupBump) applied, newest
@@ -789,12 +790,18 @@ void Engine::Park(const std::shared_ptr<Pending>& p, Result<CommitResult> answer
   // generation, a retry's original result) is given only once it is. OnDurable publishes the
   // visible LSN before it drains parked_, and this check runs under parked_mu_, so nothing is
   // left waiting for a callback that already ran.
+  // A failed engine answers nothing more from parked_ (Fail runs before its AnswerParked), so
+  // a refusal found while the log was failing gets the failure instead of waiting forever.
   {
     std::lock_guard lock(parked_mu_);
     if (observed > visible_lsn()) {
-      p->parked_answer = std::move(answer);
-      parked_.emplace(observed.value(), p);
-      return;
+      if (Status failed = status(); !failed.ok()) {
+        answer = Result<CommitResult>(std::move(failed));
+      } else {
+        p->parked_answer = std::move(answer);
+        parked_.emplace(observed.value(), p);
+        return;
+      }
     }
   }
   p->done(std::move(answer));
@@ -871,7 +878,9 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
                     "is freed ({})",
                     status.message()));
     p->done(Result<CommitResult>(full));
-    AnswerParked(Lsn(), full);
+    // Only what waited on a rejected LSN: the sequencer may already have rolled back and parked
+    // new answers on versions that will become durable.
+    AnswerParkedFrom(lsn, full);
     {
       std::lock_guard lock(queue_mu_);
       rollback_requested_ = true;
@@ -901,6 +910,17 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
   }
   p->done(p->result);
   AnswerParked(lsn, Status::Ok());
+}
+
+void Engine::AnswerParkedFrom(Lsn from, const Status& refusal) {
+  std::vector<std::shared_ptr<Pending>> ready;
+  {
+    std::lock_guard lock(parked_mu_);
+    auto begin = parked_.lower_bound(from.value());
+    for (auto it = begin; it != parked_.end(); ++it) ready.push_back(it->second);
+    parked_.erase(begin, parked_.end());
+  }
+  for (auto& p : ready) p->done(Result<CommitResult>(refusal));
 }
 
 void Engine::AnswerParked(Lsn durable, const Status& failure) {

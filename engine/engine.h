@@ -299,6 +299,8 @@ class Engine {
   Status CommitCatalog(CatalogOp op);
   void OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pending>& pending);
   void AnswerParked(Lsn durable, const Status& failure);
+  // Answers everything parked on an LSN >= `from` with `refusal` (those LSNs were rejected).
+  void AnswerParkedFrom(Lsn from, const Status& refusal);
   std::shared_ptr<Table> FindTable(std::string_view name) const;
   std::shared_ptr<TableEntry> FindTableAt(std::string_view name, Lsn at) const;
   Result<std::shared_ptr<TopicEntry>> FindPartition(std::string_view topic,
