@@ -183,7 +183,8 @@ Status Engine::ApplyRecord(Lsn lsn, Bytes record) {
       ++next;
     } else if (auto* off = std::get_if<OffsetOp>(&*op)) {
       if (!topic_by_id(off->topic)) {
-        return base::DataLoss(fmt::format("offset commit for unknown topic {}", off->topic.value()));
+        return base::DataLoss(
+            fmt::format("offset commit for unknown topic {}", off->topic.value()));
       }
       EncodeGroupOffsetValue({off->offset, off->generation, reader.commit_ms()}, &scratch_);
       group_offsets_->table->Put(AsBytes(GroupOffsetKey(off->group, off->topic, off->partition)),
@@ -219,7 +220,8 @@ Status Engine::ApplyCatalogLocked(const CatalogOp& op, Lsn lsn) {
     }
     case CatalogChange::kDropTable: {
       auto it = tables_.find(name);
-      if (it == tables_.end()) return base::DataLoss(fmt::format("drop of unknown table {:?}", name));
+      if (it == tables_.end())
+        return base::DataLoss(fmt::format("drop of unknown table {:?}", name));
       it->second->dropped = lsn;
       break;
     }
@@ -238,7 +240,8 @@ Status Engine::ApplyCatalogLocked(const CatalogOp& op, Lsn lsn) {
     }
     case CatalogChange::kDropTopic: {
       auto it = topics_.find(name);
-      if (it == topics_.end()) return base::DataLoss(fmt::format("drop of unknown topic {:?}", name));
+      if (it == topics_.end())
+        return base::DataLoss(fmt::format("drop of unknown topic {:?}", name));
       it->second->dropped = lsn;
       break;
     }
@@ -268,8 +271,9 @@ std::optional<std::size_t> FirstRepeat(const std::vector<T>& items) {
   }
   std::vector<std::size_t> order(items.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(),
-            [&](std::size_t a, std::size_t b) { return IdentityOf(items[a]) < IdentityOf(items[b]); });
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return IdentityOf(items[a]) < IdentityOf(items[b]);
+  });
   for (std::size_t i = 1; i < order.size(); ++i) {
     if (same(items[order[i - 1]], items[order[i]])) return std::max(order[i - 1], order[i]);
   }
@@ -320,8 +324,9 @@ Status Engine::Validate(const Transaction& txn) const {
   }
   if (auto i = FirstRepeat(txn.offsets())) {
     const OffsetCommit& o = txn.offsets()[*i];
-    return base::InvalidArgument(fmt::format("transaction commits group {:?} offset for {}/{} twice",
-                                             o.group, o.topic, o.partition.value()));
+    return base::InvalidArgument(
+        fmt::format("transaction commits group {:?} offset for {}/{} twice", o.group, o.topic,
+                    o.partition.value()));
   }
   if (const auto& key = txn.idempotency_key()) {
     // The tag byte is ours; the limit applies to what the client chose.
@@ -375,8 +380,7 @@ void Engine::SequencerLoop() {
     {
       std::unique_lock lock(queue_mu_);
       sequencer_idle_ = true;
-      queue_cv_.wait(lock,
-                     [this] { return stopping_ || !queue_.empty() || rollback_requested_; });
+      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty() || rollback_requested_; });
       sequencer_idle_ = false;
       roll_back = std::exchange(rollback_requested_, false);
       if (queue_.empty() && stopping_) return;
@@ -479,7 +483,8 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     }
     for (const auto& w : txn.writes()) {
       write_tables.push_back(table(w.table));
-      if (!write_tables.back()) return answer(base::NotFound(fmt::format("no table {:?}", w.table)));
+      if (!write_tables.back())
+        return answer(base::NotFound(fmt::format("no table {:?}", w.table)));
     }
     for (const auto& e : txn.events()) {
       auto t = topic(e.topic, e.partition);
@@ -521,8 +526,8 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     if (o.offset.value() > end) {
       return Park(p,
                   base::InvalidArgument(fmt::format(
-                      "offset commit for {}/{}: offset {} is past the partition's end {}",
-                      o.topic, o.partition.value(), o.offset.value(), end)),
+                      "offset commit for {}/{}: offset {} is past the partition's end {}", o.topic,
+                      o.partition.value(), o.offset.value(), end)),
                   depends);
     }
   }
@@ -586,8 +591,8 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   }
   for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
     const OffsetCommit& o = txn.offsets()[i];
-    writer_.CommitOffset(OffsetOp{offset_topics[i]->id, o.partition, o.generation, o.offset,
-                                  o.group});
+    writer_.CommitOffset(
+        OffsetOp{offset_topics[i]->id, o.partition, o.generation, o.offset, o.group});
   }
   const Bytes record = writer_.Finish();
   if (record.size() > log_->record_bytes_max()) {
@@ -617,8 +622,8 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
     const OffsetCommit& o = txn.offsets()[i];
     EncodeGroupOffsetValue({o.offset, o.generation, now}, &scratch_);
-    group_offsets_->table->Put(
-        AsBytes(GroupOffsetKey(o.group, offset_topics[i]->id, o.partition)), scratch_, lsn);
+    group_offsets_->table->Put(AsBytes(GroupOffsetKey(o.group, offset_topics[i]->id, o.partition)),
+                               scratch_, lsn);
   }
   if (txn.idempotency_key()) {
     remembered_.clear();

@@ -162,7 +162,7 @@ struct PartitionLag {
   std::string topic;
   PartitionId partition;
   Offset committed;
-  Offset end;               // the partition's end offset as of the visible LSN
+  Offset end;                // the partition's end offset as of the visible LSN
   std::uint64_t events = 0;  // end - committed (0 if the group is ahead, e.g. after a reset)
   std::int64_t ms = 0;  // age of the oldest event not yet consumed (now - its timestamp); 0 if none
 };
@@ -336,7 +336,7 @@ class Engine {
   std::condition_variable queue_cv_;
   std::deque<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;
-  bool sequencer_idle_ = false;  // guarded by queue_mu_: only then does Submit notify
+  bool sequencer_idle_ = false;      // guarded by queue_mu_: only then does Submit notify
   bool rollback_requested_ = false;  // guarded by queue_mu_: a full disk rejected appends
 
   // Conflicts waiting for the durability of the version they saw: (lsn, pending).
@@ -353,7 +353,7 @@ class Engine {
   // Checkpoints: one at a time under checkpoint_mu_.
   std::mutex checkpoint_mu_;
   std::atomic<std::uint64_t> checkpoint_lsn_{0};
-  Lsn previous_checkpoint_;  // guarded by checkpoint_mu_: kept as the fallback
+  Lsn previous_checkpoint_;                    // guarded by checkpoint_mu_: kept as the fallback
   std::uint64_t log_bytes_at_checkpoint_ = 0;  // guarded by checkpoint_mu_
   std::int64_t checkpoint_ms_ = 0;             // guarded by checkpoint_mu_
   Lsn version_floor_;                          // set by recovery
@@ -369,9 +369,9 @@ class Engine {
   std::deque<std::shared_ptr<Pending>> inflight_;
   Lsn expected_next_;
   std::atomic<std::uint64_t> rejections_{0};  // disk-full rejections seen by OnDurable
-  TxnRecordWriter writer_;          // sequencer only
-  std::vector<std::byte> scratch_;  // sequencer only: internal-table values
-  std::vector<RememberedEvent> remembered_;  // sequencer only
+  TxnRecordWriter writer_;                    // sequencer only
+  std::vector<std::byte> scratch_;            // sequencer only: internal-table values
+  std::vector<RememberedEvent> remembered_;   // sequencer only
   // Sequencer scratch for Process: reused, so a commit allocates little.
   std::vector<TableEntry*> scratch_tables_;
   std::vector<TopicEntry*> scratch_topics_;

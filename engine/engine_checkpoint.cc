@@ -169,9 +169,9 @@ Result<Lsn> Engine::Checkpoint() {
       const std::uint64_t end = t.next_offset[p];
       std::uint64_t start = std::min(end, t.entry->start_offset[p].load());
       if (live && t.entry->retention_ms > 0 && start < end) {
-        LOCKSTEP_ASSIGN_OR_RETURN(
-            std::uint64_t first_kept,
-            FirstOffsetAtOrAfter(*t.entry, PartitionId(p), now - t.entry->retention_ms, start, end));
+        LOCKSTEP_ASSIGN_OR_RETURN(std::uint64_t first_kept,
+                                  FirstOffsetAtOrAfter(*t.entry, PartitionId(p),
+                                                       now - t.entry->retention_ms, start, end));
         start = std::max(start, first_kept);
       }
       starts[i].push_back(start);
@@ -194,8 +194,8 @@ Result<Lsn> Engine::Checkpoint() {
   checkpoint_ms_ = now;
   idempotency_floor_.store(std::max(idempotency_floor_.load(), keep.value()));
   if (older != Lsn()) {
-    LOCKSTEP_RETURN_IF_ERROR(storage::RemoveCheckpoint(*options_.io,
-                                                       CheckpointDir(options_.dir), older));
+    LOCKSTEP_RETURN_IF_ERROR(
+        storage::RemoveCheckpoint(*options_.io, CheckpointDir(options_.dir), older));
   }
   if (keep > log_->first_lsn()) {
     storage::RetentionPolicy policy;
@@ -210,8 +210,8 @@ Status Engine::WriteCheckpoint(const CheckpointCapture& capture, Lsn keep,
                                const std::vector<std::vector<std::uint64_t>>& starts) {
   const Lsn lsn = capture.lsn;
   LOCKSTEP_ASSIGN_OR_RETURN(
-      auto writer, storage::CheckpointWriter::Create(*options_.io, CheckpointDir(options_.dir),
-                                                     lsn, options_.checkpoint.write));
+      auto writer, storage::CheckpointWriter::Create(*options_.io, CheckpointDir(options_.dir), lsn,
+                                                     options_.checkpoint.write));
   StreamOut out(*writer);
   out.U8(kStreamVersion);
   out.U64(lsn.value());
@@ -333,9 +333,9 @@ Status Engine::LoadCheckpoint(Lsn* replay_from) {
     *replay_from = Lsn(1);
     return Status::Ok();
   }
-  return base::DataLoss(fmt::format(
-      "engine {}: the log starts at LSN {} and no valid checkpoint reaches it{}", options_.dir,
-      log_->first_lsn().value(), why));
+  return base::DataLoss(
+      fmt::format("engine {}: the log starts at LSN {} and no valid checkpoint reaches it{}",
+                  options_.dir, log_->first_lsn().value(), why));
 }
 
 Status Engine::InstallCheckpoint(Bytes bytes, Lsn lsn) {
@@ -446,7 +446,8 @@ void Engine::CheckpointerLoop() {
   for (;;) {
     {
       std::unique_lock lock(checkpointer_mu_);
-      checkpointer_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return checkpointer_stop_; });
+      checkpointer_cv_.wait_for(lock, std::chrono::seconds(1),
+                                [this] { return checkpointer_stop_; });
       if (checkpointer_stop_) return;
     }
     if (!status().ok()) return;

@@ -49,7 +49,7 @@ struct Engine::TopicEntry {
   // The earliest offset still served: retention moves it up (never down) once a checkpoint
   // recording it is durable; a fetch below it is kOutOfRange.
   std::unique_ptr<std::atomic<std::uint64_t>[]> start_offset;
-  std::uint32_t round_robin = 0;                              // sequencer only
+  std::uint32_t round_robin = 0;  // sequencer only
 
   // Per partition, a sparse index offset -> LSN of the transaction that holds it: the first event
   // of the partition and then one per kIndexEveryEvents. Each entry also keeps the greatest event

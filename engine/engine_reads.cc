@@ -141,7 +141,8 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
   if (from >= end) return Status::Ok();
   // Retention may have deleted the indexed LSN's segment; `from` itself is held (it is at or
   // above the partition's start offset), so reading from the log's start loses nothing.
-  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader, log_->Read(std::max(start, log_->first_lsn())));
+  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader,
+                            log_->Read(std::max(start, log_->first_lsn())));
   std::uint64_t want = from;
   while (want < end) {
     LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
@@ -182,9 +183,10 @@ Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition,
   }
   const std::uint64_t start = t->start_offset[partition.value()].load(std::memory_order_acquire);
   if (offset.value() < start) {
-    return base::OutOfRange(fmt::format("offset {} of {}/{} is below its start offset {} "
-                                        "(retention deleted it)",
-                                        offset.value(), topic, partition.value(), start));
+    return base::OutOfRange(
+        fmt::format("offset {} of {}/{} is below its start offset {} "
+                    "(retention deleted it)",
+                    offset.value(), topic, partition.value(), start));
   }
   if (offset.value() == end || options.max_events == 0) return out;
   LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(
@@ -209,12 +211,12 @@ Result<std::uint64_t> Engine::FirstOffsetAtOrAfter(const TopicEntry& t, Partitio
   if (begin >= end) return end;
   const Lsn begin_lsn = begin == from->offset ? from->lsn : t.StartFor(partition.value(), begin);
   std::uint64_t found = end;
-  LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(t, partition, begin, end, begin_lsn,
-                                        [&](const base::EventView& event, Bytes) {
-                                          if (event.timestamp_ms() < timestamp_ms) return true;
-                                          found = event.offset().value();
-                                          return false;
-                                        }));
+  LOCKSTEP_RETURN_IF_ERROR(
+      ForEachEvent(t, partition, begin, end, begin_lsn, [&](const base::EventView& event, Bytes) {
+        if (event.timestamp_ms() < timestamp_ms) return true;
+        found = event.offset().value();
+        return false;
+      }));
   return found;
 }
 
@@ -248,8 +250,8 @@ std::string Engine::DebugState() const {
       "visible {} durable {} log next {} checkpoint {} parked {} (lowest {}) disk-full "
       "rejections {}",
       visible_lsn().value(), log_->durable_lsn().value(), log_->next_lsn().value(),
-      checkpoint_lsn().value(), parked_.size(),
-      parked_.empty() ? 0 : parked_.begin()->first, rejections_.load());
+      checkpoint_lsn().value(), parked_.size(), parked_.empty() ? 0 : parked_.begin()->first,
+      rejections_.load());
 }
 
 // ---- The change feed ------------------------------------------------------------------------
@@ -257,9 +259,9 @@ std::string Engine::DebugState() const {
 Result<ChangeFeed> Engine::Changes(Lsn from, const ChangeFeedOptions& options) const {
   const Lsn visible = visible_lsn();
   if (from < log_->first_lsn() || from.value() > visible.value() + 1) {
-    return base::OutOfRange(fmt::format(
-        "change feed from LSN {}: the log holds LSN {} to the visible LSN {}", from.value(),
-        log_->first_lsn().value(), visible.value()));
+    return base::OutOfRange(
+        fmt::format("change feed from LSN {}: the log holds LSN {} to the visible LSN {}",
+                    from.value(), log_->first_lsn().value(), visible.value()));
   }
   ChangeFeed out;
   out.next_lsn = from;

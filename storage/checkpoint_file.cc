@@ -41,8 +41,8 @@ std::optional<Lsn> ParseCheckpointFileName(std::string_view name) {
   return Lsn(v);
 }
 
-CheckpointWriter::CheckpointWriter(Io& io, std::string dir, Lsn lsn,
-                                   CheckpointWriteOptions options, std::unique_ptr<File> file)
+CheckpointWriter::CheckpointWriter(Io& io, std::string dir, Lsn lsn, CheckpointWriteOptions options,
+                                   std::unique_ptr<File> file)
     : io_(io),
       dir_(std::move(dir)),
       lsn_(lsn),
@@ -53,8 +53,7 @@ CheckpointWriter::CheckpointWriter(Io& io, std::string dir, Lsn lsn,
   pending_.reserve(options_.chunk_bytes);
 }
 
-Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(Io& io, std::string dir,
-                                                                   Lsn lsn,
+Result<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Create(Io& io, std::string dir, Lsn lsn,
                                                                    CheckpointWriteOptions options) {
   const std::string tmp = JoinPath(dir, fmt::format("{:020}{}", lsn.value(), kTmpSuffix));
   Status removed = io.Remove(tmp);  // a leftover of a crash while writing this very LSN
@@ -76,7 +75,8 @@ Status CheckpointWriter::Append(ConstBytes bytes) {
   stream_bytes_ += bytes.size();
   while (!bytes.empty()) {
     const std::size_t take = std::min(bytes.size(), options_.chunk_bytes - pending_.size());
-    pending_.insert(pending_.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(take));
+    pending_.insert(pending_.end(), bytes.begin(),
+                    bytes.begin() + static_cast<std::ptrdiff_t>(take));
     bytes = bytes.subspan(take);
     if (pending_.size() == options_.chunk_bytes) {
       LOCKSTEP_RETURN_IF_ERROR(WriteChunk(kData, pending_));
@@ -104,8 +104,8 @@ Status CheckpointWriter::WriteChunk(std::uint16_t kind, ConstBytes payload) {
   ++chunks_;
   if (options_.bytes_per_second > 0) {
     // Pacing: never ahead of bytes_per_second since the start.
-    const auto due = started_ + std::chrono::microseconds(file_bytes_ * 1'000'000 /
-                                                          options_.bytes_per_second);
+    const auto due =
+        started_ + std::chrono::microseconds(file_bytes_ * 1'000'000 / options_.bytes_per_second);
     std::this_thread::sleep_until(due);
   }
   return Status::Ok();

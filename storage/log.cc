@@ -326,9 +326,8 @@ Result<Lsn> Log::AppendAt(ConstBytes record, Lsn expected, AppendCallback done) 
   }
   std::unique_lock lock(mu_);
   if (expected != Lsn() && expected.value() != next_lsn_) {
-    return base::FailedPrecondition(
-        fmt::format("the next LSN is {}, not {}: a full disk rejected appends", next_lsn_,
-                    expected.value()));
+    return base::FailedPrecondition(fmt::format(
+        "the next LSN is {}, not {}: a full disk rejected appends", next_lsn_, expected.value()));
   }
   Result<Lsn> lsn = AppendLocked(record, std::move(done));
   const bool wake = lsn.ok() && writer_idle_;

@@ -102,8 +102,9 @@ void BM_CommitPathCpu(benchmark::State& state) {
     ev.topic = "bench";
     ev.payload = std::string(100, 'x');
     ev.type = "Bench";
-    e.Commit(Transaction().Put("accounts", Key(static_cast<int>(i++ % kRows)), "00000999").Append(
-                 std::move(ev)),
+    e.Commit(Transaction()
+                 .Put("accounts", Key(static_cast<int>(i++ % kRows)), "00000999")
+                 .Append(std::move(ev)),
              [&](Result<CommitResult> r) {
                if (!r.ok()) std::abort();
                std::lock_guard lock(mu);

@@ -104,8 +104,8 @@ TEST_F(CheckpointTest, AReopenFromACheckpointRestoresEverything) {
     ASSERT_TRUE(e->DropTable("scratch").ok());
     Fill(*e, 0, 300);
     ASSERT_TRUE(e->NewGroupGeneration("g").ok());
-    ASSERT_TRUE(Commit(*e, Transaction().CommitOffset({"g", 1, "audit", PartitionId(1), Offset(40)}))
-                    .ok());
+    ASSERT_TRUE(
+        Commit(*e, Transaction().CommitOffset({"g", 1, "audit", PartitionId(1), Offset(40)})).ok());
     auto c = e->Checkpoint();
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     checkpoint = *c;
@@ -214,7 +214,8 @@ TEST_F(CheckpointTest, TimeRetentionMovesStartOffsetsAndDeletesSegments) {
   EXPECT_EQ(topics[1].start_offsets[0].value(), 80u);  // clicks: every 5th of 0..399
   // Segments below the first checkpoint went (it is the fallback now, and older events expired).
   EXPECT_EQ(e->Changes(Lsn(1)).status().code(), StatusCode::kOutOfRange);
-  EXPECT_EQ(e->Fetch("audit", PartitionId(0), Offset(199)).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(e->Fetch("audit", PartitionId(0), Offset(199)).status().code(),
+            StatusCode::kOutOfRange);
   auto kept = Payloads(*e, "audit", 0, 200);
   ASSERT_EQ(kept.size(), 55u);
   EXPECT_EQ(kept[0], "a400");

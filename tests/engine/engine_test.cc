@@ -279,8 +279,8 @@ TEST_F(EngineTest, AFullDiskRejectsCommitsUndoesThemAndRecovers) {
   ASSERT_TRUE(e->CreateTopic("audit", 1).ok());
   ASSERT_TRUE(Commit(*e, Transaction().Put("t", "keep", "1")).ok());
   // No new segment can be prepared from now on.
-  io_.AddFault(storage::FaultRule{0, storage::OpKind::kAllocate, "", storage::FaultKind::kEnospc,
-                                  true});
+  io_.AddFault(
+      storage::FaultRule{0, storage::OpKind::kAllocate, "", storage::FaultKind::kEnospc, true});
   EventAppend ev;
   ev.topic = "audit";
   ev.payload = std::string(3000, 'e');
@@ -288,7 +288,8 @@ TEST_F(EngineTest, AFullDiskRejectsCommitsUndoesThemAndRecovers) {
   Lsn last_ok;
   std::uint64_t events_ok = 0;
   for (int i = 0; i < 200; ++i) {  // 64 KiB segments: a roll comes within a few dozen
-    full = Commit(*e, Transaction().Put("t", "k" + std::to_string(i), std::string(3000, 'v'))
+    full = Commit(*e, Transaction()
+                          .Put("t", "k" + std::to_string(i), std::string(3000, 'v'))
                           .Put("t", "keep", std::to_string(i))
                           .Append(ev));
     if (!full.ok()) break;
@@ -303,9 +304,8 @@ TEST_F(EngineTest, AFullDiskRejectsCommitsUndoesThemAndRecovers) {
   EXPECT_EQ((*e->Get("t", "keep"))->version, last_ok);
   EXPECT_EQ(e->ListTopics()[0].end_offsets[0].value(), events_ok);
   // Still full: as big a transaction is refused again, never half done.
-  auto again = Commit(*e, Transaction().Put("t", "other", std::string(3000, 'v'))
-                              .Put("t", "keep", "x")
-                              .Append(ev));
+  auto again = Commit(
+      *e, Transaction().Put("t", "other", std::string(3000, 'v')).Put("t", "keep", "x").Append(ev));
   EXPECT_EQ(again.status().code(), StatusCode::kResourceExhausted);
   // A check sees only what is there (and, being small, fits the active segment).
   auto absent = Commit(*e, Transaction().RequireAbsent("t", "k" + std::to_string(events_ok)));

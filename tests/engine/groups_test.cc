@@ -46,8 +46,7 @@ class GroupsTest : public ::testing::Test {
   }
   static OffsetCommit Offsets(std::string group, std::uint64_t generation, std::string topic,
                               std::uint64_t offset, std::uint32_t partition = 0) {
-    return {std::move(group), generation, std::move(topic), PartitionId(partition),
-            Offset(offset)};
+    return {std::move(group), generation, std::move(topic), PartitionId(partition), Offset(offset)};
   }
 
   storage::FaultInjectingIo io_;
@@ -173,15 +172,15 @@ TEST_F(GroupsTest, OffsetsCommitWithOutputsAndStaleGenerationsAreRejected) {
   auto gen = e->NewGroupGeneration("g");
   ASSERT_TRUE(gen.ok());
   EXPECT_EQ(*gen, 1u);
-  auto stale = Commit(*e, Transaction().Append(Event("out", "y")).CommitOffset(
-                              Offsets("g", 0, "in", 3)));
+  auto stale =
+      Commit(*e, Transaction().Append(Event("out", "y")).CommitOffset(Offsets("g", 0, "in", 3)));
   EXPECT_EQ(stale.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(stale.status().message().find("generation 1"), std::string::npos)
       << stale.status().ToString();
   EXPECT_EQ(e->ListTopics()[1].end_offsets[0].value(), 0u);  // "out" got nothing
   // The current member's consume-transform-produce step commits both.
-  auto step = Commit(*e, Transaction().Append(Event("out", "y")).CommitOffset(
-                             Offsets("g", 1, "in", 3)));
+  auto step =
+      Commit(*e, Transaction().Append(Event("out", "y")).CommitOffset(Offsets("g", 1, "in", 3)));
   ASSERT_TRUE(step.ok()) << step.status().ToString();
   auto info = e->DescribeGroup("g");
   ASSERT_TRUE(info.ok());

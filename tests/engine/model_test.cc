@@ -75,7 +75,7 @@ struct State {
   std::map<TopicPartition, std::vector<StoredEvent>> events;  // by offset
   std::uint64_t generation = 0;
   std::map<TopicPartition, std::uint64_t> offsets;  // group kGroup's committed offsets
-  std::map<std::string, Remembered> remembered;    // by tagged idempotency key
+  std::map<std::string, Remembered> remembered;     // by tagged idempotency key
 };
 
 struct GenerationBump {};
@@ -125,9 +125,15 @@ Expected Evaluate(const State& s, const Transaction& txn) {
     const bool exists = it != table.end();
     bool ok = false;
     switch (c.kind) {
-      case Precondition::Kind::kAbsent: ok = !exists; break;
-      case Precondition::Kind::kExists: ok = exists; break;
-      case Precondition::Kind::kVersion: ok = exists && it->second.second == c.version.value(); break;
+      case Precondition::Kind::kAbsent:
+        ok = !exists;
+        break;
+      case Precondition::Kind::kExists:
+        ok = exists;
+        break;
+      case Precondition::Kind::kVersion:
+        ok = exists && it->second.second == c.version.value();
+        break;
     }
     if (!ok) {
       out.kind = Expected::kConflict;
@@ -190,7 +196,8 @@ struct Totals {
   std::uint64_t injected = 0, submitted = 0, acked = 0, conflicts = 0, stale = 0, retries = 0;
   std::uint64_t retry_checks = 0, checkpoints = 0, failed_checkpoints = 0, trimmed_events = 0;
   std::uint64_t log_start = 0;
-  std::uint64_t disk_full = 0;  // transactions rejected for a full disk (and undone)  // the highest LSN below which retention forgot everything
+  std::uint64_t disk_full = 0;  // transactions rejected for a full disk (and undone)  // the
+                                // highest LSN below which retention forgot everything
 };
 
 class Machine {
@@ -322,8 +329,12 @@ class Machine {
       const auto& rows = newest_.tables[table];
       auto it = rows.find(key);
       switch (Uniform(0, 3)) {
-        case 0: t.RequireAbsent(table, key); break;
-        case 1: t.RequireExists(table, key); break;
+        case 0:
+          t.RequireAbsent(table, key);
+          break;
+        case 1:
+          t.RequireExists(table, key);
+          break;
         default: {
           // Usually the newest version (so it mostly passes), sometimes a stale one.
           std::uint64_t v = it == rows.end() ? Uniform(1, newest_.lsn + 1) : it->second.second;

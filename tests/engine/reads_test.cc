@@ -96,7 +96,8 @@ TEST_F(ReadsTest, OffsetForTimestampIsTheFirstAtOrAfter) {
   for (int i = 0; i < 400; ++i) {
     // Mostly growing, sometimes late (out of order), sometimes the same millisecond.
     clock += static_cast<std::int64_t>(rng() % 5);
-    const std::int64_t ts = rng() % 10 == 0 ? clock - static_cast<std::int64_t>(rng() % 300) : clock;
+    const std::int64_t ts =
+        rng() % 10 == 0 ? clock - static_cast<std::int64_t>(rng() % 300) : clock;
     EventAppend ev;
     ev.topic = "clicks";
     ev.partition = PartitionId(static_cast<std::uint32_t>(i % 3 == 0));
@@ -136,15 +137,14 @@ TEST_F(ReadsTest, TheChangeFeedCarriesBeforeAfterAndTheTransactionsEvents) {
   ASSERT_TRUE(e->CreateTable("accounts").ok());
   ASSERT_TRUE(e->CreateTopic("transfers", 1).ok());
   const Lsn start = Lsn(e->visible_lsn().value() + 1);
-  ASSERT_TRUE(Commit(*e, Transaction().Put("accounts", "alice", "100").Put("accounts", "bob", "0"))
-                  .ok());
+  ASSERT_TRUE(
+      Commit(*e, Transaction().Put("accounts", "alice", "100").Put("accounts", "bob", "0")).ok());
   EventAppend ev;
   ev.topic = "transfers";
   ev.type = "TransferCompleted";
   ev.payload = "alice->bob 30";
   auto transfer = Commit(
-      *e,
-      Transaction().Put("accounts", "alice", "70").Put("accounts", "bob", "30").Append(ev));
+      *e, Transaction().Put("accounts", "alice", "70").Put("accounts", "bob", "30").Append(ev));
   ASSERT_TRUE(transfer.ok());
   ASSERT_TRUE(Commit(*e, Transaction().Append(ev)).ok());  // events only: not a change
   ASSERT_TRUE(Commit(*e, Transaction().Delete("accounts", "bob")).ok());
@@ -189,8 +189,7 @@ TEST_F(ReadsTest, TheChangeFeedCarriesBeforeAfterAndTheTransactionsEvents) {
   }
   ASSERT_EQ(lsns.size(), 3u);
   EXPECT_EQ(lsns[1], transfer->lsn);
-  EXPECT_EQ(e->Changes(Lsn(e->visible_lsn().value() + 2)).status().code(),
-            StatusCode::kOutOfRange);
+  EXPECT_EQ(e->Changes(Lsn(e->visible_lsn().value() + 2)).status().code(), StatusCode::kOutOfRange);
   EXPECT_EQ(e->Changes(Lsn(0)).status().code(), StatusCode::kOutOfRange);
   EXPECT_TRUE(e->Changes(Lsn(e->visible_lsn().value() + 1))->transactions.empty());
 }
