@@ -600,6 +600,18 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
         base::InvalidArgument(fmt::format("transaction is {} bytes, above the limit of {}",
                                           record.size(), log_->record_bytes_max())));
   }
+  if (options_.table_bytes_max > 0) {
+    // About what the writes will add: keys, values and a version's overhead each.
+    std::uint64_t adds = 64 * (txn.offsets().size() + (txn.idempotency_key() ? 1 : 0));
+    for (const TableWrite& w : txn.writes()) adds += w.key.size() + w.value.size() + 64;
+    const std::uint64_t held = table_bytes();
+    if (held + adds > options_.table_bytes_max) {
+      return answer(base::ResourceExhausted(fmt::format(
+          "tables hold {} bytes and this transaction adds about {}: above the memory budget of "
+          "{} bytes (table_bytes_max)",
+          held, adds, options_.table_bytes_max)));
+    }
+  }
   // From here on the transaction happens. Apply first, tagged with the LSN the append will get
   // (the sequencer is the log's only appender): the durability callback may run before Append
   // returns, and it makes this LSN visible. ApplyRecord (replay) must do exactly the same.

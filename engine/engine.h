@@ -62,6 +62,11 @@ struct EngineOptions {
   std::uint32_t value_bytes_max = 1 << 20;
   std::uint32_t name_bytes_max = 255;
   std::uint32_t partitions_max = 4096;
+  // Memory budget for all tables (keys, values, versions and their overhead, internal tables
+  // included); 0: none. A commit that would pass it is refused with kResourceExhausted. Until
+  // versions are reclaimed while running, every version counts until a restart from a
+  // checkpoint, so the default is no budget.
+  std::uint64_t table_bytes_max = 0;
   // How long an idempotency key is remembered: 0 (the default) as long as the log holds the
   // transaction that used it; else this many milliseconds after its commit.
   std::int64_t idempotency_horizon_ms = 0;
@@ -255,6 +260,8 @@ class Engine {
   // The newest durable checkpoint's LSN (0: none).
   Lsn checkpoint_lsn() const { return Lsn(checkpoint_lsn_.load(std::memory_order_acquire)); }
 
+  // Bytes the tables hold (what table_bytes_max limits).
+  std::uint64_t table_bytes() const;
   // One line for diagnostics: LSNs, parked answers, rejections.
   std::string DebugState() const;
 

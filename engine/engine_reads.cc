@@ -244,6 +244,13 @@ Result<Offset> Engine::WaitForEvents(std::string_view topic, PartitionId partiti
   return Offset(end());
 }
 
+std::uint64_t Engine::table_bytes() const {
+  std::shared_lock lock(catalog_mu_);
+  std::uint64_t total = 0;
+  for (const auto& [id, entry] : table_ids_) total += entry->table->bytes();
+  return total;
+}
+
 std::string Engine::DebugState() const {
   std::lock_guard lock(parked_mu_);
   return fmt::format(

@@ -324,6 +324,30 @@ TEST_F(EngineTest, AFullDiskRejectsCommitsUndoesThemAndRecovers) {
   EXPECT_FALSE(e->Get("t", "k" + std::to_string(events_ok))->has_value());
 }
 
+TEST_F(EngineTest, TheTableMemoryBudgetRefusesCommitsThatWouldPassIt) {
+  EngineOptions o = Options();
+  o.table_bytes_max = 64 << 10;
+  auto opened = Engine::Open(o);
+  ASSERT_TRUE(opened.ok());
+  auto e = std::move(opened).value();
+  ASSERT_TRUE(e->CreateTable("t").ok());
+  Result<CommitResult> r = base::Internal("not yet");
+  int committed = 0;
+  for (int i = 0; i < 100; ++i) {
+    r = Commit(*e, Transaction().Put("t", "k" + std::to_string(i), std::string(1000, 'v')));
+    if (!r.ok()) break;
+    ++committed;
+  }
+  ASSERT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("table_bytes_max"), std::string::npos);
+  EXPECT_GT(committed, 40);  // 64 KiB holds most of 64 rows of 1 KB
+  EXPECT_LE(e->table_bytes(), o.table_bytes_max);
+  EXPECT_FALSE(e->Get("t", "k" + std::to_string(committed))->has_value());
+  EXPECT_TRUE(e->status().ok());
+  // Small transactions that fit still commit.
+  EXPECT_TRUE(Commit(*e, Transaction().Put("t", "small", "1")).ok());
+}
+
 TEST(EngineOnDisk, CommitsSurviveAReopen) {
   testing::TempDir dir;
   auto io = std::move(storage::MakeIo()).value();
