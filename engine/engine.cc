@@ -178,7 +178,7 @@ Status Engine::ApplyRecord(Lsn lsn, Bytes record) {
                                           t->name, ev->partition.value(), event.offset().value(),
                                           next));
       }
-      t->Index(ev->partition.value(), next, lsn, event.timestamp_ms());
+      t->Index(ev->partition.value(), next, lsn, event.timestamp_ms(), ev->record.size());
       remembered_.push_back({t->id, ev->partition, event.offset()});
       ++next;
     } else if (auto* off = std::get_if<OffsetOp>(&*op)) {
@@ -574,6 +574,8 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   std::vector<base::EventHeader>& headers = scratch_headers_;
   std::vector<std::int64_t>& timestamps = scratch_timestamps_;
   timestamps.resize(topics.size());
+  std::vector<std::uint64_t>& sizes = scratch_sizes_;
+  sizes.resize(topics.size());
   for (std::size_t i = 0; i < topics.size(); ++i) {
     const EventAppend& e = txn.events()[i];
     base::EventFields f;
@@ -585,8 +587,8 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     for (const auto& [name, value] : e.headers) headers.push_back({name, AsBytes(value)});
     f.headers = headers;
     f.timestamp_ms = timestamps[i] = e.timestamp_ms.value_or(now);
-    auto room =
-        writer_.AddEvent(topics[i]->id, p->result.events[i].partition, base::EncodedEventBytes(f));
+    sizes[i] = base::EncodedEventBytes(f);
+    auto room = writer_.AddEvent(topics[i]->id, p->result.events[i].partition, sizes[i]);
     base::EncodeEvent(f, Offset(offsets[i]), lsn, room);
   }
   for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
@@ -628,8 +630,8 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     const std::uint32_t partition = p->result.events[i].partition.value();
     auto& next = topics[i]->next_offset[partition];
     next = std::max(next, offsets[i] + 1);
-    p->event_slots.push_back({topics[i], topics[i]->max_ts[partition]});
-    topics[i]->Index(partition, offsets[i], lsn, timestamps[i]);
+    p->event_slots.push_back({topics[i], topics[i]->max_ts[partition], sizes[i]});
+    topics[i]->Index(partition, offsets[i], lsn, timestamps[i], sizes[i]);
   }
   for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
     const OffsetCommit& o = txn.offsets()[i];
@@ -791,6 +793,7 @@ void Engine::Undo(Pending& p) {
     const std::uint64_t offset = p.result.events[i].offset.value();
     t.next_offset[partition] = std::min(t.next_offset[partition], offset);
     t.max_ts[partition] = p.event_slots[i].prev_max_ts;
+    t.bytes[partition] -= p.event_slots[i].record_bytes;
     auto& index = t.index[partition];
     if (!index.empty() && index.back().lsn == lsn && index.back().offset == offset) {
       std::unique_lock lock(t.index_mu);

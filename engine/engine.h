@@ -286,6 +286,8 @@ class Engine {
   Status WriteCheckpoint(const CheckpointCapture& capture, Lsn delete_below,
                          const std::vector<std::vector<std::uint64_t>>& start_offsets);
   void CheckpointerLoop();
+  static std::uint64_t FirstOffsetWithin(const TopicEntry& topic, std::uint32_t partition,
+                                         std::uint64_t total, Lsn lsn, std::uint64_t budget);
   Result<std::uint64_t> FirstOffsetAtOrAfter(const TopicEntry& topic, PartitionId partition,
                                              std::int64_t timestamp_ms, std::uint64_t start,
                                              std::uint64_t end) const;
@@ -384,6 +386,7 @@ class Engine {
   std::vector<TopicEntry*> scratch_topics_;
   std::vector<std::uint64_t> scratch_offsets_;
   std::vector<std::int64_t> scratch_timestamps_;
+  std::vector<std::uint64_t> scratch_sizes_;
   std::vector<base::EventHeader> scratch_headers_;
   std::thread sequencer_;
 };

@@ -10,8 +10,8 @@
 //   row    = 1:u8, key_bytes:u32, key, value_bytes:u32, value, version:u64
 //   topic  = id:u32, created:u64, dropped:u64, partitions:u32, retention_ms:i64,
 //            retention_bytes:u64, name_bytes:u16, name, partition{partitions}
-//   partition = next_offset:u64, start_offset:u64, max_ts:i64, entry_count:u64,
-//               {offset:u64, lsn:u64, max_ts_before:i64}{entry_count}
+//   partition = next_offset:u64, start_offset:u64, max_ts:i64, bytes:u64, entry_count:u64,
+//               {offset:u64, lsn:u64, max_ts_before:i64, bytes_before:u64}{entry_count}
 // Tables are those live at the LSN, the internal ones included (ids >= kFirstInternalTableId);
 // rows are each key's newest version at the LSN. Topics are every topic ever created (dropped
 // ones keep their names for remembered results), with each partition's state at the LSN.
@@ -113,6 +113,21 @@ class StreamIn {
 
 // ---- Taking a checkpoint --------------------------------------------------------------------
 
+// Retention by bytes, at index granularity: the first indexed offset (at or below `lsn`) from
+// which the partition's events up to `total` bytes fit in `budget`. The newest index block is
+// always kept, even if it alone is larger (as Kafka keeps the active segment).
+std::uint64_t Engine::FirstOffsetWithin(const TopicEntry& t, std::uint32_t partition,
+                                        std::uint64_t total, Lsn lsn, std::uint64_t budget) {
+  std::shared_lock lock(t.index_mu);
+  std::uint64_t first = 0;
+  for (const auto& e : t.index[partition]) {
+    if (e.lsn > lsn) break;
+    first = e.offset;
+    if (total - e.bytes_before <= budget) break;
+  }
+  return first;
+}
+
 void Engine::ProcessCapture(const std::shared_ptr<Pending>& p) {
   CheckpointCapture& c = *p->capture;
   c.lsn = Lsn(expected_next_.value() - 1);
@@ -123,7 +138,8 @@ void Engine::ProcessCapture(const std::shared_ptr<Pending>& p) {
     if (entry->dropped == Lsn()) c.tables.push_back({entry, entry->created, entry->dropped});
   }
   for (const auto& [id, entry] : topic_ids_) {
-    c.topics.push_back({entry, entry->created, entry->dropped, entry->next_offset, entry->max_ts});
+    c.topics.push_back(
+        {entry, entry->created, entry->dropped, entry->next_offset, entry->max_ts, entry->bytes});
   }
   p->result.lsn = c.lsn;
   p->done(p->result);
@@ -173,6 +189,10 @@ Result<Lsn> Engine::Checkpoint() {
                                   FirstOffsetAtOrAfter(*t.entry, PartitionId(p),
                                                        now - t.entry->retention_ms, start, end));
         start = std::max(start, first_kept);
+      }
+      if (live && t.entry->retention_bytes > 0 && start < end) {
+        start = std::max(start,
+                         FirstOffsetWithin(*t.entry, p, t.bytes[p], lsn, t.entry->retention_bytes));
       }
       starts[i].push_back(start);
       if (live && start < end) keep = std::min(keep, t.entry->StartFor(p, start));
@@ -263,6 +283,7 @@ Status Engine::WriteCheckpoint(const CheckpointCapture& capture, Lsn keep,
       out.U64(t.next_offset[p]);
       out.U64(starts[i][p]);
       out.I64(t.max_ts[p]);
+      out.U64(t.bytes[p]);
       std::vector<TopicEntry::IndexEntry> entries;
       {
         std::shared_lock lock(t.entry->index_mu);
@@ -276,6 +297,7 @@ Status Engine::WriteCheckpoint(const CheckpointCapture& capture, Lsn keep,
         out.U64(e.offset);
         out.U64(e.lsn.value());
         out.I64(e.max_ts_before);
+        out.U64(e.bytes_before);
       }
       LOCKSTEP_RETURN_IF_ERROR(out.Flush());
     }
@@ -386,7 +408,7 @@ Status Engine::InstallCheckpoint(Bytes bytes, Lsn lsn) {
     entry->retention_ms = in.I64();
     entry->retention_bytes = in.U64();
     entry->name = in.Name();
-    if (partitions == 0 || in.Count(partitions, 32) != partitions) {
+    if (partitions == 0 || in.Count(partitions, 40) != partitions) {
       return malformed("bad partition count");
     }
     entry->Init(partitions);
@@ -394,11 +416,13 @@ Status Engine::InstallCheckpoint(Bytes bytes, Lsn lsn) {
       entry->next_offset[p] = in.U64();
       entry->start_offset[p].store(in.U64());
       entry->max_ts[p] = in.I64();
-      const std::uint64_t count = in.Count(in.U64(), 24);
+      entry->bytes[p] = in.U64();
+      const std::uint64_t count = in.Count(in.U64(), 32);
       for (std::uint64_t e = 0; e < count; ++e) {
-        TopicEntry::IndexEntry ie{in.U64(), Lsn(in.U64()), in.I64()};
+        TopicEntry::IndexEntry ie{in.U64(), Lsn(in.U64()), in.I64(), in.U64()};
         const auto& index = entry->index[p];
         if (ie.lsn > lsn || ie.offset >= entry->next_offset[p] ||
+            ie.bytes_before > entry->bytes[p] ||
             (!index.empty() && ie.offset <= index.back().offset)) {
           return malformed("bad offset index");
         }

@@ -61,21 +61,25 @@ struct Engine::TopicEntry {
     std::uint64_t offset;
     Lsn lsn;
     std::int64_t max_ts_before;
+    std::uint64_t bytes_before;  // event-record bytes of the partition before `offset`
   };
   static constexpr std::uint64_t kIndexEveryEvents = 64;
   mutable std::shared_mutex index_mu;
   std::vector<std::vector<IndexEntry>> index;
   std::vector<std::int64_t> max_ts;  // sequencer only: greatest timestamp so far per partition
+  std::vector<std::uint64_t> bytes;  // sequencer only: event-record bytes so far per partition
 
   // Sequencer (and replay) only: as the only writer it may read `index` without the lock; it
   // takes it only to change the vector under concurrent fetchers.
-  void Index(std::uint32_t partition, std::uint64_t offset, Lsn lsn, std::int64_t timestamp_ms) {
+  void Index(std::uint32_t partition, std::uint64_t offset, Lsn lsn, std::int64_t timestamp_ms,
+             std::uint64_t record_bytes) {
     auto& entries = index[partition];
     if (entries.empty() || offset >= entries.back().offset + kIndexEveryEvents) {
       std::unique_lock lock(index_mu);
-      entries.push_back({offset, lsn, max_ts[partition]});
+      entries.push_back({offset, lsn, max_ts[partition], bytes[partition]});
     }
     max_ts[partition] = std::max(max_ts[partition], timestamp_ms);
+    bytes[partition] += record_bytes;
   }
   // The LSN to start reading at for `offset`: the indexed transaction at or below it.
   Lsn StartFor(std::uint32_t partition, std::uint64_t offset) const {
@@ -108,6 +112,7 @@ struct Engine::TopicEntry {
     start_offset = std::make_unique<std::atomic<std::uint64_t>[]>(count);
     index.assign(count, std::vector<IndexEntry>());
     max_ts.assign(count, INT64_MIN);
+    bytes.assign(count, 0);
   }
 };
 
@@ -124,6 +129,7 @@ struct Engine::Pending {
   struct EventSlot {
     TopicEntry* topic;
     std::int64_t prev_max_ts;
+    std::uint64_t record_bytes;
   };
   std::vector<EventSlot> event_slots;
   // What Undo needs should the log reject this transaction (a full disk): resolved tables and
@@ -156,6 +162,7 @@ struct Engine::CheckpointCapture {
     Lsn created, dropped;
     std::vector<std::uint64_t> next_offset;
     std::vector<std::int64_t> max_ts;
+    std::vector<std::uint64_t> bytes;
   };
   std::vector<TableState> tables;  // user and internal
   std::vector<TopicState> topics;  // every topic ever created

@@ -238,6 +238,46 @@ TEST_F(CheckpointTest, TimeRetentionMovesStartOffsetsAndDeletesSegments) {
   EXPECT_GT(e->visible_lsn(), old_end);
 }
 
+TEST_F(CheckpointTest, ByteRetentionKeepsAboutTheBudget) {
+  constexpr std::uint64_t kBudget = 10'000;
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTopic("sized", 1, /*retention_ms=*/0, kBudget).ok());
+  ASSERT_TRUE(e->CreateTopic("other", 1).ok());  // empty: pins nothing
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(Commit(*e, Transaction().Append(Event("sized", "e" + std::to_string(i), 0))).ok());
+  }
+  auto kept_bytes = [&](Engine& engine) {
+    std::uint64_t bytes = 0;
+    const std::uint64_t start = engine.ListTopics()[1].start_offsets[0].value();
+    Offset next(start);
+    for (;;) {
+      auto r = engine.Fetch("sized", PartitionId(0), next);
+      EXPECT_TRUE(r.ok()) << r.status().ToString();
+      if (!r.ok() || r->events == 0) return bytes;
+      bytes += r->records.size();
+      next = r->next_offset;
+    }
+  };
+  const std::uint64_t all = kept_bytes(*e);
+  ASSERT_GT(all, 5 * kBudget);
+  ASSERT_TRUE(e->Checkpoint().ok());
+  ASSERT_TRUE(Commit(*e, Transaction().Append(Event("sized", "last", 0))).ok());
+  ASSERT_TRUE(e->Checkpoint().ok());
+  // "other" sorts first in ListTopics.
+  const std::uint64_t start = e->ListTopics()[1].start_offsets[0].value();
+  EXPECT_GT(start, 700u);
+  const std::uint64_t kept = kept_bytes(*e);
+  const std::uint64_t block = 64 * (all / 1000 + 1);  // retention works in index blocks
+  EXPECT_LE(kept, kBudget + block);
+  EXPECT_GE(kept + block, kBudget);
+  EXPECT_EQ(e->Fetch("sized", PartitionId(0), Offset(start - 1)).status().code(),
+            StatusCode::kOutOfRange);
+  e.reset();
+  e = Open();
+  EXPECT_EQ(e->ListTopics()[1].start_offsets[0].value(), start);
+  EXPECT_EQ(kept_bytes(*e), kept);
+}
+
 TEST_F(CheckpointTest, ADamagedCheckpointFallsBackOrRefusesToOpen) {
   std::vector<Row> rows;
   std::vector<Lsn> taken;
