@@ -928,7 +928,8 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
     std::lock_guard lock(events_mu_);
     events_cv_.notify_all();
   }
-  p->done(p->result);
+  // Durable: never undone, so the result can move out (no copy of its event list).
+  p->done(std::move(p->result));
   AnswerParked(lsn, Status::Ok());
 }
 
