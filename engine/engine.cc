@@ -91,6 +91,7 @@ Engine::~Engine() {
     sequencer_.join();
   }
   log_.reset();  // writes and syncs what was appended; its callbacks answer the commits
+  WakeLongPolls();
   AnswerParked(Lsn(UINT64_MAX), base::Unavailable("engine closed"));
 }
 
@@ -958,8 +959,16 @@ void Engine::AnswerParked(Lsn durable, const Status& failure) {
 }
 
 void Engine::Fail(const Status& status) {
-  std::lock_guard lock(failure_mu_);
-  if (failure_.ok()) failure_ = status;
+  {
+    std::lock_guard lock(failure_mu_);
+    if (failure_.ok()) failure_ = status;
+  }
+  WakeLongPolls();  // WaitForEvents returns when the engine stops
+}
+
+void Engine::WakeLongPolls() {
+  std::lock_guard lock(events_mu_);
+  events_cv_.notify_all();
 }
 
 // ---- Catalog ---------------------------------------------------------------------------------

@@ -10,8 +10,10 @@
 // position, or with kConflict naming the first failed precondition (answered only once what it
 // saw is durable). Reads see the visible LSN: never anything that is not durable.
 //
-// Status (issue 3 in progress): catalog, transactions with preconditions, puts, deletes and event
-// appends, reads, replay on open. A storage error stops the engine (every later commit fails
+// Built (docs/engine.md): catalog; transactions with preconditions, puts, deletes, event appends,
+// offset commits and idempotency keys; consumer groups; reads now and as of an LSN; fetch and
+// long-poll; the change feed; checkpoints with retention; recovery. Not yet: reclaiming old
+// versions while running. A storage error stops the engine (every later commit fails
 // with kIoError); reads go on. A full disk is not an error of that kind (guarantee 7): the log
 // rejects the transactions it could not write, the engine undoes them in memory and answers
 // kResourceExhausted, and commits work again once a new segment can be prepared.
@@ -303,6 +305,7 @@ class Engine {
   void Undo(Pending& pending);
   void Park(const std::shared_ptr<Pending>& pending, Result<CommitResult> answer, Lsn observed);
   void Fail(const Status& status);
+  void WakeLongPolls();
   void Submit(std::shared_ptr<Pending> pending);
   Status Validate(const Transaction& txn) const;
   Status CommitCatalog(CatalogOp op);

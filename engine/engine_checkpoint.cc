@@ -6,14 +6,15 @@
 //   stream = version:u8 = 1, lsn:u64, next_table_id:u32, next_topic_id:u32,
 //            idempotency_floor:u64, table_count:u32, table*, topic_count:u32, topic*,
 //            end:u32 = "END!"
-//   table  = id:u32, created:u64, name_bytes:u16, name, row*, 0:u8
+//   table  = id:u32, created:u64, dropped:u64 (0: live), name_bytes:u16, name, row*, 0:u8
 //   row    = 1:u8, key_bytes:u32, key, value_bytes:u32, value, version:u64
 //   topic  = id:u32, created:u64, dropped:u64, partitions:u32, retention_ms:i64,
 //            retention_bytes:u64, name_bytes:u16, name, partition{partitions}
 //   partition = next_offset:u64, start_offset:u64, max_ts:i64, bytes:u64, entry_count:u64,
 //               {offset:u64, lsn:u64, max_ts_before:i64, bytes_before:u64}{entry_count}
-// Tables are those live at the LSN, the internal ones included (ids >= kFirstInternalTableId);
-// rows are each key's newest version at the LSN. Topics are every topic ever created (dropped
+// Tables are every table ever created, the internal ones included (ids >=
+// kFirstInternalTableId), dropped ones without rows; rows are each key's newest version at the
+// LSN. Topics are every topic ever created (dropped
 // ones keep their names for remembered results), with each partition's state at the LSN.
 #include <spdlog/spdlog.h>
 
@@ -135,7 +136,8 @@ void Engine::ProcessCapture(const std::shared_ptr<Pending>& p) {
   c.next_topic_id = next_topic_id_;
   // The sequencer is the catalog's only writer: it reads it without the lock.
   for (const auto& [id, entry] : table_ids_) {
-    if (entry->dropped == Lsn()) c.tables.push_back({entry, entry->created, entry->dropped});
+    // Dropped tables too (names only): the change feed names them for records the log still holds.
+    c.tables.push_back({entry, entry->created, entry->dropped});
   }
   for (const auto& [id, entry] : topic_ids_) {
     c.topics.push_back(
@@ -243,10 +245,13 @@ Status Engine::WriteCheckpoint(const CheckpointCapture& capture, Lsn keep,
   for (const CheckpointCapture::TableState& t : capture.tables) {
     out.U32(t.entry->id.value());
     out.U64(t.created.value());
+    out.U64(t.dropped.value());
     out.Name(t.entry->name);
     const bool idempotency = t.entry->id == kIdempotencyTable;
     Status bad = Status::Ok();
-    t.entry->table->Scan({}, lsn, [&](std::string_view key, Bytes value, Lsn version) {
+    ScanOptions rows;
+    if (t.dropped != Lsn()) rows.limit = 0;  // dropped at the capture: no rows
+    t.entry->table->Scan(rows, lsn, [&](std::string_view key, Bytes value, Lsn version) {
       if (idempotency) {
         // Forgotten keys stay forgotten: past the horizon, or their transaction leaves the log.
         auto remembered = DecodeRememberedResult(value);
@@ -373,12 +378,14 @@ Status Engine::InstallCheckpoint(Bytes bytes, Lsn lsn) {
   // Decode everything first; install only a wholly valid checkpoint.
   std::map<std::string, std::shared_ptr<TableEntry>, std::less<>> tables;
   std::unordered_map<std::uint32_t, std::shared_ptr<TableEntry>> table_ids;
-  const std::uint64_t table_count = in.Count(in.U32(), 15);
+  const std::uint64_t table_count = in.Count(in.U32(), 23);
   for (std::uint64_t i = 0; i < table_count && !in.bad(); ++i) {
     auto entry = std::make_shared<TableEntry>();
     entry->id = TableId(in.U32());
     entry->created = Lsn(in.U64());
+    entry->dropped = Lsn(in.U64());
     entry->name = in.Name();
+    if (entry->dropped > lsn) return malformed("a table dropped after the checkpoint");
     std::optional<std::string> previous_key;
     while (!in.bad() && in.U8() == 1) {
       const Bytes key = in.Blob32();
@@ -393,7 +400,7 @@ Status Engine::InstallCheckpoint(Bytes bytes, Lsn lsn) {
     table_ids[entry->id.value()] = entry;
     if (entry->id.value() < kFirstInternalTableId) {
       if (entry->id.value() >= next_table_id) return malformed("table id past the next id");
-      tables[entry->name] = entry;
+      if (entry->dropped == Lsn()) tables[entry->name] = entry;
     }
   }
   std::map<std::string, std::shared_ptr<TopicEntry>, std::less<>> topics;

@@ -75,10 +75,13 @@ Result<std::vector<PartitionLag>> Engine::GroupLag(std::string_view group) const
     lag.end = Offset(t->visible_end[o.partition.value()].load(std::memory_order_acquire));
     if (lag.end > o.offset) {
       lag.events = lag.end.value() - o.offset.value();
-      // The oldest event not yet consumed is the one at the committed offset.
+      // The oldest event not yet consumed is the one at the committed offset — or, when
+      // retention already deleted it (a slow consumer), the oldest one still held.
+      const Offset oldest(std::max(
+          o.offset.value(), t->start_offset[o.partition.value()].load(std::memory_order_acquire)));
       FetchOptions one;
       one.max_events = 1;
-      LOCKSTEP_ASSIGN_OR_RETURN(FetchResult fetched, Fetch(o.topic, o.partition, o.offset, one));
+      LOCKSTEP_ASSIGN_OR_RETURN(FetchResult fetched, Fetch(o.topic, o.partition, oldest, one));
       if (fetched.events == 1) {
         LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event, base::DecodeEvent(fetched.records));
         lag.ms = std::max<std::int64_t>(0, now - event.timestamp_ms());

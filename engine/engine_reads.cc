@@ -265,10 +265,13 @@ std::string Engine::DebugState() const {
 
 Result<ChangeFeed> Engine::Changes(Lsn from, const ChangeFeedOptions& options) const {
   const Lsn visible = visible_lsn();
-  if (from < log_->first_lsn() || from.value() > visible.value() + 1) {
+  // Before images come from the version just below each change: the feed starts where both
+  // the log and the versions reach (after a restart from a checkpoint, just past it).
+  const Lsn earliest = std::max(log_->first_lsn(), Lsn(oldest_readable_lsn().value() + 1));
+  if (from < earliest || from.value() > visible.value() + 1) {
     return base::OutOfRange(
-        fmt::format("change feed from LSN {}: the log holds LSN {} to the visible LSN {}",
-                    from.value(), log_->first_lsn().value(), visible.value()));
+        fmt::format("change feed from LSN {}: it reaches from LSN {} to the visible LSN {}",
+                    from.value(), earliest.value(), visible.value()));
   }
   ChangeFeed out;
   out.next_lsn = from;

@@ -1,7 +1,7 @@
 #pragma once
 // Checkpoint files: a durable, verifiable byte stream tagged with an LSN. The engine decides what
-// the stream holds (engine/checkpoint.h); this file makes it durable the DESIGN.md way and reads
-// it back only if every byte verifies.
+// the stream holds (engine/engine_checkpoint.cc); this file makes it durable the DESIGN.md way and
+// reads it back only if every byte verifies.
 //
 // Writing: the stream goes to `NNNNNNNNNNNNNNNNNNNN.ckpt.tmp` (the LSN, 20 digits) in chunks of
 // up to chunk_bytes, each written and fdatasync'd on its own and paced to bytes_per_second, so a

@@ -154,6 +154,14 @@ TEST_F(CheckpointTest, AReopenFromACheckpointRestoresEverything) {
   EXPECT_TRUE(e->GetAsOf("accounts", "acct1", checkpoint).ok());
   EXPECT_EQ(e->GetAsOf("accounts", "acct1", Lsn(checkpoint.value() - 1)).status().code(),
             StatusCode::kOutOfRange);
+  // The change feed reaches back to just past the checkpoint (before images come from the
+  // versions, which start there), with the right before images.
+  EXPECT_EQ(e->Changes(checkpoint).status().code(), StatusCode::kOutOfRange);
+  auto feed = e->Changes(Lsn(checkpoint.value() + 1));
+  ASSERT_TRUE(feed.ok()) << feed.status().ToString();
+  ASSERT_FALSE(feed->transactions.empty());
+  ASSERT_FALSE(feed->transactions[0].changes.empty());
+  EXPECT_TRUE(feed->transactions[0].changes[0].before.has_value());  // acct keys existed
   // Offsets and catalog ids continue.
   ASSERT_TRUE(e->CreateTable("later").ok());
   auto more = Commit(*e, Transaction().Append(Event("clicks", "new", 0)));
@@ -174,8 +182,8 @@ TEST_F(CheckpointTest, CommitsGoOnWhileACheckpointIsTaken) {
   int committed = 0;
   std::thread writer([&] {
     for (int i = 0; i < 20'000 && checkpoints.load() < 3; ++i) {
-      auto r = Commit(*e, Transaction().Put("accounts", "w" + std::to_string(i % 50),
-                                            std::to_string(i)));
+      auto r = Commit(
+          *e, Transaction().Put("accounts", "w" + std::to_string(i % 50), std::to_string(i)));
       ASSERT_TRUE(r.ok()) << r.status().ToString();
       ++committed;
     }
@@ -208,6 +216,10 @@ TEST_F(CheckpointTest, TimeRetentionMovesStartOffsetsAndDeletesSegments) {
   ASSERT_TRUE(e->CreateTopic("audit", 2, /*retention_ms=*/60'000).ok());
   ASSERT_TRUE(e->CreateTopic("clicks", 1, /*retention_ms=*/60'000).ok());
   Fill(*e, 0, 400);  // at t = 1,000,000: about 100 KiB of log, two segments at least
+  // A slow consumer: its committed offset will fall below what retention keeps.
+  ASSERT_TRUE(
+      Commit(*e, Transaction().CommitOffset({"slow", 0, "audit", PartitionId(0), Offset(10)}))
+          .ok());
   now_ += 120'000;
   const Lsn old_end = e->visible_lsn();
   Fill(*e, 400, 500);  // at t + 120 s: these are kept
@@ -228,6 +240,11 @@ TEST_F(CheckpointTest, TimeRetentionMovesStartOffsetsAndDeletesSegments) {
   ASSERT_EQ(kept.size(), 55u);
   EXPECT_EQ(kept[0], "a400");
   EXPECT_EQ(e->OffsetForTimestamp("audit", PartitionId(0), 0)->value(), 200u);
+  auto lag = e->GroupLag("slow");
+  ASSERT_TRUE(lag.ok()) << lag.status().ToString();
+  ASSERT_EQ(lag->size(), 1u);
+  EXPECT_EQ((*lag)[0].events, 255u - 10u);
+  EXPECT_EQ((*lag)[0].ms, 0);  // the oldest event still held was written at the current time
   // A reopen agrees, from the checkpoint and the shorter log.
   e.reset();
   e = Open();

@@ -348,6 +348,62 @@ TEST_F(EngineTest, TheTableMemoryBudgetRefusesCommitsThatWouldPassIt) {
   EXPECT_TRUE(Commit(*e, Transaction().Put("t", "small", "1")).ok());
 }
 
+TEST_F(EngineTest, EveryPublicCallRefusesBadInputClearly) {
+  {
+    EngineOptions o = Options();
+    o.io = nullptr;
+    EXPECT_EQ(Engine::Open(o).status().code(), StatusCode::kInvalidArgument);
+    o = Options();
+    o.dir = "";
+    EXPECT_EQ(Engine::Open(o).status().code(), StatusCode::kInvalidArgument);
+  }
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTable("t").ok());
+  ASSERT_TRUE(e->CreateTopic("events", 2).ok());
+  // Catalog.
+  EXPECT_EQ(e->CreateTopic("bad name", 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->CreateTopic("__x", 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->CreateTopic("events", 1).code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(e->DropTopic("nope").code(), StatusCode::kNotFound);
+  EXPECT_EQ(e->DropTable("nope").code(), StatusCode::kNotFound);
+  // Reads.
+  EXPECT_EQ(e->Scan("nope", {}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(e->Get("nope", "k").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(e->GetAsOf("t", "k", Lsn(e->visible_lsn().value() + 1)).status().code(),
+            StatusCode::kOutOfRange);
+  EXPECT_EQ(e->WaitForEvents("nope", PartitionId(0), Offset(0), std::chrono::milliseconds(1))
+                .status()
+                .code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(e->WaitForEvents("events", PartitionId(2), Offset(0), std::chrono::milliseconds(1))
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->Fetch("events", PartitionId(9), Offset(0)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->DescribeGroup("bad name").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->GroupLag("").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->Changes(Lsn(e->visible_lsn().value() + 2)).status().code(), StatusCode::kOutOfRange);
+  // Transactions.
+  EXPECT_EQ(Commit(*e, Transaction().RequireAbsent("nope", "k")).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(Commit(*e, Transaction().RequireAbsent("t", std::string(5000, 'k'))).status().code(),
+            StatusCode::kInvalidArgument);
+  EventAppend ev;
+  ev.topic = "events";
+  ev.headers.push_back({std::string(300, 'h'), "v"});
+  EXPECT_EQ(Commit(*e, Transaction().Append(ev)).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Commit(*e, Transaction()).status().code(), StatusCode::kInvalidArgument);
+  // Dropping a topic really removes it: appends and fetches are refused after.
+  ASSERT_TRUE(e->DropTopic("events").ok());
+  EventAppend later;
+  later.topic = "events";
+  EXPECT_EQ(Commit(*e, Transaction().Append(later)).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(e->Fetch("events", PartitionId(0), Offset(0)).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(e->ListTopics().empty());
+  EXPECT_TRUE(e->status().ok());
+}
+
 TEST(EngineOnDisk, CommitsSurviveAReopen) {
   testing::TempDir dir;
   auto io = std::move(storage::MakeIo()).value();
