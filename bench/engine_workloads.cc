@@ -29,6 +29,7 @@ base::Result<std::unique_ptr<Engine>> OpenEngine(const EngineWorkload& w) {
   EngineOptions o;
   o.dir = w.dir;
   o.io = w.io;
+  o.log = w.log;
   o.log.sync = w.sync;
   return Engine::Open(o);
 }

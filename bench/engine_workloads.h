@@ -10,6 +10,7 @@
 #include "base/status.h"
 #include "bench/latency.h"
 #include "storage/io.h"
+#include "storage/log.h"
 
 namespace lockstep::bench {
 
@@ -22,6 +23,7 @@ struct EngineWorkload {
   double warmup_seconds = 0.5;
   bool sync = true;
   storage::Io* io = nullptr;
+  storage::LogOptions log;  // segment size and preallocation for the engine's log
 };
 
 struct EngineRow {

@@ -267,8 +267,15 @@ base::Result<Row> RunAppend(storage::Io& io, const Flags& f, const std::string& 
 }
 
 // --workload transfer | events: the engine (or RocksDB) in-process, durable unless --no-sync.
-base::Result<Row> RunEngineWorkload(storage::Io& io, const Flags& f, const std::string& dir) {
+base::Result<Row> RunEngineWorkload(storage::Io& io, const Flags& f, const std::string& dir,
+                                    storage::Preallocation mode) {
   EngineWorkload w;
+  // The engine's log gets the same --segment-bytes and --preallocation as the append workload
+  // (RocksDB ignores both; its rows say so).
+  w.log.segment_bytes = f.segment_bytes;
+  w.log.batch_bytes_max = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(w.log.batch_bytes_max, f.segment_bytes / 2));
+  w.log.preallocation = mode;
   w.dir = storage::JoinPath(dir, f.system);
   w.io = &io;
   w.outstanding = f.outstanding;
@@ -314,7 +321,7 @@ void Print(const Flags& f, Row& row, std::string_view io_name) {
   j["p99_us"] = row.latency.Percentile(0.99);
   j["p999_us"] = row.latency.Percentile(0.999);
   j["io"] = io_name;
-  j["preallocation"] = f.preallocation;
+  j["preallocation"] = row.system == "rocksdb" ? "n/a" : f.preallocation;
   j["sync"] = f.no_sync ? "none" : "fdatasync";
   for (auto& [k, v] : row.extra.items()) j[k] = v;
   if (f.json) {
@@ -393,7 +400,7 @@ int Main(int argc, char** argv) {
   }
   std::vector<base::Result<Row>> rows;
   if (f.workload == "transfer" || f.workload == "events") {
-    rows.push_back(RunEngineWorkload(**io, f, (*work)->path()));
+    rows.push_back(RunEngineWorkload(**io, f, (*work)->path(), mode));
   } else if (f.workload == "disk") {
     // One prepared row per way the log may prepare segments (adaptive: both), then extended.
     // Every ratio against the disk uses the fastest row, so no preparation can flatter it.
