@@ -93,6 +93,10 @@ Table::Node* Table::Next(const Node* node) {
 }
 
 Table::Node* Table::FindGreaterOrEqual(std::string_view key, Node** prev) const {
+  return Next(FindLessThan(key, prev));
+}
+
+Table::Node* Table::FindLessThan(std::string_view key, Node** prev) const {
   Node* x = head_;
   int level = height_.load(std::memory_order_relaxed) - 1;
   for (;;) {
@@ -102,20 +106,6 @@ Table::Node* Table::FindGreaterOrEqual(std::string_view key, Node** prev) const 
       continue;
     }
     if (prev != nullptr) prev[level] = x;
-    if (level == 0) return next;
-    --level;
-  }
-}
-
-Table::Node* Table::FindLessThan(std::string_view key) const {
-  Node* x = head_;
-  int level = height_.load(std::memory_order_relaxed) - 1;
-  for (;;) {
-    Node* next = x->links()[level].load(std::memory_order_acquire);
-    if (next != nullptr && KeyOf(next) < key) {
-      x = next;
-      continue;
-    }
     if (level == 0) return x;
     --level;
   }

@@ -91,8 +91,8 @@ class Table {
   int RandomHeight();
   // The first node with key >= `key`; fills prev[] when given (writer only).
   Node* FindGreaterOrEqual(std::string_view key, Node** prev) const;
-  // The last node with key < `key` (or the head).
-  Node* FindLessThan(std::string_view key) const;
+  // The last node with key < `key` (or the head); fills prev[] when given (writer only).
+  Node* FindLessThan(std::string_view key, Node** prev = nullptr) const;
   Node* FindLast() const;
   static const Version* VisibleAt(const Node* node, Lsn at);
   static std::string_view KeyOf(const Node* node);

@@ -13,42 +13,15 @@
 #include "engine/engine.h"
 #include "storage/checkpoint_file.h"
 #include "storage/fault_io.h"
+#include "tests/engine/engine_fixture.h"
 
 namespace lockstep::engine {
 namespace {
 
 using base::StatusCode;
 
-class CheckpointTest : public ::testing::Test {
+class CheckpointTest : public EngineFixture {
  protected:
-  EngineOptions Options() {
-    EngineOptions o;
-    o.dir = "db";
-    o.io = &io_;
-    o.log.segment_bytes = 64 << 10;
-    o.log.batch_bytes_max = 16 << 10;
-    o.log.prepare_in_background = false;
-    o.now_ms = [this] { return now_.load(); };
-    o.checkpoint.every_log_bytes = 0;  // the tests take them
-    o.checkpoint.every_ms = 0;
-    o.checkpoint.write.bytes_per_second = 0;
-    return o;
-  }
-  std::unique_ptr<Engine> Open() {
-    auto e = Engine::Open(Options());
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    return e.ok() ? std::move(e).value() : nullptr;
-  }
-  static Result<CommitResult> Commit(Engine& e, Transaction t) {
-    return e.Commit(std::move(t)).get();
-  }
-  static EventAppend Event(std::string topic, std::string payload, std::uint32_t partition) {
-    EventAppend ev;
-    ev.topic = std::move(topic);
-    ev.partition = PartitionId(partition);
-    ev.payload = std::move(payload);
-    return ev;
-  }
   static std::vector<std::string> Payloads(Engine& e, const std::string& topic,
                                            std::uint32_t partition, std::uint64_t from) {
     std::vector<std::string> out;
@@ -80,9 +53,6 @@ class CheckpointTest : public ::testing::Test {
       ASSERT_TRUE(Commit(e, std::move(t)).ok());
     }
   }
-
-  storage::FaultInjectingIo io_;
-  std::atomic<std::int64_t> now_{1'000'000};
 };
 
 struct Snapshot {

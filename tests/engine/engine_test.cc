@@ -4,6 +4,7 @@
 // duplicate names, everything survives a reopen by replay, concurrent transfers with version
 // preconditions conserve money, and a storage error stops commits while reads go on.
 #include "engine/engine.h"
+#include "tests/engine/engine_fixture.h"
 
 #include <gtest/gtest.h>
 
@@ -17,27 +18,8 @@ namespace {
 
 using base::StatusCode;
 
-class EngineTest : public ::testing::Test {
+class EngineTest : public EngineFixture {
  protected:
-  EngineOptions Options() {
-    EngineOptions o;
-    o.dir = "db";
-    o.io = &io_;
-    o.log.segment_bytes = 64 << 10;
-    o.log.batch_bytes_max = 16 << 10;
-    o.log.prepare_in_background = false;
-    return o;
-  }
-  std::unique_ptr<Engine> Open() {
-    auto e = Engine::Open(Options());
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    return e.ok() ? std::move(e).value() : nullptr;
-  }
-  static Result<CommitResult> Commit(Engine& e, Transaction t) {
-    return e.Commit(std::move(t)).get();
-  }
-
-  storage::FaultInjectingIo io_;
 };
 
 TEST_F(EngineTest, ACommitIsReadableOnceDurable) {

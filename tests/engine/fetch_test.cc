@@ -9,6 +9,7 @@
 
 #include "engine/engine.h"
 #include "storage/fault_io.h"
+#include "tests/engine/engine_fixture.h"
 
 namespace lockstep::engine {
 namespace {
@@ -30,17 +31,8 @@ std::vector<base::EventView> Decode(const FetchResult& r) {
 
 std::string Str(base::Bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
-class FetchTest : public ::testing::Test {
+class FetchTest : public EngineFixture {
  protected:
-  EngineOptions Options() {
-    EngineOptions o;
-    o.dir = "db";
-    o.io = &io_;
-    o.log.segment_bytes = 64 << 10;
-    o.log.batch_bytes_max = 16 << 10;
-    o.log.prepare_in_background = false;
-    return o;
-  }
   // 300 events into partition 0 of "orders" (2 partitions) mixed with noise in partition 1 and
   // table writes, so the fetcher must pick its events out of the log.
   void Fill(Engine& e) {
@@ -62,7 +54,6 @@ class FetchTest : public ::testing::Test {
       ASSERT_TRUE(e.Commit(std::move(t)).get().ok());
     }
   }
-  storage::FaultInjectingIo io_;
 };
 
 TEST_F(FetchTest, EventsComeBackInOrderAsCommitted) {

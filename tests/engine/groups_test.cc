@@ -10,47 +10,19 @@
 
 #include "engine/engine.h"
 #include "storage/fault_io.h"
+#include "tests/engine/engine_fixture.h"
 
 namespace lockstep::engine {
 namespace {
 
 using base::StatusCode;
 
-class GroupsTest : public ::testing::Test {
+class GroupsTest : public EngineFixture {
  protected:
-  EngineOptions Options() {
-    EngineOptions o;
-    o.dir = "db";
-    o.io = &io_;
-    o.log.segment_bytes = 64 << 10;
-    o.log.batch_bytes_max = 16 << 10;
-    o.log.prepare_in_background = false;
-    o.now_ms = [this] { return now_.load(); };
-    return o;
-  }
-  std::unique_ptr<Engine> Open(EngineOptions o) {
-    auto e = Engine::Open(std::move(o));
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    return e.ok() ? std::move(e).value() : nullptr;
-  }
-  std::unique_ptr<Engine> Open() { return Open(Options()); }
-  static Result<CommitResult> Commit(Engine& e, Transaction t) {
-    return e.Commit(std::move(t)).get();
-  }
-  static EventAppend Event(std::string topic, std::string payload, std::uint32_t partition = 0) {
-    EventAppend ev;
-    ev.topic = std::move(topic);
-    ev.partition = PartitionId(partition);
-    ev.payload = std::move(payload);
-    return ev;
-  }
   static OffsetCommit Offsets(std::string group, std::uint64_t generation, std::string topic,
                               std::uint64_t offset, std::uint32_t partition = 0) {
     return {std::move(group), generation, std::move(topic), PartitionId(partition), Offset(offset)};
   }
-
-  storage::FaultInjectingIo io_;
-  std::atomic<std::int64_t> now_{1'000'000};
 };
 
 void ExpectSameResult(const CommitResult& a, const CommitResult& b) {

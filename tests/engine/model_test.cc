@@ -31,6 +31,7 @@
 #include "base/checksum.h"
 #include "engine/engine.h"
 #include "storage/fault_io.h"
+#include "tests/engine/engine_fixture.h"
 #include "tests/testing/seed.h"
 
 namespace lockstep::engine {
@@ -205,17 +206,9 @@ class Machine {
   explicit Machine(std::uint64_t seed) : rng_(seed), io_(seed ^ 0x9e3779b97f4a7c15ull) {}
 
   EngineOptions Options() {
-    EngineOptions o;
-    o.dir = "db";
-    o.io = &io_;
-    o.log.segment_bytes = 64 << 10;
-    o.log.batch_bytes_max = 16 << 10;
+    EngineOptions o = SmallEngineOptions(&io_, &now_);  // checkpoints only when the test says
     o.log.prepare_in_background = Uniform(0, 1) == 0;
-    o.now_ms = [this] { return now_.load(); };
-    o.checkpoint.every_log_bytes = 0;  // the test takes checkpoints at chosen moments
-    o.checkpoint.every_ms = 0;
     o.checkpoint.write.chunk_bytes = 4096;
-    o.checkpoint.write.bytes_per_second = 0;
     return o;
   }
 

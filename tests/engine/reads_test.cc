@@ -11,6 +11,7 @@
 
 #include "engine/engine.h"
 #include "storage/fault_io.h"
+#include "tests/engine/engine_fixture.h"
 #include "tests/testing/seed.h"
 
 namespace lockstep::engine {
@@ -18,26 +19,8 @@ namespace {
 
 using base::StatusCode;
 
-class ReadsTest : public ::testing::Test {
+class ReadsTest : public EngineFixture {
  protected:
-  EngineOptions Options() {
-    EngineOptions o;
-    o.dir = "db";
-    o.io = &io_;
-    o.log.segment_bytes = 64 << 10;
-    o.log.batch_bytes_max = 16 << 10;
-    o.log.prepare_in_background = false;
-    return o;
-  }
-  std::unique_ptr<Engine> Open() {
-    auto e = Engine::Open(Options());
-    EXPECT_TRUE(e.ok()) << e.status().ToString();
-    return e.ok() ? std::move(e).value() : nullptr;
-  }
-  static Result<CommitResult> Commit(Engine& e, Transaction t) {
-    return e.Commit(std::move(t)).get();
-  }
-  storage::FaultInjectingIo io_;
 };
 
 TEST_F(ReadsTest, AsOfEveryLsnMatchesTheModelAtThatLsn) {
