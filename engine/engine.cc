@@ -93,6 +93,9 @@ Engine::~Engine() {
   log_.reset();  // writes and syncs what was appended; its callbacks answer the commits
   WakeLongPolls();
   AnswerParked(Lsn(UINT64_MAX), base::Unavailable("engine closed"));
+  // Reclamation callbacks name this engine and free what the tables unlinked: all run first.
+  rcu::FreeAfterReaders(std::exchange(garbage_, {}));
+  rcu::Barrier();
 }
 
 Status Engine::status() const {
@@ -378,12 +381,17 @@ void Engine::SequencerLoop() {
   std::deque<std::shared_ptr<Pending>> batch;
   for (;;) {
     bool roll_back = false;
+    bool reclaim = false;
     {
       std::unique_lock lock(queue_mu_);
       sequencer_idle_ = true;
-      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty() || rollback_requested_; });
+      queue_cv_.wait(lock, [this] {
+        return stopping_ || !queue_.empty() || rollback_requested_ || reclaim_requested_ ||
+               reclaim_backlog_;
+      });
       sequencer_idle_ = false;
       roll_back = std::exchange(rollback_requested_, false);
+      reclaim = std::exchange(reclaim_requested_, false) || reclaim_backlog_;
       if (queue_.empty() && stopping_) return;
       std::swap(batch, queue_);
     }
@@ -394,6 +402,7 @@ void Engine::SequencerLoop() {
     }
     for (auto& pending : batch) Process(pending);
     batch.clear();
+    Reclaim(reclaim);
   }
 }
 
@@ -778,15 +787,17 @@ void Engine::Undo(Pending& p) {
     return;
   }
   if (!p.group_bump.empty()) {
-    groups_->table->Rollback(AsBytes(p.group_bump), lsn);
+    groups_->table->Rollback(AsBytes(p.group_bump), lsn, &garbage_);
     return;
   }
   const Transaction& txn = p.txn;
-  if (const auto& key = txn.idempotency_key()) idempotency_->table->Rollback(AsBytes(*key), lsn);
+  if (const auto& key = txn.idempotency_key()) {
+    idempotency_->table->Rollback(AsBytes(*key), lsn, &garbage_);
+  }
   for (std::size_t i = txn.offsets().size(); i-- > 0;) {
     const OffsetCommit& o = txn.offsets()[i];
     group_offsets_->table->Rollback(
-        AsBytes(GroupOffsetKey(o.group, p.offset_topics[i]->id, o.partition)), lsn);
+        AsBytes(GroupOffsetKey(o.group, p.offset_topics[i]->id, o.partition)), lsn, &garbage_);
   }
   for (std::size_t i = p.event_slots.size(); i-- > 0;) {
     TopicEntry& t = *p.event_slots[i].topic;
@@ -802,7 +813,7 @@ void Engine::Undo(Pending& p) {
     }
   }
   for (std::size_t i = txn.writes().size(); i-- > 0;) {
-    p.write_tables[i]->table->Rollback(AsBytes(txn.writes()[i].key), lsn);
+    p.write_tables[i]->table->Rollback(AsBytes(txn.writes()[i].key), lsn, &garbage_);
   }
 }
 

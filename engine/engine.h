@@ -65,10 +65,13 @@ struct EngineOptions {
   std::uint32_t name_bytes_max = 255;
   std::uint32_t partitions_max = 4096;
   // Memory budget for all tables (keys, values, versions and their overhead, internal tables
-  // included); 0: none. A commit that would pass it is refused with kResourceExhausted. Until
-  // versions are reclaimed while running, every version counts until a restart from a
-  // checkpoint, so the default is no budget.
+  // included); 0: none. A commit that would pass it is refused with kResourceExhausted.
   std::uint64_t table_bytes_max = 0;
+  // How long old versions are kept: a version shadowed by a write that became visible more
+  // than this many milliseconds ago is reclaimed, so reads as of an LSN and the change feed's
+  // before images reach back at least this far (docs/engine.md). 0: keep only what current
+  // readers need.
+  std::int64_t version_window_ms = 10'000;
   // How long an idempotency key is remembered: 0 (the default) as long as the log holds the
   // transaction that used it; else this many milliseconds after its commit.
   std::int64_t idempotency_horizon_ms = 0;
@@ -211,10 +214,11 @@ class Engine {
   Result<std::optional<Row>> GetAsOf(std::string_view table, std::string_view key, Lsn at) const;
   Result<std::vector<Row>> ScanAsOf(std::string_view table, const ScanOptions& options,
                                     Lsn at) const;
-  // Every version from this LSN on is kept: 0 after a full replay of the log; after a restart
-  // from a checkpoint, the checkpoint's LSN (a checkpoint holds only the newest version of each
-  // row). Versions are not reclaimed while the engine runs yet.
-  Lsn oldest_readable_lsn() const { return version_floor_; }
+  // Every version from this LSN on is kept. It starts at 0 after a full replay of the log, or at
+  // the checkpoint's LSN after a restart from one (a checkpoint holds only the newest version of
+  // each row), and then follows the visible LSN at a distance of version_window_ms (never past
+  // a checkpoint being written).
+  Lsn oldest_readable_lsn() const { return Lsn(version_floor_.load(std::memory_order_acquire)); }
 
   // The change feed: user-table changes of the transactions from LSN `from` on, up to the
   // visible LSN, each with its before and after images and the events of the same transaction.
@@ -294,6 +298,9 @@ class Engine {
                                              std::int64_t timestamp_ms, std::uint64_t start,
                                              std::uint64_t end) const;
   void SequencerLoop();
+  // Sequencer only: moves the version floor along the window and reclaims below what every
+  // reader has let go of (docs/engine.md, "Tables"). `now`: the grace period of a floor ended.
+  void Reclaim(bool now);
   void Process(const std::shared_ptr<Pending>& pending);
   bool AnswerRetry(const std::shared_ptr<Pending>& pending);
   void ProcessCatalog(const std::shared_ptr<Pending>& pending);
@@ -350,6 +357,7 @@ class Engine {
   bool stopping_ = false;
   bool sequencer_idle_ = false;      // guarded by queue_mu_: only then does Submit notify
   bool rollback_requested_ = false;  // guarded by queue_mu_: a full disk rejected appends
+  bool reclaim_requested_ = false;   // guarded by queue_mu_: a floor's grace period ended
 
   // Conflicts waiting for the durability of the version they saw: (lsn, pending).
   mutable std::mutex parked_mu_;
@@ -368,7 +376,22 @@ class Engine {
   Lsn previous_checkpoint_;                    // guarded by checkpoint_mu_: kept as the fallback
   std::uint64_t log_bytes_at_checkpoint_ = 0;  // guarded by checkpoint_mu_
   std::int64_t checkpoint_ms_ = 0;             // guarded by checkpoint_mu_
-  Lsn version_floor_;                          // set by recovery
+  // Version reclamation. Readers check snapshots against version_floor_; the sequencer reclaims
+  // only below reclaim_safe_, a floor published one grace period earlier (every reader that
+  // could hold a snapshot below it has finished). checkpoint_pin_ (0: none) holds the floor at
+  // or below the LSN of a checkpoint being written.
+  std::atomic<std::uint64_t> version_floor_{0};
+  std::atomic<std::uint64_t> reclaim_safe_{0};
+  std::atomic<bool> grace_pending_{false};
+  std::atomic<std::uint64_t> checkpoint_pin_{0};
+  struct VisibleSample {
+    std::int64_t ms;
+    std::uint64_t lsn;
+  };
+  std::deque<VisibleSample> visible_samples_;  // sequencer only: the visible LSN over time
+  std::int64_t last_reclaim_ms_ = INT64_MIN;   // sequencer only
+  bool reclaim_backlog_ = false;               // sequencer only: more below the safe floor
+  std::vector<void*> garbage_;                 // sequencer only: unlinked, not yet handed on
   // Idempotency keys of transactions below this LSN are forgotten (retention deleted them, or
   // is about to).
   std::atomic<std::uint64_t> idempotency_floor_{0};

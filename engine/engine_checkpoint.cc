@@ -132,6 +132,9 @@ std::uint64_t Engine::FirstOffsetWithin(const TopicEntry& t, std::uint32_t parti
 void Engine::ProcessCapture(const std::shared_ptr<Pending>& p) {
   CheckpointCapture& c = *p->capture;
   c.lsn = Lsn(expected_next_.value() - 1);
+  // The checkpoint reads the tables at c.lsn until Checkpoint() is done: the version floor (at
+  // most the visible LSN, so at most c.lsn now) must not pass it meanwhile.
+  checkpoint_pin_.store(std::max<std::uint64_t>(c.lsn.value(), 1), std::memory_order_release);
   c.next_table_id = next_table_id_;
   c.next_topic_id = next_topic_id_;
   // The sequencer is the catalog's only writer: it reads it without the lock.
@@ -150,6 +153,10 @@ void Engine::ProcessCapture(const std::shared_ptr<Pending>& p) {
 Result<Lsn> Engine::Checkpoint() {
   std::lock_guard lock(checkpoint_mu_);
   LOCKSTEP_RETURN_IF_ERROR(status());
+  struct Unpin {
+    std::atomic<std::uint64_t>& pin;
+    ~Unpin() { pin.store(0, std::memory_order_release); }
+  } unpin{checkpoint_pin_};
   // 1. The state at an LSN boundary, from the sequencer (it appends nothing for this).
   CheckpointCapture capture;
   const std::uint64_t rejections = rejections_.load(std::memory_order_acquire);
@@ -251,6 +258,9 @@ Status Engine::WriteCheckpoint(const CheckpointCapture& capture, Lsn keep,
     Status bad = Status::Ok();
     ScanOptions rows;
     if (t.dropped != Lsn()) rows.limit = 0;  // dropped at the capture: no rows
+    // One read-side section per table: reclamation waits for it (the pin keeps the floor at or
+    // below `lsn` anyway; the section keeps unlinked nodes alive under the walk).
+    rcu::ReadGuard guard;
     t.entry->table->Scan(rows, lsn, [&](std::string_view key, Bytes value, Lsn version) {
       if (idempotency) {
         // Forgotten keys stay forgotten: past the horizon, or their transaction leaves the log.
@@ -348,7 +358,7 @@ Status Engine::LoadCheckpoint(Lsn* replay_from) {
     *replay_from = Lsn(lsn.value() + 1);
     checkpoint_lsn_.store(lsn.value());
     previous_checkpoint_ = i + 1 < checkpoints.size() ? checkpoints[i + 1] : Lsn();
-    version_floor_ = lsn;
+    version_floor_.store(lsn.value(), std::memory_order_release);
     // Checkpoints older than the fallback are of no use (their removal may not have survived a
     // crash): best effort, as at the end of Checkpoint().
     for (std::size_t j = i + 2; j < checkpoints.size(); ++j) {

@@ -12,6 +12,7 @@ namespace lockstep::engine {
 
 Result<GroupInfo> Engine::DescribeGroup(std::string_view group) const {
   LOCKSTEP_RETURN_IF_ERROR(ValidateName("group", group, options_.name_bytes_max));
+  rcu::ReadGuard guard;
   const Lsn at = visible_lsn();
   GroupInfo info;
   info.name = std::string(group);
@@ -51,6 +52,7 @@ Result<GroupInfo> Engine::DescribeGroup(std::string_view group) const {
 }
 
 std::vector<std::string> Engine::ListGroups() const {
+  rcu::ReadGuard guard;
   const Lsn at = visible_lsn();
   std::set<std::string> names;
   groups_->table->Scan({}, at, [&](std::string_view key, Bytes, Lsn) {

@@ -1,6 +1,8 @@
 // Engine reads: the catalog, tables (now and as of an LSN), fetch, offsets by timestamp, the
 // change feed. Every read runs at a snapshot at or below the visible LSN (durable before
-// visible), takes no lock the sequencer waits on, and never blocks it.
+// visible), takes no lock the sequencer waits on, and never blocks it. A read of table versions
+// enters its rcu::ReadGuard *before* it takes its snapshot or checks it against the version
+// floor: that is what lets the sequencer reclaim below a floor once a grace period has passed.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -88,6 +90,7 @@ std::vector<Row> ScanFrom(const Table& table, const ScanOptions& options, Lsn at
 }  // namespace
 
 Result<std::optional<Row>> Engine::Get(std::string_view table, std::string_view key) const {
+  rcu::ReadGuard guard;
   const Lsn at = visible_lsn();
   auto t = FindTableAt(table, at);
   if (!t) return base::NotFound(fmt::format("no table {:?}", table));
@@ -95,6 +98,7 @@ Result<std::optional<Row>> Engine::Get(std::string_view table, std::string_view 
 }
 
 Result<std::vector<Row>> Engine::Scan(std::string_view table, const ScanOptions& options) const {
+  rcu::ReadGuard guard;
   const Lsn at = visible_lsn();
   auto t = FindTableAt(table, at);
   if (!t) return base::NotFound(fmt::format("no table {:?}", table));
@@ -117,6 +121,7 @@ Status CheckAsOf(Lsn at, Lsn oldest, Lsn visible) {
 
 Result<std::optional<Row>> Engine::GetAsOf(std::string_view table, std::string_view key,
                                            Lsn at) const {
+  rcu::ReadGuard guard;
   LOCKSTEP_RETURN_IF_ERROR(CheckAsOf(at, oldest_readable_lsn(), visible_lsn()));
   auto t = FindTableAt(table, at);
   if (!t) return base::NotFound(fmt::format("no table {:?} at LSN {}", table, at.value()));
@@ -125,6 +130,7 @@ Result<std::optional<Row>> Engine::GetAsOf(std::string_view table, std::string_v
 
 Result<std::vector<Row>> Engine::ScanAsOf(std::string_view table, const ScanOptions& options,
                                           Lsn at) const {
+  rcu::ReadGuard guard;
   LOCKSTEP_RETURN_IF_ERROR(CheckAsOf(at, oldest_readable_lsn(), visible_lsn()));
   auto t = FindTableAt(table, at);
   if (!t) return base::NotFound(fmt::format("no table {:?} at LSN {}", table, at.value()));
@@ -264,6 +270,7 @@ std::string Engine::DebugState() const {
 // ---- The change feed ------------------------------------------------------------------------
 
 Result<ChangeFeed> Engine::Changes(Lsn from, const ChangeFeedOptions& options) const {
+  rcu::ReadGuard guard;  // before images come from versions at or above the floor read here
   const Lsn visible = visible_lsn();
   // Before images come from the version just below each change: the feed starts where both
   // the log and the versions reach (after a restart from a checkpoint, just past it).

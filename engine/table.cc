@@ -2,16 +2,17 @@
 
 #include <cstring>
 #include <new>
+#include <type_traits>
 
 namespace lockstep::engine {
 
-// One version of one key: immutable once published, except `older`, which only the (future)
-// reclaimer will cut.
+// One version of one key: immutable once published, except `older`, which the reclaimer cuts
+// (readers may be loading it meanwhile, hence atomic).
 struct Table::Version {
   Lsn lsn;
   bool tombstone;
   std::uint32_t value_bytes;
-  const Version* older;
+  std::atomic<const Version*> older;
   std::byte* value() { return reinterpret_cast<std::byte*>(this + 1); }
   const std::byte* value() const { return reinterpret_cast<const std::byte*>(this + 1); }
 };
@@ -30,39 +31,113 @@ struct Table::Node {
   char* key() { return reinterpret_cast<char*>(links() + height); }
 };
 static_assert(sizeof(Table::Node) % alignof(std::atomic<void*>) == 0);
+// Garbage is freed with ::operator delete and no destructor call (rcu::FreeAfterReaders).
+static_assert(std::is_trivially_destructible_v<Table::Node>);
 
 Table::Table(std::uint64_t seed) : rng_(seed) { head_ = NewNode({}, kMaxHeight); }
 
 Table::~Table() {
+  // Whoever destroys the table is its last user: no reader or writer is left.
   Node* n = head_;
   while (n != nullptr) {
     Node* next = n->links()[0].load(std::memory_order_relaxed);
     for (const Version* v = n->newest.load(std::memory_order_relaxed); v != nullptr;) {
-      const Version* older = v->older;
-      v->~Version();
+      const Version* older = v->older.load(std::memory_order_relaxed);
       ::operator delete(const_cast<Version*>(v));
       v = older;
     }
-    n->~Node();
     ::operator delete(n);
     n = next;
   }
-  for (const Version* v : retired_) {
-    v->~Version();
-    ::operator delete(const_cast<Version*>(v));
-  }
 }
 
-void Table::Rollback(Bytes key, Lsn lsn) {
+std::size_t Table::NodeBytes(const Node* node) {
+  return sizeof(Node) + sizeof(std::atomic<Node*>) * static_cast<std::size_t>(node->height) +
+         node->key_bytes;
+}
+
+std::size_t Table::VersionBytes(const Version* version) {
+  return sizeof(Version) + version->value_bytes;
+}
+
+void Table::Rollback(Bytes key, Lsn lsn, std::vector<void*>* garbage) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
   Node* node = FindGreaterOrEqual(k, nullptr);
   if (node == nullptr || KeyOf(node) != k) return;
   const Version* v = node->newest.load(std::memory_order_relaxed);
   if (v == nullptr || v->lsn != lsn) return;
   // Readers at the visible LSN skip this version whether they see it or its successor as the
-  // newest; a node left without versions reads as absent.
-  node->newest.store(v->older, std::memory_order_release);
-  retired_.push_back(v);
+  // newest.
+  node->newest.store(v->older.load(std::memory_order_relaxed), std::memory_order_release);
+  bytes_.fetch_sub(VersionBytes(v), std::memory_order_relaxed);
+  garbage->push_back(const_cast<Version*>(v));
+  // Rollbacks come newest first, so this write's entry is among the last.
+  for (std::size_t i = shadowing_.size(); i-- > shadowing_head_ && shadowing_[i].lsn >= lsn;) {
+    if (shadowing_[i].node == node && shadowing_[i].lsn == lsn) {
+      shadowing_.erase(shadowing_.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  }
+  // A key left without versions had only rejected writes: no entry names it any more.
+  if (node->newest.load(std::memory_order_relaxed) == nullptr) Unlink(node, garbage);
+}
+
+void Table::Unlink(Node* node, std::vector<void*>* garbage) {
+  Node* prev[kMaxHeight];
+  Node* found = FindGreaterOrEqual(KeyOf(node), prev);
+  LOCKSTEP_ASSERT(found == node);
+  // Top down, so a reader descending past a level still finds the node below, whose own links
+  // stay intact for readers standing on it until the grace period ends.
+  for (int i = node->height; i-- > 0;) {
+    LOCKSTEP_ASSERT(prev[i]->links()[i].load(std::memory_order_relaxed) == node);
+    prev[i]->links()[i].store(node->links()[i].load(std::memory_order_relaxed),
+                              std::memory_order_release);
+  }
+  for (const Version* v = node->newest.load(std::memory_order_relaxed); v != nullptr;
+       v = v->older.load(std::memory_order_relaxed)) {
+    bytes_.fetch_sub(VersionBytes(v), std::memory_order_relaxed);
+    garbage->push_back(const_cast<Version*>(v));
+  }
+  bytes_.fetch_sub(NodeBytes(node), std::memory_order_relaxed);
+  garbage->push_back(node);
+}
+
+void Table::CutBelow(Node* node, Lsn horizon, std::vector<void*>* garbage) {
+  const Version* keep = node->newest.load(std::memory_order_relaxed);
+  while (keep != nullptr && keep->lsn > horizon) keep = keep->older.load(std::memory_order_relaxed);
+  if (keep == nullptr) return;
+  const Version* tail = keep->older.load(std::memory_order_relaxed);
+  if (tail == nullptr) return;
+  // `keep` answers every read at or above the horizon; nothing older is reachable after this.
+  const_cast<Version*>(keep)->older.store(nullptr, std::memory_order_release);
+  while (tail != nullptr) {
+    const Version* older = tail->older.load(std::memory_order_relaxed);
+    bytes_.fetch_sub(VersionBytes(tail), std::memory_order_relaxed);
+    garbage->push_back(const_cast<Version*>(tail));
+    tail = older;
+  }
+}
+
+std::size_t Table::Reclaim(Lsn horizon, std::size_t budget, std::vector<void*>* garbage) {
+  std::size_t seen = 0;
+  while (seen < budget && shadowing_head_ < shadowing_.size() &&
+         shadowing_[shadowing_head_].lsn <= horizon) {
+    const Shadowing s = shadowing_[shadowing_head_++];
+    ++seen;
+    CutBelow(s.node, horizon, garbage);
+    // Only the tombstone's own entry unlinks its key: no later entry can name the node then.
+    const Version* newest = s.node->newest.load(std::memory_order_relaxed);
+    if (newest->tombstone && newest->lsn == s.lsn) Unlink(s.node, garbage);
+  }
+  if (shadowing_head_ == shadowing_.size()) {
+    shadowing_.clear();
+    shadowing_head_ = 0;
+  } else if (shadowing_head_ >= 4096 && shadowing_head_ * 2 >= shadowing_.size()) {
+    shadowing_.erase(shadowing_.begin(),
+                     shadowing_.begin() + static_cast<std::ptrdiff_t>(shadowing_head_));
+    shadowing_head_ = 0;
+  }
+  return seen;
 }
 
 Table::Node* Table::NewNode(Bytes key, int height) {
@@ -127,7 +202,7 @@ Table::Node* Table::FindLast() const {
 
 const Table::Version* Table::VisibleAt(const Node* node, Lsn at) {
   const Version* v = node->newest.load(std::memory_order_acquire);
-  while (v != nullptr && v->lsn > at) v = v->older;
+  while (v != nullptr && v->lsn > at) v = v->older.load(std::memory_order_acquire);
   return v == nullptr || v->tombstone ? nullptr : v;
 }
 
@@ -157,6 +232,7 @@ void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
   if (!value.empty()) std::memcpy(v->value(), value.data(), value.size());
   node->newest.store(v, std::memory_order_release);  // publish: readers see a whole version
   bytes_.fetch_add(size, std::memory_order_relaxed);
+  if (newest != nullptr || tombstone) shadowing_.push_back({node, lsn});
 }
 
 void Table::Put(Bytes key, Bytes value, Lsn lsn) { AddVersion(key, value, false, lsn); }
@@ -173,6 +249,7 @@ std::optional<Table::Newest> Table::NewestVersion(Bytes key) const {
 }
 
 std::optional<Table::Read> Table::Get(Bytes key, Lsn at) const {
+  LOCKSTEP_ASSERT(rcu::InReadSection());
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
   const Node* node = FindGreaterOrEqual(k, nullptr);
   if (node == nullptr || KeyOf(node) != k) return std::nullopt;

@@ -2,17 +2,20 @@
 // Table: one MVCC ordered map (bytes -> bytes, ordered bytewise) — see docs/engine.md.
 //
 // A skip list with ONE writer (the engine's sequencer) and any number of concurrent readers that
-// take no lock and never block the writer (LevelDB's memtable discipline: nodes are only ever
-// inserted; links are published with release stores and read with acquire loads). Every key
-// holds a chain of versions, newest first, each tagged with the LSN that wrote it; a delete is a
-// tombstone version. A read at snapshot S sees, per key, the newest version with lsn <= S.
+// take no lock and never block the writer (LevelDB's memtable discipline: links are published
+// with release stores and read with acquire loads). Every key holds a chain of versions, newest
+// first, each tagged with the LSN that wrote it; a delete is a tombstone version. A read at
+// snapshot S sees, per key, the newest version with lsn <= S.
 //
-// Memory: versions and nodes live until the table is destroyed. Reclaiming versions below the
-// version horizon (userspace RCU, docs/engine.md) is the next step of issue 3; until then
-// bytes() grows with every write and the engine's table budget bounds it.
+// Memory: the writer reclaims below a horizon H it is given (Reclaim): per key, every version
+// older than the newest one with lsn <= H, and keys whose only version left is such a tombstone.
+// It unlinks them and hands them back as garbage for rcu::FreeAfterReaders, so readers inside a
+// read-side section (rcu::ReadGuard) never touch freed memory. A read at a snapshot below H may
+// miss versions: the engine keeps readers' snapshots at or above the horizon it publishes one
+// grace period before it reclaims (docs/engine.md).
 //
-// Threads: Put, Delete and NewestVersion only from the single writer thread; Get, Scan and
-// bytes() from any thread.
+// Threads: Put, Delete, Rollback, Reclaim and NewestVersion only from the single writer thread;
+// Get and Scan from any thread inside an rcu::ReadGuard; bytes() from any thread.
 #include <atomic>
 #include <cstdint>
 #include <optional>
@@ -21,8 +24,10 @@
 #include <string_view>
 #include <vector>
 
+#include "base/assert.h"
 #include "base/event_record.h"  // base::Bytes
 #include "engine/ids.h"
+#include "engine/rcu.h"
 
 namespace lockstep::engine {
 
@@ -49,8 +54,17 @@ class Table {
 
   // Writer only: removes the version `lsn` wrote to `key` if it is the newest, for a transaction
   // the log rejected (a full disk). Readers never saw it (it was above the visible LSN) but may
-  // be stepping over it, so it is not freed until the table is.
-  void Rollback(Bytes key, Lsn lsn);
+  // be stepping over it: what it unlinks goes to `garbage` (see Reclaim).
+  void Rollback(Bytes key, Lsn lsn, std::vector<void*>* garbage);
+
+  // Writer only: unlinks what no read at a snapshot >= `horizon` needs — versions shadowed by a
+  // newer version at or below the horizon, and keys whose newest version is a tombstone at or
+  // below it — and appends the unlinked memory to `garbage`, for rcu::FreeAfterReaders.
+  // REQUIRES: horizon never decreases and stays at or below every LSN still to be rolled back.
+  // Work is proportional to the writes since the last call that the horizon passed.
+  // At most `budget` writes are looked at per call (a bounded pause for the writer); returns how
+  // many were.
+  std::size_t Reclaim(Lsn horizon, std::size_t budget, std::vector<void*>* garbage);
 
   // Writer only: the newest version of `key` whatever its durability (for preconditions);
   // nullopt when the key was never written. `exists` is false for a tombstone. `value` points
@@ -62,17 +76,18 @@ class Table {
   };
   std::optional<Newest> NewestVersion(Bytes key) const;
 
-  // Any thread: the value of `key` at snapshot `at`, and the LSN that wrote it; nullopt when the
-  // key is absent (never written, deleted, or written only after `at`).
+  // Any thread, inside an rcu::ReadGuard: the value of `key` at snapshot `at`, and the LSN that
+  // wrote it; nullopt when the key is absent (never written, deleted, or written only after `at`).
   struct Read {
     std::string value;
     Lsn version;
   };
   std::optional<Read> Get(Bytes key, Lsn at) const;
 
-  // Any thread: calls fn(std::string_view key, Bytes value, Lsn version) for each key present at
-  // snapshot `at`, in key order (or reverse), honouring from/to/prefix/limit; stops early when
-  // fn returns false. Returns the number of rows passed to fn.
+  // Any thread, inside an rcu::ReadGuard: calls fn(std::string_view key, Bytes value, Lsn version)
+  // for each key present at snapshot `at`, in key order (or reverse), honouring
+  // from/to/prefix/limit; stops early when fn returns false. Returns the number of rows passed to
+  // fn.
   template <typename Fn>
   std::size_t Scan(const ScanOptions& options, Lsn at, Fn&& fn) const;
 
@@ -100,8 +115,21 @@ class Table {
   static Lsn LsnOf(const Version* version);
   static Node* Next(const Node* node);
 
+  // A write that may leave garbage once the horizon passes its LSN: it shadowed an older
+  // version, or it is a tombstone. Kept in LSN order (writes arrive in LSN order; Rollback
+  // removes from the back), so Reclaim stops at the first one above the horizon.
+  struct Shadowing {
+    Node* node;
+    Lsn lsn;
+  };
+  void Unlink(Node* node, std::vector<void*>* garbage);
+  void CutBelow(Node* node, Lsn horizon, std::vector<void*>* garbage);
+  static std::size_t NodeBytes(const Node* node);
+  static std::size_t VersionBytes(const Version* version);
+
   Node* head_;
-  std::vector<const Version*> retired_;  // writer only: rolled back, freed with the table
+  std::vector<Shadowing> shadowing_;  // writer only: [shadowing_head_, end) not yet reclaimed
+  std::size_t shadowing_head_ = 0;
   std::atomic<int> height_{1};
   std::mt19937_64 rng_;  // writer only
   std::atomic<std::uint64_t> bytes_{0};
@@ -109,6 +137,7 @@ class Table {
 
 template <typename Fn>
 std::size_t Table::Scan(const ScanOptions& o, Lsn at, Fn&& fn) const {
+  LOCKSTEP_ASSERT(rcu::InReadSection());
   std::size_t rows = 0;
   auto in_range = [&](std::string_view key) {
     if (!o.prefix.empty() && key.substr(0, o.prefix.size()) != o.prefix) return false;

@@ -47,6 +47,7 @@ void BM_TableGet(benchmark::State& state) {
   for (auto& p : picks) p = static_cast<int>(rng() % kAccounts);
   std::size_t i = 0;
   for (auto _ : state) {
+    rcu::ReadGuard guard;  // as every engine read does
     benchmark::DoNotOptimize(l.table.Get(B(l.keys[picks[i++ & 4095]]), Lsn(l.lsn)));
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
@@ -64,6 +65,7 @@ void BM_TableScan100(benchmark::State& state) {
     o.from = l.keys[picks[i++ & 4095]];
     o.limit = 100;
     std::size_t bytes = 0;
+    rcu::ReadGuard guard;
     l.table.Scan(o, Lsn(l.lsn), [&](std::string_view k, Bytes v, Lsn) {
       bytes += k.size() + v.size();
       return true;

@@ -1,0 +1,71 @@
+// Version reclamation (docs/engine.md, "Tables"): the sequencer moves the version floor along
+// the version window and, one grace period later, unlinks what lies below it. It never waits
+// for a reader: the grace period runs in liburcu's callback thread, which then wakes it.
+#include <algorithm>
+#include <utility>
+
+#include "engine/engine.h"
+#include "engine/engine_internal.h"
+#include "engine/rcu.h"
+
+namespace lockstep::engine {
+
+namespace {
+// How often the sequencer looks at the window while commits keep it busy.
+constexpr std::int64_t kReclaimEveryMs = 10;
+// Shadowing writes looked at per table per pass: a bounded pause for the sequencer.
+constexpr std::size_t kReclaimBudget = 16 << 10;
+}  // namespace
+
+void Engine::Reclaim(bool now) {
+  const std::int64_t ms = options_.now_ms();
+  if (now || reclaim_backlog_ || ms - last_reclaim_ms_ >= kReclaimEveryMs) {
+    last_reclaim_ms_ = ms;
+    // 1. The floor: the visible LSN as it was version_window_ms ago (samples taken here), held
+    //    at or below a checkpoint being written, and never moving back.
+    const std::uint64_t visible = visible_lsn().value();
+    if (visible_samples_.empty() || visible_samples_.back().lsn != visible) {
+      visible_samples_.push_back({ms, visible});
+    }
+    const std::int64_t boundary = ms - options_.version_window_ms;
+    std::uint64_t floor = version_floor_.load(std::memory_order_relaxed);
+    std::uint64_t target = floor;
+    while (!visible_samples_.empty() && visible_samples_.front().ms <= boundary) {
+      target = std::max(target, visible_samples_.front().lsn);
+      if (visible_samples_.size() == 1) break;  // the newest sample stays: the visible LSN now
+      visible_samples_.pop_front();
+    }
+    if (const std::uint64_t pin = checkpoint_pin_.load(std::memory_order_acquire); pin != 0) {
+      target = std::min(target, pin);
+    }
+    // 2. Publish it, then wait (in the background) for every reader that may have taken a
+    //    snapshot below it: only then may what lies below it go.
+    if (target > floor && !grace_pending_.load(std::memory_order_acquire)) {
+      version_floor_.store(target, std::memory_order_seq_cst);
+      grace_pending_.store(true, std::memory_order_release);
+      rcu::AfterReaders([this, target] {
+        reclaim_safe_.store(target, std::memory_order_release);
+        grace_pending_.store(false, std::memory_order_release);
+        {
+          std::lock_guard lock(queue_mu_);
+          reclaim_requested_ = true;
+        }
+        queue_cv_.notify_one();
+      });
+    }
+    // 3. Unlink below the floor whose grace period has ended.
+    const Lsn safe(reclaim_safe_.load(std::memory_order_acquire));
+    reclaim_backlog_ = false;
+    if (safe != Lsn()) {
+      for (const auto& [id, entry] : table_ids_) {
+        if (entry->table->Reclaim(safe, kReclaimBudget, &garbage_) == kReclaimBudget) {
+          reclaim_backlog_ = true;
+        }
+      }
+    }
+  }
+  // Unlinked here or by a rollback: freed once no reader can be stepping over it.
+  if (!garbage_.empty()) rcu::FreeAfterReaders(std::exchange(garbage_, {}));
+}
+
+}  // namespace lockstep::engine
