@@ -401,8 +401,8 @@ void Engine::SequencerLoop() {
       if (const Lsn next = log_->next_lsn(); next != expected_next_) RollBack(next);
     }
     for (auto& pending : batch) Process(pending);
+    Reclaim(reclaim, batch.size());
     batch.clear();
-    Reclaim(reclaim);
   }
 }
 

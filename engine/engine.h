@@ -299,8 +299,9 @@ class Engine {
                                              std::uint64_t end) const;
   void SequencerLoop();
   // Sequencer only: moves the version floor along the window and reclaims below what every
-  // reader has let go of (docs/engine.md, "Tables"). `now`: the grace period of a floor ended.
-  void Reclaim(bool now);
+  // reader has let go of (docs/engine.md, "Tables"). `now`: the grace period of a floor ended;
+  // `processed`: transactions since the last call.
+  void Reclaim(bool now, std::size_t processed);
   void Process(const std::shared_ptr<Pending>& pending);
   bool AnswerRetry(const std::shared_ptr<Pending>& pending);
   void ProcessCatalog(const std::shared_ptr<Pending>& pending);
@@ -388,10 +389,11 @@ class Engine {
     std::int64_t ms;
     std::uint64_t lsn;
   };
-  std::deque<VisibleSample> visible_samples_;  // sequencer only: the visible LSN over time
-  std::int64_t last_reclaim_ms_ = INT64_MIN;   // sequencer only
-  bool reclaim_backlog_ = false;               // sequencer only: more below the safe floor
-  std::vector<void*> garbage_;                 // sequencer only: unlinked, not yet handed on
+  std::deque<VisibleSample> visible_samples_;     // sequencer only: the visible LSN over time
+  std::int64_t last_reclaim_ms_ = INT64_MIN;      // sequencer only
+  std::uint64_t transactions_since_reclaim_ = 0;  // sequencer only
+  bool reclaim_backlog_ = false;                  // sequencer only: more below the safe floor
+  std::vector<void*> garbage_;                    // sequencer only: unlinked, not yet handed on
   // Idempotency keys of transactions below this LSN are forgotten (retention deleted them, or
   // is about to).
   std::atomic<std::uint64_t> idempotency_floor_{0};

@@ -261,10 +261,11 @@ std::string Engine::DebugState() const {
   std::lock_guard lock(parked_mu_);
   return fmt::format(
       "visible {} durable {} log next {} checkpoint {} parked {} (lowest {}) disk-full "
-      "rejections {}",
+      "rejections {} version floor {} (safe {}{}) table bytes {}",
       visible_lsn().value(), log_->durable_lsn().value(), log_->next_lsn().value(),
       checkpoint_lsn().value(), parked_.size(), parked_.empty() ? 0 : parked_.begin()->first,
-      rejections_.load());
+      rejections_.load(), version_floor_.load(), reclaim_safe_.load(),
+      grace_pending_.load() ? ", grace period pending" : "", table_bytes());
 }
 
 // ---- The change feed ------------------------------------------------------------------------

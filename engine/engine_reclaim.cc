@@ -11,16 +11,21 @@
 namespace lockstep::engine {
 
 namespace {
-// How often the sequencer looks at the window while commits keep it busy.
+// How often the sequencer looks at the window while commits keep it busy: every 10 ms, and
+// every 256 transactions (a clock that stands still — a test's — must not stop reclamation).
 constexpr std::int64_t kReclaimEveryMs = 10;
+constexpr std::uint64_t kReclaimEveryTransactions = 256;
 // Shadowing writes looked at per table per pass: a bounded pause for the sequencer.
 constexpr std::size_t kReclaimBudget = 16 << 10;
 }  // namespace
 
-void Engine::Reclaim(bool now) {
+void Engine::Reclaim(bool now, std::size_t processed) {
   const std::int64_t ms = options_.now_ms();
-  if (now || reclaim_backlog_ || ms - last_reclaim_ms_ >= kReclaimEveryMs) {
+  transactions_since_reclaim_ += processed;
+  if (now || reclaim_backlog_ || ms >= last_reclaim_ms_ + kReclaimEveryMs ||
+      transactions_since_reclaim_ >= kReclaimEveryTransactions) {
     last_reclaim_ms_ = ms;
+    transactions_since_reclaim_ = 0;
     // 1. The floor: the visible LSN as it was version_window_ms ago (samples taken here), held
     //    at or below a checkpoint being written, and never moving back.
     const std::uint64_t visible = visible_lsn().value();
@@ -28,12 +33,15 @@ void Engine::Reclaim(bool now) {
       visible_samples_.push_back({ms, visible});
     }
     const std::int64_t boundary = ms - options_.version_window_ms;
-    std::uint64_t floor = version_floor_.load(std::memory_order_relaxed);
-    std::uint64_t target = floor;
-    while (!visible_samples_.empty() && visible_samples_.front().ms <= boundary) {
-      target = std::max(target, visible_samples_.front().lsn);
-      if (visible_samples_.size() == 1) break;  // the newest sample stays: the visible LSN now
+    // Samples older than the newest one at or before the boundary are of no more use; that one
+    // stays (a pending grace period may delay publishing it).
+    while (visible_samples_.size() >= 2 && visible_samples_[1].ms <= boundary) {
       visible_samples_.pop_front();
+    }
+    const std::uint64_t floor = version_floor_.load(std::memory_order_relaxed);
+    std::uint64_t target = floor;
+    if (visible_samples_.front().ms <= boundary) {
+      target = std::max(target, visible_samples_.front().lsn);
     }
     if (const std::uint64_t pin = checkpoint_pin_.load(std::memory_order_acquire); pin != 0) {
       target = std::min(target, pin);
