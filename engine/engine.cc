@@ -287,6 +287,14 @@ std::optional<std::size_t> FirstRepeat(const std::vector<T>& items) {
 }  // namespace
 
 Status Engine::Validate(const Transaction& txn) const {
+  const std::size_t ops =
+      txn.preconditions().size() + txn.writes().size() + txn.events().size() + txn.offsets().size();
+  if (ops > options_.transaction_ops_max) {
+    return base::InvalidArgument(fmt::format(
+        "transaction has {} operations (preconditions, writes, events and offset commits), "
+        "above the limit of {}: split it",
+        ops, options_.transaction_ops_max));
+  }
   auto key_ok = [&](std::string_view what, const std::string& key) {
     if (key.size() > options_.key_bytes_max) {
       return base::InvalidArgument(fmt::format("{} key is {} bytes, above the limit of {}", what,
@@ -806,11 +814,7 @@ void Engine::Undo(Pending& p) {
     t.next_offset[partition] = std::min(t.next_offset[partition], offset);
     t.max_ts[partition] = p.event_slots[i].prev_max_ts;
     t.bytes[partition] -= p.event_slots[i].record_bytes;
-    auto& index = t.index[partition];
-    if (!index.empty() && index.back().lsn == lsn && index.back().offset == offset) {
-      std::unique_lock lock(t.index_mu);
-      index.pop_back();
-    }
+    t.Unindex(partition, offset, lsn);
   }
   for (std::size_t i = txn.writes().size(); i-- > 0;) {
     p.write_tables[i]->table->Rollback(AsBytes(txn.writes()[i].key), lsn, &garbage_);

@@ -64,6 +64,10 @@ struct EngineOptions {
   std::uint32_t value_bytes_max = 1 << 20;
   std::uint32_t name_bytes_max = 255;
   std::uint32_t partitions_max = 4096;
+  // Operations (preconditions, writes, events and offset commits together) per transaction:
+  // one transaction is one log record and one sequencer step, so it must stay small enough
+  // not to stall every other commit behind it.
+  std::uint32_t transaction_ops_max = 10'000;
   // Memory budget for all tables (keys, values, versions and their overhead, internal tables
   // included); 0: none. A commit that would pass it is refused with kResourceExhausted.
   std::uint64_t table_bytes_max = 0;
@@ -268,6 +272,9 @@ class Engine {
 
   // Bytes the tables hold (what table_bytes_max limits).
   std::uint64_t table_bytes() const;
+  // Entries of every partition's sparse offset index (32 bytes each; about one per 64 events
+  // retained).
+  std::uint64_t offset_index_entries() const;
   // One line for diagnostics: LSNs, parked answers, rejections.
   std::string DebugState() const;
 

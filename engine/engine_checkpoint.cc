@@ -119,14 +119,16 @@ class StreamIn {
 // always kept, even if it alone is larger (as Kafka keeps the active segment).
 std::uint64_t Engine::FirstOffsetWithin(const TopicEntry& t, std::uint32_t partition,
                                         std::uint64_t total, Lsn lsn, std::uint64_t budget) {
+  // bytes_before and lsn both grow along the index: two binary searches, under a brief lock.
   std::shared_lock lock(t.index_mu);
-  std::uint64_t first = 0;
-  for (const auto& e : t.index[partition]) {
-    if (e.lsn > lsn) break;
-    first = e.offset;
-    if (total - e.bytes_before <= budget) break;
-  }
-  return first;
+  const auto& entries = t.index[partition];
+  auto upto = std::partition_point(entries.begin(), entries.end(),
+                                   [&](const TopicEntry::IndexEntry& e) { return e.lsn <= lsn; });
+  if (upto == entries.begin()) return 0;
+  auto fits = std::partition_point(entries.begin(), upto, [&](const TopicEntry::IndexEntry& e) {
+    return total - e.bytes_before > budget;
+  });
+  return fits == upto ? (upto - 1)->offset : fits->offset;
 }
 
 void Engine::ProcessCapture(const std::shared_ptr<Pending>& p) {
@@ -214,6 +216,7 @@ Result<Lsn> Engine::Checkpoint() {
     for (std::uint32_t p = 0; p < capture.topics[i].entry->partitions; ++p) {
       auto& start = capture.topics[i].entry->start_offset[p];
       start.store(std::max(start.load(), starts[i][p]), std::memory_order_release);
+      capture.topics[i].entry->PruneIndex(p, start.load());
     }
   }
   const Lsn older = previous_checkpoint_;
@@ -444,9 +447,11 @@ Status Engine::InstallCheckpoint(Bytes bytes, Lsn lsn) {
           return malformed("bad offset index");
         }
         entry->index[p].push_back(ie);
+        entry->last_indexed[p] = ie.offset;
       }
       if (entry->start_offset[p] > entry->next_offset[p] ||
-          (entry->next_offset[p] > 0 && entry->index[p].empty())) {
+          (entry->next_offset[p] > 0 && entry->index[p].empty()) ||
+          (!entry->index[p].empty() && entry->index[p].front().offset > entry->start_offset[p])) {
         return malformed("bad partition state");
       }
     }

@@ -52,11 +52,14 @@ struct Engine::TopicEntry {
   std::uint32_t round_robin = 0;  // sequencer only
 
   // Per partition, a sparse index offset -> LSN of the transaction that holds it: the first event
-  // of the partition and then one per kIndexEveryEvents. Each entry also keeps the greatest event
+  // of the partition and then one per kIndexEveryEvents, from the entry at or below the start
+  // offset on (retention prunes what lies below it, so the index stays in proportion to the
+  // events retained: 32 bytes per 64 events). Each entry also keeps the greatest event
   // timestamp of the partition *before* its offset, which only grows along the index: the offset
   // for a timestamp T lies at or after the last entry whose `max_ts_before` is below T, within one
   // index interval (event timestamps are client-given, so they need not grow themselves).
-  // Appended by the sequencer (and replay), searched by fetchers under index_mu.
+  // Appended by the sequencer (and replay) and pruned by checkpoints, both under index_mu
+  // exclusively; searched by fetchers under it shared.
   struct IndexEntry {
     std::uint64_t offset;
     Lsn lsn;
@@ -68,27 +71,47 @@ struct Engine::TopicEntry {
   std::vector<std::vector<IndexEntry>> index;
   std::vector<std::int64_t> max_ts;  // sequencer only: greatest timestamp so far per partition
   std::vector<std::uint64_t> bytes;  // sequencer only: event-record bytes so far per partition
+  // Sequencer only: the newest indexed offset per partition (kNotIndexed: none), so that it
+  // never reads `index` without the lock while a checkpoint prunes it.
+  static constexpr std::uint64_t kNotIndexed = UINT64_MAX;
+  std::vector<std::uint64_t> last_indexed;
 
-  // Sequencer (and replay) only: as the only writer it may read `index` without the lock; it
-  // takes it only to change the vector under concurrent fetchers.
+  // Sequencer (and replay) only.
   void Index(std::uint32_t partition, std::uint64_t offset, Lsn lsn, std::int64_t timestamp_ms,
              std::uint64_t record_bytes) {
-    auto& entries = index[partition];
-    if (entries.empty() || offset >= entries.back().offset + kIndexEveryEvents) {
+    std::uint64_t& last = last_indexed[partition];
+    if (last == kNotIndexed || offset >= last + kIndexEveryEvents) {
       std::unique_lock lock(index_mu);
-      entries.push_back({offset, lsn, max_ts[partition], bytes[partition]});
+      index[partition].push_back({offset, lsn, max_ts[partition], bytes[partition]});
+      last = offset;
     }
     max_ts[partition] = std::max(max_ts[partition], timestamp_ms);
     bytes[partition] += record_bytes;
   }
-  // The LSN to start reading at for `offset`: the indexed transaction at or below it.
+  // Sequencer only (Undo): removes the entry for `offset` at `lsn` if it is the newest.
+  void Unindex(std::uint32_t partition, std::uint64_t offset, Lsn lsn) {
+    std::unique_lock lock(index_mu);
+    auto& entries = index[partition];
+    if (entries.empty() || entries.back().lsn != lsn || entries.back().offset != offset) return;
+    entries.pop_back();
+    last_indexed[partition] = entries.empty() ? kNotIndexed : entries.back().offset;
+  }
+  // Checkpoints: drops the entries below the one at or below `start`, which locates `start`.
+  void PruneIndex(std::uint32_t partition, std::uint64_t start) {
+    std::unique_lock lock(index_mu);
+    auto& entries = index[partition];
+    auto it = std::upper_bound(entries.begin(), entries.end(), start,
+                               [](std::uint64_t o, const IndexEntry& e) { return o < e.offset; });
+    if (it - entries.begin() > 1) entries.erase(entries.begin(), it - 1);
+  }
+  // The LSN to start reading at for `offset`: the indexed transaction at or below it; 0 (read
+  // from the log's start) for an offset retention pruned meanwhile.
   Lsn StartFor(std::uint32_t partition, std::uint64_t offset) const {
     std::shared_lock lock(index_mu);
     const auto& entries = index[partition];
     auto it = std::upper_bound(entries.begin(), entries.end(), offset,
                                [](std::uint64_t o, const IndexEntry& e) { return o < e.offset; });
-    LOCKSTEP_ASSERT(it != entries.begin());  // offset 0 is always indexed
-    return (it - 1)->lsn;
+    return it == entries.begin() ? Lsn() : (it - 1)->lsn;
   }
   // Where to start looking for the first event with a timestamp >= `timestamp_ms`: the offset and
   // LSN of the last entry whose events before it are all older. nullopt: no events.
@@ -113,6 +136,7 @@ struct Engine::TopicEntry {
     index.assign(count, std::vector<IndexEntry>());
     max_ts.assign(count, INT64_MIN);
     bytes.assign(count, 0);
+    last_indexed.assign(count, kNotIndexed);
   }
 };
 

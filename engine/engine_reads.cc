@@ -165,6 +165,12 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
       LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event, base::DecodeEvent(ev->record));
       if (event.offset().value() < want) continue;
       if (event.offset().value() != want) {  // offsets are dense, in LSN order
+        const std::uint64_t retained = t.start_offset[partition.value()].load();
+        if (want < retained) {
+          return base::OutOfRange(fmt::format(
+              "offset {} of {}/{} is below its start offset {} (retention deleted it meanwhile)",
+              want, t.name, partition.value(), retained));
+        }
         return base::Internal(fmt::format("{}/{}: offset {} where {} was expected", t.name,
                                           partition.value(), event.offset().value(), want));
       }
@@ -254,6 +260,16 @@ std::uint64_t Engine::table_bytes() const {
   std::shared_lock lock(catalog_mu_);
   std::uint64_t total = 0;
   for (const auto& [id, entry] : table_ids_) total += entry->table->bytes();
+  return total;
+}
+
+std::uint64_t Engine::offset_index_entries() const {
+  std::shared_lock lock(catalog_mu_);
+  std::uint64_t total = 0;
+  for (const auto& [id, t] : topic_ids_) {
+    std::shared_lock index_lock(t->index_mu);
+    for (const auto& entries : t->index) total += entries.size();
+  }
   return total;
 }
 

@@ -247,6 +247,7 @@ TEST_F(CheckpointTest, ByteRetentionKeepsAboutTheBudget) {
   };
   const std::uint64_t all = kept_bytes(*e);
   ASSERT_GT(all, 5 * kBudget);
+  EXPECT_EQ(e->offset_index_entries(), 1000u / 64 + 1);
   ASSERT_TRUE(e->Checkpoint().ok());
   ASSERT_TRUE(Commit(*e, Transaction().Append(Event("sized", "last", 0))).ok());
   ASSERT_TRUE(e->Checkpoint().ok());
@@ -259,10 +260,14 @@ TEST_F(CheckpointTest, ByteRetentionKeepsAboutTheBudget) {
   EXPECT_GE(kept + block, kBudget);
   EXPECT_EQ(e->Fetch("sized", PartitionId(0), Offset(start - 1)).status().code(),
             StatusCode::kOutOfRange);
+  // The index went with the events: it starts at the entry that locates the start offset.
+  const std::uint64_t index_entries = 1001 / 64 + 1 - start / 64;
+  EXPECT_EQ(e->offset_index_entries(), index_entries);
   e.reset();
   e = Open();
   EXPECT_EQ(e->ListTopics()[1].start_offsets[0].value(), start);
   EXPECT_EQ(kept_bytes(*e), kept);
+  EXPECT_EQ(e->offset_index_entries(), index_entries);
 }
 
 TEST_F(CheckpointTest, ADamagedCheckpointFallsBackOrRefusesToOpen) {

@@ -154,6 +154,16 @@ TEST_F(EngineTest, BadTransactionsAreRejectedWithClearErrors) {
   Transaction big;
   for (int i = 0; i < 40; ++i) big.Put("t", "k" + std::to_string(i), std::string(1000, 'x'));
   EXPECT_EQ(Commit(*e, std::move(big)).status().code(), StatusCode::kInvalidArgument);
+  // Too many operations, however small, and exactly the limit.
+  Transaction many;
+  for (int i = 0; i < 10'001; ++i) many.RequireAbsent("t", "k" + std::to_string(i));
+  auto refused = Commit(*e, std::move(many));
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("10001 operations"), std::string::npos)
+      << refused.status().ToString();
+  Transaction limit;
+  for (int i = 0; i < 10'000; ++i) limit.RequireAbsent("t", "k" + std::to_string(i));
+  EXPECT_TRUE(Commit(*e, std::move(limit)).ok());
   // None of the rejected transactions wrote anything.
   EXPECT_TRUE(e->Scan("t", {})->empty());
 }

@@ -209,6 +209,8 @@ class Machine {
     EngineOptions o = SmallEngineOptions(&io_, &now_);  // checkpoints only when the test says
     o.log.prepare_in_background = Uniform(0, 1) == 0;
     o.checkpoint.write.chunk_bytes = 4096;
+    // Versions reclaimed as soon as nothing reads them, or after a few steps of the clock.
+    o.version_window_ms = Uniform(0, 1) == 0 ? 0 : 500;
     return o;
   }
 
