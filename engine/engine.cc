@@ -477,41 +477,53 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
   pre_tables.clear();
   topics.clear();
   {
+    // A refusal over a name depends on the catalog change it saw (a drop, or the creation that
+    // fixed a topic's partitions): like a conflict, it is answered once that is durable.
+    Lsn saw;
     std::shared_lock lock(catalog_mu_);
     auto table = [&](const std::string& name) -> TableEntry* {
       auto it = tables_.find(name);
-      return it == tables_.end() || it->second->dropped != Lsn() ? nullptr : it->second.get();
+      if (it == tables_.end()) return nullptr;
+      saw = it->second->dropped;
+      return it->second->dropped != Lsn() ? nullptr : it->second.get();
     };
     auto topic = [&](const std::string& name,
                      std::optional<PartitionId> partition) -> Result<TopicEntry*> {
       auto it = topics_.find(name);
       if (it == topics_.end() || it->second->dropped != Lsn()) {
+        if (it != topics_.end()) saw = it->second->dropped;
         return base::NotFound(fmt::format("no topic {:?}", name));
       }
       if (partition && partition->value() >= it->second->partitions) {
+        saw = it->second->created;
         return base::InvalidArgument(
             fmt::format("topic {:?} has {} partitions; there is no partition {}", name,
                         it->second->partitions, partition->value()));
       }
       return it->second.get();
     };
+    auto refuse = [&](Status why) {
+      lock.unlock();
+      Park(p, std::move(why), saw);
+    };
     for (const auto& c : txn.preconditions()) {
       pre_tables.push_back(table(c.table));
-      if (!pre_tables.back()) return answer(base::NotFound(fmt::format("no table {:?}", c.table)));
+      if (!pre_tables.back()) return refuse(base::NotFound(fmt::format("no table {:?}", c.table)));
     }
     for (const auto& w : txn.writes()) {
       write_tables.push_back(table(w.table));
-      if (!write_tables.back())
-        return answer(base::NotFound(fmt::format("no table {:?}", w.table)));
+      if (!write_tables.back()) {
+        return refuse(base::NotFound(fmt::format("no table {:?}", w.table)));
+      }
     }
     for (const auto& e : txn.events()) {
       auto t = topic(e.topic, e.partition);
-      if (!t.ok()) return answer(t.status());
+      if (!t.ok()) return refuse(t.status());
       topics.push_back(*t);
     }
     for (const auto& o : txn.offsets()) {
       auto t = topic(o.topic, o.partition);
-      if (!t.ok()) return answer(t.status());
+      if (!t.ok()) return refuse(t.status());
       offset_topics.push_back(*t);
     }
   }
@@ -844,7 +856,6 @@ void Engine::Park(const std::shared_ptr<Pending>& p, Result<CommitResult> answer
 }
 
 void Engine::ProcessCatalog(const std::shared_ptr<Pending>& p) {
-  auto answer = [&](Status s) { p->done(Result<CommitResult>(std::move(s))); };
   CatalogOp op = *p->catalog;
   const std::string name(op.name);
   const Lsn lsn = expected_next_;  // AppendAt checks it (a rejection may come meanwhile)
@@ -852,6 +863,17 @@ void Engine::ProcessCatalog(const std::shared_ptr<Pending>& p) {
     std::unique_lock lock(catalog_mu_);
     const bool is_table =
         op.change == CatalogChange::kCreateTable || op.change == CatalogChange::kDropTable;
+    // "Exists" depends on the creation it saw, "no such" on the drop: answered once durable.
+    auto answer = [&](Status s) {
+      Lsn saw;
+      if (auto t = tables_.find(name); is_table && t != tables_.end()) {
+        saw = std::max(t->second->created, t->second->dropped);
+      } else if (auto c = topics_.find(name); !is_table && c != topics_.end()) {
+        saw = std::max(c->second->created, c->second->dropped);
+      }
+      lock.unlock();
+      Park(p, std::move(s), saw);
+    };
     const bool exists =
         is_table ? (tables_.count(name) != 0 && tables_.find(name)->second->dropped == Lsn())
                  : (topics_.count(name) != 0 && topics_.find(name)->second->dropped == Lsn());

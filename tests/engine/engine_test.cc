@@ -8,6 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "storage/fault_io.h"
@@ -166,6 +169,102 @@ TEST_F(EngineTest, BadTransactionsAreRejectedWithClearErrors) {
   EXPECT_TRUE(Commit(*e, std::move(limit)).ok());
   // None of the rejected transactions wrote anything.
   EXPECT_TRUE(e->Scan("t", {})->empty());
+}
+
+// Guarantee 2 for the catalog: "no such table" after a drop, "exists" or "no such partition"
+// after a creation, is not said before the drop or creation it saw is durable (a crash could
+// still undo it).
+TEST_F(EngineTest, RefusalsOverUndurableCatalogChangesWaitForThem) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTable("t").ok());
+  // Holds the log's syncs while closed: what is appended meanwhile is not durable.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  std::atomic<int> held{0};
+  io_.SetObserver([&](std::uint64_t, storage::OpKind kind, const std::string& path) {
+    if (kind != storage::OpKind::kSync || path.find("log") == std::string::npos) return;
+    std::unique_lock lock(mu);
+    if (open) return;
+    held.fetch_add(1);
+    cv.wait(lock, [&] { return open; });
+  });
+  auto hold = [&] {
+    std::lock_guard lock(mu);
+    open = false;
+    held = 0;
+  };
+  auto release = [&] {
+    {
+      std::lock_guard lock(mu);
+      open = true;
+    }
+    cv.notify_all();
+  };
+  auto wait_held = [&] {
+    for (int i = 0; i < 5000 && held.load() == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_GT(held.load(), 0);
+  };
+  auto wait_for = [](std::atomic<int>& n, int want) {
+    for (int i = 0; i < 2000 && n.load() < want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  };
+
+  // A drop, not yet durable: a write to the table waits for it, then hears "no table".
+  hold();
+  Status dropped = Status::Ok();
+  std::thread drop([&] { dropped = e->DropTable("t"); });
+  wait_held();
+  std::atomic<int> answered{0};
+  Status put = Status::Ok();
+  e->Commit(Transaction().Put("t", "k", "v"), [&](Result<CommitResult> r) {
+    put = r.status();
+    answered.fetch_add(1);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(answered.load(), 0) << "a refusal over an undurable drop was answered early";
+  release();
+  drop.join();
+  wait_for(answered, 1);
+  ASSERT_EQ(answered.load(), 1);
+  EXPECT_TRUE(dropped.ok()) << dropped.ToString();
+  EXPECT_EQ(put.code(), StatusCode::kNotFound) << put.ToString();
+
+  // A creation, not yet durable: creating it again, or appending to a partition it does not
+  // have, waits for it.
+  hold();
+  Status created = Status::Ok();
+  std::thread create([&] { created = e->CreateTopic("x", 1); });
+  wait_held();
+  Status again = Status::Ok();
+  Status append = Status::Ok();
+  std::atomic<int> refused{0};
+  std::thread create_again([&] {
+    again = e->CreateTopic("x", 1);
+    refused.fetch_add(1);
+  });
+  EventAppend ev;
+  ev.topic = "x";
+  ev.partition = PartitionId(5);
+  ev.payload = "p";
+  e->Commit(Transaction().Append(ev), [&](Result<CommitResult> r) {
+    append = r.status();
+    refused.fetch_add(1);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(refused.load(), 0) << "a refusal over an undurable creation was answered early";
+  release();
+  create.join();
+  create_again.join();
+  wait_for(refused, 2);
+  ASSERT_EQ(refused.load(), 2);
+  EXPECT_TRUE(created.ok()) << created.ToString();
+  EXPECT_EQ(again.code(), StatusCode::kAlreadyExists) << again.ToString();
+  EXPECT_EQ(append.code(), StatusCode::kInvalidArgument) << append.ToString();
+  io_.SetObserver({});
 }
 
 TEST_F(EngineTest, ReopenReplaysTablesTopicsAndOffsets) {
