@@ -2,6 +2,9 @@
 
 #include <urcu/urcu-bp.h>
 
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
 #include <new>
 #include <utility>
 
@@ -36,6 +39,12 @@ void TsanRelease(void*) {}
 void TsanAcquire(void*) {}
 #endif
 
+// Callbacks queued and not yet finished. Barrier waits on this rather than on urcu_bp_barrier,
+// whose synchronisation (and internal allocations) ThreadSanitizer cannot see.
+std::mutex outstanding_mu;
+std::condition_variable outstanding_cv;
+std::uint64_t outstanding = 0;
+
 // Standard layout, so liburcu's container_of finds it from its head.
 struct Callback {
   rcu_head head;
@@ -51,6 +60,8 @@ void RunCallback(rcu_head* head) {
   (*callback->fn)();
   delete callback->fn;
   delete callback;
+  std::lock_guard lock(outstanding_mu);
+  if (--outstanding == 0) outstanding_cv.notify_all();
 }
 
 }  // namespace
@@ -69,6 +80,10 @@ bool InReadSection() { return urcu_bp_read_ongoing() != 0; }
 void AfterReaders(std::function<void()> fn) {
   LOCKSTEP_ASSERT(!InReadSection());
   auto* callback = new Callback{{}, new std::function<void()>(std::move(fn))};
+  {
+    std::lock_guard lock(outstanding_mu);
+    ++outstanding;
+  }
   TsanRelease(callback);
   urcu_bp_call_rcu(&callback->head, RunCallback);
 }
@@ -90,7 +105,8 @@ void WaitForReaders() {
 
 void Barrier() {
   LOCKSTEP_ASSERT(!InReadSection());
-  urcu_bp_barrier();
+  std::unique_lock lock(outstanding_mu);
+  outstanding_cv.wait(lock, [] { return outstanding == 0; });
 }
 
 }  // namespace lockstep::engine::rcu

@@ -35,8 +35,8 @@ void FreeAfterReaders(std::vector<void*> garbage);
 // tools: the sequencer never waits for readers (it uses AfterReaders).
 void WaitForReaders();
 
-// Waits until every callback queued before it has run (at shutdown, before the memory the
-// callbacks touch goes away). Never inside a ReadGuard.
+// Waits until every callback queued before it has run to its end (at shutdown, before the
+// memory the callbacks touch goes away). Never inside a ReadGuard; never from a callback.
 void Barrier();
 
 }  // namespace lockstep::engine::rcu
