@@ -966,6 +966,10 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
     std::lock_guard lock(events_mu_);
     events_cv_.notify_all();
   }
+  if (!p->event_slots.empty() && listener_count_.load(std::memory_order_acquire) > 0) {
+    std::lock_guard lock(listeners_mu_);
+    for (const auto& [id, fn] : listeners_) fn();
+  }
   // Durable: never undone, so the result can move out (no copy of its event list).
   p->done(std::move(p->result));
   AnswerParked(lsn, Status::Ok());
@@ -1001,6 +1005,24 @@ void Engine::Fail(const Status& status) {
     if (failure_.ok()) failure_ = status;
   }
   WakeLongPolls();  // WaitForEvents returns when the engine stops
+}
+
+std::uint64_t Engine::AddEventsListener(std::function<void()> fn) {
+  std::lock_guard lock(listeners_mu_);
+  listeners_.emplace_back(next_listener_, std::move(fn));
+  listener_count_.fetch_add(1, std::memory_order_release);
+  return next_listener_++;
+}
+
+void Engine::RemoveEventsListener(std::uint64_t id) {
+  std::lock_guard lock(listeners_mu_);
+  for (auto it = listeners_.begin(); it != listeners_.end(); ++it) {
+    if (it->first == id) {
+      listeners_.erase(it);
+      listener_count_.fetch_sub(1, std::memory_order_release);
+      return;
+    }
+  }
 }
 
 void Engine::WakeLongPolls() {

@@ -245,6 +245,12 @@ class Engine {
   Result<Offset> WaitForEvents(std::string_view topic, PartitionId partition, Offset offset,
                                std::chrono::milliseconds timeout) const;
 
+  // Calls `fn` after events became visible (durable), from the log's writer thread, with no
+  // engine lock held: it must be short and must not block (a server posts a wake-up to its own
+  // threads). Returns an id for RemoveEventsListener, after which `fn` is never called again.
+  std::uint64_t AddEventsListener(std::function<void()> fn);
+  void RemoveEventsListener(std::uint64_t id);
+
   // Consumer groups (guarantee 5). A group's offsets are committed by transactions
   // (Transaction::CommitOffset), alone or with the outputs they produced. NewGroupGeneration
   // durably advances the group's generation — a rebalance — and returns it; from then on, offset
@@ -376,6 +382,10 @@ class Engine {
   mutable std::mutex events_mu_;
   mutable std::condition_variable events_cv_;
   mutable std::atomic<int> event_waiters_{0};
+  std::mutex listeners_mu_;
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> listeners_;  // under listeners_mu_
+  std::uint64_t next_listener_ = 1;                                         // under listeners_mu_
+  std::atomic<int> listener_count_{0};
   mutable std::mutex failure_mu_;
   Status failure_;
   // Checkpoints: one at a time under checkpoint_mu_.
