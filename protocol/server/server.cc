@@ -1,0 +1,774 @@
+#include "protocol/server/server.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "base/clock.h"
+#include "protocol/server/convert.h"
+#include "protocol/wire/frame.h"
+
+namespace lockstep::server {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+namespace fb = wire::fb;
+using flatbuffers::FlatBufferBuilder;
+
+namespace {
+
+class Connection;
+
+// A fetch waiting for new durable events (long-poll): answered when enough arrived, at its
+// deadline, or when the server stops.
+struct ParkedFetch {
+  std::uint64_t correlation_id = 0;
+  std::string topic;
+  PartitionId partition;
+  Offset offset;
+  engine::FetchOptions limits;
+  std::uint32_t min_bytes = 1;
+  std::unique_ptr<asio::steady_timer> timer;
+};
+
+// One response on its way out: the frame header, the FlatBuffers message, and an attachment
+// (the raw event records of a fetch), written with one gather write.
+struct OutFrame {
+  std::array<std::byte, wire::kFrameHeaderBytes> header;
+  flatbuffers::DetachedBuffer message;
+  std::vector<std::byte> attachment;
+  std::size_t bytes() const { return header.size() + message.size() + attachment.size(); }
+};
+
+}  // namespace
+
+class Server::Impl {
+ public:
+  Impl(engine::Engine& engine, ServerOptions options)
+      : engine_(engine),
+        options_(std::move(options)),
+        acceptor_(io_),
+        start_ms_(base::WallClockMs()) {}
+
+  Status Listen();
+  void Run();
+  void Stop(std::chrono::milliseconds drain);
+  ServerStats stats() const {
+    ServerStats s;
+    s.connections = connections_.load();
+    s.parked_fetches = parked_.load();
+    s.requests = requests_.load();
+    s.refused_connections = refused_.load();
+    s.bad_frames = bad_frames_.load();
+    return s;
+  }
+
+  engine::Engine& engine_;
+  ServerOptions options_;
+  asio::io_context io_;
+  tcp::acceptor acceptor_;
+  std::vector<std::thread> threads_;
+  // Blocking engine calls (catalog changes wait for durability) run here, never on io threads.
+  asio::thread_pool blocking_{2};
+  std::int64_t start_ms_;
+  std::string host_;
+  std::uint16_t port_ = 0;
+  std::uint64_t listener_ = 0;
+  std::atomic<bool> stopping_{false};
+  // Open while the io_context runs; work from other threads is posted only under it.
+  std::mutex gate_mu_;
+  bool gate_open_ = true;
+  std::atomic<bool> recheck_posted_{false};
+
+  std::mutex conns_mu_;
+  std::unordered_map<Connection*, std::weak_ptr<Connection>> conns_;
+
+  std::atomic<std::uint32_t> connections_{0};
+  std::atomic<std::uint32_t> parked_{0};
+  std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::uint64_t> refused_{0};
+  std::atomic<std::uint64_t> bad_frames_{0};
+
+  void Accept();
+  void OnEventsVisible();
+  std::vector<std::shared_ptr<Connection>> Connections();
+};
+
+namespace {
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  // The socket was accepted onto a strand of its own: its executor serialises this connection.
+  Connection(Server::Impl& server, tcp::socket socket)
+      : server_(server),
+        socket_(std::move(socket)),
+        strand_(socket_.get_executor()),
+        timer_(strand_) {}
+
+  void Start() {
+    boost::system::error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+    remote_ = Endpoint();
+    ArmTimer(server_.options_.handshake_timeout, "no handshake");
+    ReadHeader();
+  }
+
+  // Any thread. Dropped once the server has stopped (its io_context may be gone): the engine
+  // may still answer a commit after a drain that timed out.
+  template <typename Fn>
+  void Post(Fn&& fn);
+
+  // On the strand: answer every parked fetch whose partition moved (or all, when stopping).
+  void RecheckParked(bool all) {
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      if (AnswerParked(**it, all)) {
+        (*it)->timer->cancel();
+        it = parked_.erase(it);
+        server_.parked_.fetch_sub(1);
+      } else {
+        ++it;
+      }
+    }
+    MaybeResume();
+  }
+
+  // On the strand.
+  bool Quiet() const { return inflight_ == 0 && writes_.empty(); }
+  bool HasParked() const { return !parked_.empty(); }
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    Forget();
+    for (auto& p : parked_) p->timer->cancel();
+    server_.parked_.fetch_sub(static_cast<std::uint32_t>(parked_.size()));
+    parked_.clear();
+    timer_.cancel();
+    boost::system::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+  void Forget() {
+    std::lock_guard lock(server_.conns_mu_);
+    if (server_.conns_.erase(this) != 0) server_.connections_.fetch_sub(1);
+  }
+
+ private:
+  std::string Endpoint() const {
+    boost::system::error_code ec;
+    auto ep = socket_.remote_endpoint(ec);
+    return ec ? std::string("?") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  }
+
+  void ArmTimer(std::chrono::milliseconds after, const char* why) {
+    timer_.expires_after(after);
+    timer_.async_wait([self = shared_from_this(), why](boost::system::error_code ec) {
+      if (ec || self->closed_) return;
+      if (self->inflight_ > 0 || !self->parked_.empty()) {
+        self->ArmTimer(self->server_.options_.idle_timeout, "idle");
+        return;
+      }
+      spdlog::info("connection {}: closed ({})", self->remote_, why);
+      self->Close();
+    });
+  }
+
+  // ---- Reading --------------------------------------------------------------------------------
+
+  void ReadHeader() {
+    if (closed_ || closing_) return;
+    if (Saturated()) {
+      paused_ = true;  // backpressure: resumed by MaybeResume once responses drain
+      return;
+    }
+    reading_ = true;
+    asio::async_read(socket_, asio::buffer(header_),
+                     asio::bind_executor(strand_, [self = shared_from_this()](
+                                                      boost::system::error_code ec, std::size_t) {
+                       self->reading_ = false;
+                       self->OnHeader(ec);
+                     }));
+  }
+
+  void OnHeader(boost::system::error_code ec) {
+    if (ec) return Disconnected(ec);
+    auto header = wire::ParseFrameHeader(header_, server_.options_.max_frame_bytes);
+    if (!header.ok()) return Reject(0, header.status());
+    current_ = *header;
+    body_.resize(current_.body_bytes());
+    reading_ = true;
+    asio::async_read(socket_, asio::buffer(body_),
+                     asio::bind_executor(strand_, [self = shared_from_this()](
+                                                      boost::system::error_code e, std::size_t) {
+                       self->reading_ = false;
+                       self->OnBody(e);
+                     }));
+  }
+
+  void OnBody(boost::system::error_code ec) {
+    if (ec) return Disconnected(ec);
+    if (current_.attachment_bytes() != 0) {
+      return Reject(0, base::InvalidArgument("requests carry no attachment"));
+    }
+    auto message = wire::VerifyRequest(std::span(body_.data(), current_.message_bytes));
+    if (!message.ok()) return Reject(0, message.status());
+    server_.requests_.fetch_add(1, std::memory_order_relaxed);
+    if (handshaken_) ArmTimer(server_.options_.idle_timeout, "idle");
+    Dispatch(**message);
+    ReadHeader();
+  }
+
+  void Disconnected(boost::system::error_code ec) {
+    if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
+      spdlog::debug("connection {}: {}", remote_, ec.message());
+    }
+    Close();
+  }
+
+  // A frame that cannot be trusted: answer with the error, then close once it is written.
+  void Reject(std::uint64_t correlation_id, const Status& why) {
+    server_.bad_frames_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("connection {}: {}; closing it", remote_, why.ToString());
+    SendError(correlation_id, why);
+    closing_ = true;
+  }
+
+  bool Saturated() const {
+    return inflight_ >= server_.options_.max_inflight_requests ||
+           queued_bytes_ >= server_.options_.max_queued_bytes;
+  }
+
+  void MaybeResume() {
+    if (paused_ && !Saturated() && !closed_ && !closing_) {
+      paused_ = false;
+      ReadHeader();
+    }
+  }
+
+  // ---- Writing --------------------------------------------------------------------------------
+
+  void Send(FlatBufferBuilder& fbb, std::vector<std::byte> attachment = {}) {
+    if (closed_) return;
+    OutFrame frame;
+    frame.message = fbb.Release();
+    frame.attachment = std::move(attachment);
+    frame.header = wire::EncodeFrameHeader(static_cast<std::uint32_t>(frame.message.size()),
+                                           static_cast<std::uint32_t>(frame.attachment.size()));
+    queued_bytes_ += frame.bytes();
+    writes_.push_back(std::move(frame));
+    if (!writing_) WriteNext();
+  }
+
+  void SendError(std::uint64_t correlation_id, const Status& status) {
+    FlatBufferBuilder fbb(256);
+    auto error =
+        fb::CreateError(fbb, wire::ToWire(status.code()), fbb.CreateString(status.message()));
+    fbb.Finish(fb::CreateResponseMessage(fbb, correlation_id, error));
+    Send(fbb);
+  }
+
+  template <typename T>
+  void SendResponse(std::uint64_t correlation_id, FlatBufferBuilder& fbb,
+                    flatbuffers::Offset<T> body, std::vector<std::byte> attachment = {}) {
+    fbb.Finish(fb::CreateResponseMessage(fbb, correlation_id, 0, fb::ResponseTraits<T>::enum_value,
+                                         body.Union()));
+    if (fbb.GetSize() + attachment.size() + 8 > server_.options_.max_frame_bytes) {
+      return SendError(correlation_id,
+                       base::ResourceExhausted(fmt::format(
+                           "the response would be {} bytes, above the frame limit of {}: ask for "
+                           "less (a smaller limit or max_bytes)",
+                           fbb.GetSize() + attachment.size(), server_.options_.max_frame_bytes)));
+    }
+    Send(fbb, std::move(attachment));
+  }
+
+  void SendEmpty(std::uint64_t correlation_id) {
+    FlatBufferBuilder fbb(64);
+    SendResponse(correlation_id, fbb, fb::CreateEmpty(fbb));
+  }
+
+  void WriteNext() {
+    if (writes_.empty() || closed_) {
+      writing_ = false;
+      if (closing_ && writes_.empty()) Close();
+      return;
+    }
+    writing_ = true;
+    OutFrame& f = writes_.front();
+    std::array<asio::const_buffer, 3> buffers = {asio::buffer(f.header),
+                                                 asio::buffer(f.message.data(), f.message.size()),
+                                                 asio::buffer(f.attachment)};
+    asio::async_write(socket_, buffers,
+                      asio::bind_executor(strand_, [self = shared_from_this()](
+                                                       boost::system::error_code ec, std::size_t) {
+                        self->OnWritten(ec);
+                      }));
+  }
+
+  void OnWritten(boost::system::error_code ec) {
+    if (ec) return Disconnected(ec);
+    queued_bytes_ -= writes_.front().bytes();
+    writes_.pop_front();
+    MaybeResume();
+    WriteNext();
+  }
+
+  // ---- Requests -------------------------------------------------------------------------------
+
+  // Runs `call` (a blocking engine call returning Status) off the io threads, then answers.
+  template <typename Call>
+  void Blocking(std::uint64_t id, Call call) {
+    ++inflight_;
+    asio::post(server_.blocking_, [self = shared_from_this(), id, call = std::move(call)] {
+      Status status = call();
+      self->Post([self, id, status = std::move(status)] {
+        --self->inflight_;
+        if (status.ok()) {
+          self->SendEmpty(id);
+        } else {
+          self->SendError(id, status);
+        }
+        self->MaybeResume();
+      });
+    });
+  }
+
+  void Commit(std::uint64_t id, Result<engine::Transaction> txn) {
+    if (!txn.ok()) return SendError(id, txn.status());
+    ++inflight_;
+    // Answered from the log's writer thread (or the sequencer): hop back to this strand.
+    server_.engine_.Commit(std::move(txn).value(),
+                           [self = shared_from_this(), id](Result<engine::CommitResult> r) {
+                             self->Post([self, id, r = std::move(r)] {
+                               --self->inflight_;
+                               if (r.ok()) {
+                                 FlatBufferBuilder fbb(256);
+                                 self->SendResponse(id, fbb, Build(fbb, *r));
+                               } else {
+                                 self->SendError(id, r.status());
+                               }
+                               self->MaybeResume();
+                             });
+                           });
+  }
+
+  void Dispatch(const fb::RequestMessage& m) {
+    const std::uint64_t id = m.correlation_id();
+    const fb::Request type = m.request_type();
+    if (!handshaken_ && type != fb::Request::HandshakeRequest) {
+      return Reject(
+          id, base::FailedPrecondition("the first request on a connection must be a handshake"));
+    }
+    engine::Engine& e = server_.engine_;
+    switch (type) {
+      case fb::Request::HandshakeRequest: {
+        const auto* r = m.request_as_HandshakeRequest();
+        if (handshaken_) return SendError(id, base::FailedPrecondition("already handshaken"));
+        if (r->major() != wire::kMajorVersion) {
+          return Reject(id, base::FailedPrecondition(fmt::format(
+                                "protocol version {}.{} is not supported: this server speaks "
+                                "{}.{} (upgrade the {} side)",
+                                r->major(), r->minor(), wire::kMajorVersion, wire::kMinorVersion,
+                                r->major() > wire::kMajorVersion ? "server" : "client")));
+        }
+        handshaken_ = true;
+        ArmTimer(server_.options_.idle_timeout, "idle");
+        FlatBufferBuilder fbb(128);
+        return SendResponse(
+            id, fbb,
+            fb::CreateHandshakeResponse(fbb, wire::kMajorVersion, wire::kMinorVersion,
+                                        fbb.CreateString("lockstepd 0.1"),
+                                        server_.options_.max_frame_bytes));
+      }
+      case fb::Request::CreateTopicRequest: {
+        const auto* r = m.request_as_CreateTopicRequest();
+        return Blocking(id, [&e, name = Str(r->name()), partitions = r->partitions(),
+                             ms = r->retention_ms(), bytes = r->retention_bytes()] {
+          return e.CreateTopic(name, partitions, ms, bytes);
+        });
+      }
+      case fb::Request::DropTopicRequest:
+        return Blocking(id, [&e, name = Str(m.request_as_DropTopicRequest()->name())] {
+          return e.DropTopic(name);
+        });
+      case fb::Request::CreateTableRequest:
+        return Blocking(id, [&e, name = Str(m.request_as_CreateTableRequest()->name())] {
+          return e.CreateTable(name);
+        });
+      case fb::Request::DropTableRequest:
+        return Blocking(id, [&e, name = Str(m.request_as_DropTableRequest()->name())] {
+          return e.DropTable(name);
+        });
+      case fb::Request::ListTopicsRequest: {
+        FlatBufferBuilder fbb(1024);
+        return SendResponse(id, fbb, Build(fbb, e.ListTopics()));
+      }
+      case fb::Request::ListTablesRequest: {
+        FlatBufferBuilder fbb(256);
+        auto names = e.ListTables();
+        return SendResponse(id, fbb,
+                            fb::CreateListTablesResponse(fbb, fbb.CreateVectorOfStrings(names)));
+      }
+      case fb::Request::CommitRequest:
+        return Commit(id, ToTransaction(*m.request_as_CommitRequest()));
+      case fb::Request::CommitOffsetsRequest:
+        return Commit(id, ToOffsetCommits(*m.request_as_CommitOffsetsRequest()));
+      case fb::Request::GetRequest:
+        return Get(id, *m.request_as_GetRequest());
+      case fb::Request::ScanRequest:
+        return Scan(id, *m.request_as_ScanRequest());
+      case fb::Request::FetchRequest:
+        return Fetch(id, *m.request_as_FetchRequest());
+      case fb::Request::ListOffsetsRequest:
+        return ListOffsets(id, *m.request_as_ListOffsetsRequest());
+      case fb::Request::DescribeGroupRequest: {
+        auto group = e.DescribeGroup(Str(m.request_as_DescribeGroupRequest()->group()));
+        if (!group.ok()) return SendError(id, group.status());
+        FlatBufferBuilder fbb(512);
+        return SendResponse(id, fbb, Build(fbb, *group));
+      }
+      case fb::Request::ListGroupsRequest: {
+        FlatBufferBuilder fbb(256);
+        auto names = e.ListGroups();
+        return SendResponse(id, fbb,
+                            fb::CreateListGroupsResponse(fbb, fbb.CreateVectorOfStrings(names)));
+      }
+      case fb::Request::GroupLagRequest: {
+        auto lag = e.GroupLag(Str(m.request_as_GroupLagRequest()->group()));
+        if (!lag.ok()) return SendError(id, lag.status());
+        FlatBufferBuilder fbb(512);
+        return SendResponse(id, fbb, Build(fbb, *lag));
+      }
+      case fb::Request::ChangesRequest: {
+        const auto* r = m.request_as_ChangesRequest();
+        engine::ChangeFeedOptions options;
+        options.max_transactions = r->max_transactions();
+        options.max_bytes = std::min(r->max_bytes(), server_.options_.max_frame_bytes / 2);
+        auto feed = e.Changes(Lsn(r->from_lsn()), options);
+        if (!feed.ok()) return SendError(id, feed.status());
+        FlatBufferBuilder fbb(4096);
+        return SendResponse(id, fbb, Build(fbb, *feed));
+      }
+      case fb::Request::StatsRequest: {
+        const ServerStats s = server_.stats();
+        FlatBufferBuilder fbb(128);
+        return SendResponse(
+            id, fbb,
+            fb::CreateStatsResponse(fbb, e.visible_lsn().value(), e.checkpoint_lsn().value(),
+                                    e.oldest_readable_lsn().value(), e.table_bytes(), s.connections,
+                                    s.parked_fetches, s.requests,
+                                    base::WallClockMs() - server_.start_ms_));
+      }
+      default:
+        // A valid frame of a newer minor version: answered, and the connection stays.
+        return SendError(
+            id, base::InvalidArgument(
+                    fmt::format("unknown request type {}: this server speaks protocol {}.{}",
+                                static_cast<int>(type), wire::kMajorVersion, wire::kMinorVersion)));
+    }
+  }
+
+  void Get(std::uint64_t id, const fb::GetRequest& r) {
+    engine::Engine& e = server_.engine_;
+    auto row = r.as_of() == 0 ? e.Get(Str(r.table()), View(r.key()))
+                              : e.GetAsOf(Str(r.table()), View(r.key()), Lsn(r.as_of()));
+    if (!row.ok()) return SendError(id, row.status());
+    FlatBufferBuilder fbb(256);
+    auto out = row->has_value() ? Build(fbb, **row) : flatbuffers::Offset<fb::Row>();
+    SendResponse(id, fbb, fb::CreateGetResponse(fbb, out));
+  }
+
+  void Scan(std::uint64_t id, const fb::ScanRequest& r) {
+    engine::Engine& e = server_.engine_;
+    engine::ScanOptions o;
+    o.from = View(r.from());
+    o.to = View(r.to());
+    o.prefix = View(r.prefix());
+    o.limit = r.limit();
+    o.reverse = r.reverse();
+    auto rows =
+        r.as_of() == 0 ? e.Scan(Str(r.table()), o) : e.ScanAsOf(Str(r.table()), o, Lsn(r.as_of()));
+    if (!rows.ok()) return SendError(id, rows.status());
+    FlatBufferBuilder fbb(1024);
+    std::vector<flatbuffers::Offset<fb::Row>> out;
+    out.reserve(rows->size());
+    for (const engine::Row& row : *rows) out.push_back(Build(fbb, row));
+    SendResponse(id, fbb, fb::CreateScanResponse(fbb, fbb.CreateVector(out)));
+  }
+
+  void ListOffsets(std::uint64_t id, const fb::ListOffsetsRequest& r) {
+    engine::Engine& e = server_.engine_;
+    const std::string topic = Str(r.topic());
+    std::uint64_t offset = 0;
+    if (r.spec() == fb::OffsetSpec::Timestamp) {
+      auto found = e.OffsetForTimestamp(topic, PartitionId(r.partition()), r.timestamp_ms());
+      if (!found.ok()) return SendError(id, found.status());
+      offset = found->value();
+    } else {
+      bool known = false;
+      for (const engine::TopicInfo& t : e.ListTopics()) {
+        if (t.name != topic) continue;
+        if (r.partition() >= t.partitions) {
+          return SendError(
+              id, base::InvalidArgument(fmt::format("topic {:?} has {} partitions; there is no {}",
+                                                    topic, t.partitions, r.partition())));
+        }
+        offset =
+            (r.spec() == fb::OffsetSpec::Earliest ? t.start_offsets : t.end_offsets)[r.partition()]
+                .value();
+        known = true;
+      }
+      if (!known) return SendError(id, base::NotFound(fmt::format("no topic {:?}", topic)));
+    }
+    FlatBufferBuilder fbb(64);
+    SendResponse(id, fbb, fb::CreateListOffsetsResponse(fbb, offset));
+  }
+
+  void Fetch(std::uint64_t id, const fb::FetchRequest& r) {
+    auto p = std::make_unique<ParkedFetch>();
+    p->correlation_id = id;
+    p->topic = Str(r.topic());
+    p->partition = PartitionId(r.partition());
+    p->offset = Offset(r.offset());
+    // Room for the response message besides the records.
+    p->limits.max_bytes = std::min(r.max_bytes(), server_.options_.max_frame_bytes - 4096);
+    p->limits.max_events = r.max_events();
+    p->min_bytes = std::max<std::uint32_t>(r.min_bytes(), 1);
+    const auto wait =
+        std::min(std::chrono::milliseconds(r.max_wait_ms()), server_.options_.max_wait_cap);
+    if (AnswerParked(*p, wait.count() == 0 || server_.stopping_.load())) return;
+    // Park it: a long-poll. The server's events listener rechecks it; its timer answers it.
+    p->timer = std::make_unique<asio::steady_timer>(strand_);
+    p->timer->expires_after(wait);
+    ParkedFetch* raw = p.get();
+    p->timer->async_wait([self = shared_from_this(), raw](boost::system::error_code ec) {
+      if (ec) return;
+      for (auto it = self->parked_.begin(); it != self->parked_.end(); ++it) {
+        if (it->get() != raw) continue;
+        self->AnswerParked(**it, true);
+        self->parked_.erase(it);
+        self->server_.parked_.fetch_sub(1);
+        self->MaybeResume();
+        return;
+      }
+    });
+    ++inflight_;
+    parked_.push_back(std::move(p));
+    server_.parked_.fetch_add(1);
+  }
+
+  // Fetches for `p`; answers and returns true if it has min_bytes, failed, or `always`.
+  bool AnswerParked(ParkedFetch& p, bool always) {
+    auto got = server_.engine_.Fetch(p.topic, p.partition, p.offset, p.limits);
+    const bool parked = p.timer != nullptr;
+    if (!got.ok()) {
+      if (parked) --inflight_;
+      SendError(p.correlation_id, got.status());
+      return true;
+    }
+    if (!always && got->records.size() < p.min_bytes) return false;
+    if (parked) --inflight_;
+    FlatBufferBuilder fbb(128);
+    const auto records = static_cast<std::uint32_t>(got->records.size());
+    auto body = fb::CreateFetchResponse(fbb, got->events, got->next_offset.value(),
+                                        got->high_watermark.value(), records);
+    SendResponse(p.correlation_id, fbb, body, std::move(got->records));
+    return true;
+  }
+
+  Server::Impl& server_;
+  tcp::socket socket_;
+  tcp::socket::executor_type strand_;
+  asio::steady_timer timer_;
+  std::string remote_;
+  std::array<std::byte, wire::kFrameHeaderBytes> header_{};
+  wire::FrameHeader current_;
+  std::vector<std::byte> body_;
+  std::deque<OutFrame> writes_;
+  std::list<std::unique_ptr<ParkedFetch>> parked_;
+  std::uint64_t queued_bytes_ = 0;
+  std::uint32_t inflight_ = 0;
+  bool handshaken_ = false;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool paused_ = false;
+  bool closing_ = false;  // answered a bad frame: close once written
+  bool closed_ = false;
+};
+
+}  // namespace
+
+template <typename Fn>
+void Connection::Post(Fn&& fn) {
+  std::lock_guard lock(server_.gate_mu_);
+  if (server_.gate_open_) asio::post(strand_, std::forward<Fn>(fn));
+}
+
+// ---- Server::Impl --------------------------------------------------------------------------
+
+Status Server::Impl::Listen() {
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(options_.host, ec);
+  if (ec) {
+    return base::InvalidArgument(
+        fmt::format("listen address {:?}: {}", options_.host, ec.message()));
+  }
+  tcp::endpoint endpoint(address, options_.port);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return base::Unavailable(
+        fmt::format("cannot listen on {}:{}: {}", options_.host, options_.port, ec.message()));
+  }
+  host_ = options_.host;
+  port_ = acceptor_.local_endpoint().port();
+  return Status::Ok();
+}
+
+void Server::Impl::Accept() {
+  acceptor_.async_accept(
+      asio::make_strand(io_), [this](boost::system::error_code ec, tcp::socket socket) {
+        if (ec) {
+          if (ec == asio::error::operation_aborted || stopping_) return;
+          spdlog::warn("accept: {}", ec.message());  // e.g. out of file descriptors: keep serving
+          return Accept();
+        }
+        if (stopping_) return;
+        if (connections_.load() >= options_.max_connections) {
+          refused_.fetch_add(1);
+          // Told why, then closed: the frame is small enough to fit any socket buffer.
+          FlatBufferBuilder fbb(128);
+          auto error = fb::CreateError(
+              fbb, fb::Code::ResourceExhausted,
+              fbb.CreateString(fmt::format("the server holds its limit of {} connections; retry "
+                                           "later",
+                                           options_.max_connections)));
+          fbb.Finish(fb::CreateResponseMessage(fbb, 0, error));
+          auto header = wire::EncodeFrameHeader(fbb.GetSize(), 0);
+          boost::system::error_code ignored;
+          std::array<asio::const_buffer, 2> buffers = {
+              asio::buffer(header), asio::buffer(fbb.GetBufferPointer(), fbb.GetSize())};
+          socket.non_blocking(true, ignored);
+          socket.write_some(buffers, ignored);
+          socket.close(ignored);
+        } else {
+          auto conn = std::make_shared<Connection>(*this, std::move(socket));
+          {
+            std::lock_guard lock(conns_mu_);
+            conns_[conn.get()] = conn;
+            connections_.fetch_add(1);
+          }
+          conn->Post([conn] { conn->Start(); });
+        }
+        Accept();
+      });
+}
+
+std::vector<std::shared_ptr<Connection>> Server::Impl::Connections() {
+  std::vector<std::shared_ptr<Connection>> out;
+  std::lock_guard lock(conns_mu_);
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    if (auto conn = it->second.lock()) {
+      out.push_back(std::move(conn));
+      ++it;
+    } else {
+      it = conns_.erase(it);
+      connections_.fetch_sub(1);
+    }
+  }
+  return out;
+}
+
+void Server::Impl::OnEventsVisible() {
+  // From the log's writer thread: one wake-up at a time, whatever the commit rate.
+  if (parked_.load(std::memory_order_relaxed) == 0) return;
+  if (recheck_posted_.exchange(true)) return;
+  asio::post(io_, [this] {
+    recheck_posted_.store(false);
+    for (auto& conn : Connections()) {
+      conn->Post([conn] { conn->RecheckParked(false); });
+    }
+  });
+}
+
+void Server::Impl::Run() {
+  listener_ = engine_.AddEventsListener([this] { OnEventsVisible(); });
+  Accept();
+  for (std::uint32_t i = 0; i < std::max<std::uint32_t>(options_.io_threads, 1); ++i) {
+    threads_.emplace_back([this] { io_.run(); });
+  }
+}
+
+void Server::Impl::Stop(std::chrono::milliseconds drain) {
+  if (stopping_.exchange(true)) return;
+  engine_.RemoveEventsListener(listener_);
+  asio::post(io_, [this] {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+  });
+  // Parked fetches are answered now with what they have.
+  for (auto& conn : Connections()) conn->Post([conn] { conn->RecheckParked(true); });
+  // In-flight commits are answered and written, for up to `drain`.
+  const auto deadline = std::chrono::steady_clock::now() + drain;
+  for (;;) {
+    std::atomic<int> busy{0};
+    std::atomic<int> checked{0};
+    auto conns = Connections();
+    for (auto& conn : conns) {
+      conn->Post([conn, &busy, &checked] {
+        if (!conn->Quiet()) busy.fetch_add(1);
+        checked.fetch_add(1);
+      });
+    }
+    while (checked.load() < static_cast<int>(conns.size())) std::this_thread::yield();
+    if (busy.load() == 0 || std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (auto& conn : Connections()) {
+    conn->Post([conn] {
+      conn->Close();
+      conn->Forget();
+    });
+  }
+  blocking_.join();
+  {
+    std::lock_guard lock(gate_mu_);
+    gate_open_ = false;
+  }
+  io_.stop();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+// ---- Server --------------------------------------------------------------------------------
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { Stop(); }
+
+Result<std::unique_ptr<Server>> Server::Start(engine::Engine& engine, ServerOptions options) {
+  if (options.max_frame_bytes < 64 * 1024) {
+    return base::InvalidArgument(
+        fmt::format("max frame bytes {} is below 64 KiB", options.max_frame_bytes));
+  }
+  auto impl = std::make_unique<Impl>(engine, std::move(options));
+  LOCKSTEP_RETURN_IF_ERROR(impl->Listen());
+  impl->Run();
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+const std::string& Server::host() const { return impl_->host_; }
+std::uint16_t Server::port() const { return impl_->port_; }
+ServerStats Server::stats() const { return impl_->stats(); }
+void Server::Stop(std::chrono::milliseconds drain) { impl_->Stop(drain); }
+
+}  // namespace lockstep::server

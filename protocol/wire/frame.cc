@@ -1,0 +1,132 @@
+#include "protocol/wire/frame.h"
+
+#include <fmt/format.h>
+
+#include "base/endian.h"
+
+namespace lockstep::wire {
+
+namespace {
+// Bounds for the verifier: deep enough for every message of the schema, small enough that a
+// hostile message cannot make it walk for long.
+constexpr std::uint32_t kMaxDepth = 16;
+constexpr std::uint32_t kMaxTables = 1u << 20;
+
+template <typename T>
+Result<const T*> Verify(std::span<const std::byte> message, const char* what) {
+  if (message.empty()) return base::InvalidArgument(fmt::format("empty {}", what));
+  if (reinterpret_cast<std::uintptr_t>(message.data()) % 8 != 0) {
+    return base::Internal("a received message is not 8-byte aligned");
+  }
+  const auto* data = reinterpret_cast<const std::uint8_t*>(message.data());
+  flatbuffers::Verifier verifier(data, message.size(), kMaxDepth, kMaxTables);
+  if (!verifier.VerifyBuffer<T>(nullptr)) {
+    return base::InvalidArgument(fmt::format(
+        "malformed {}: {} bytes that are not a valid FlatBuffers message", what, message.size()));
+  }
+  return flatbuffers::GetRoot<T>(data);
+}
+}  // namespace
+
+Result<FrameHeader> ParseFrameHeader(std::span<const std::byte, kFrameHeaderBytes> bytes,
+                                     std::uint32_t max_frame_bytes) {
+  FrameHeader h;
+  h.frame_bytes = base::LoadLe32(bytes.data());
+  h.message_bytes = base::LoadLe32(bytes.data() + 4);
+  if (h.frame_bytes < 4) {
+    return base::InvalidArgument(fmt::format("frame length {} is below 4", h.frame_bytes));
+  }
+  if (h.frame_bytes > max_frame_bytes) {
+    return base::InvalidArgument(fmt::format("frame of {} bytes is above the limit of {} bytes",
+                                             h.frame_bytes, max_frame_bytes));
+  }
+  if (h.message_bytes == 0 || h.message_bytes > h.frame_bytes - 4) {
+    return base::InvalidArgument(fmt::format("frame of {} bytes declares a message of {} bytes",
+                                             h.frame_bytes, h.message_bytes));
+  }
+  return h;
+}
+
+std::array<std::byte, kFrameHeaderBytes> EncodeFrameHeader(std::uint32_t message_bytes,
+                                                           std::uint32_t attachment_bytes) {
+  std::array<std::byte, kFrameHeaderBytes> out;
+  base::StoreLe32(out.data(), 4 + message_bytes + attachment_bytes);
+  base::StoreLe32(out.data() + 4, message_bytes);
+  return out;
+}
+
+Result<const fb::RequestMessage*> VerifyRequest(std::span<const std::byte> message) {
+  return Verify<fb::RequestMessage>(message, "request");
+}
+
+Result<const fb::ResponseMessage*> VerifyResponse(std::span<const std::byte> message) {
+  return Verify<fb::ResponseMessage>(message, "response");
+}
+
+fb::Code ToWire(base::StatusCode code) {
+  using C = base::StatusCode;
+  switch (code) {
+    case C::kOk:
+      return fb::Code::Ok;
+    case C::kInvalidArgument:
+      return fb::Code::InvalidArgument;
+    case C::kNotFound:
+      return fb::Code::NotFound;
+    case C::kAlreadyExists:
+      return fb::Code::AlreadyExists;
+    case C::kFailedPrecondition:
+      return fb::Code::FailedPrecondition;
+    case C::kOutOfRange:
+      return fb::Code::OutOfRange;
+    case C::kConflict:
+      return fb::Code::Conflict;
+    case C::kResourceExhausted:
+      return fb::Code::ResourceExhausted;
+    case C::kUnavailable:
+      return fb::Code::Unavailable;
+    case C::kDeadlineExceeded:
+      return fb::Code::DeadlineExceeded;
+    case C::kIoError:
+      return fb::Code::IoError;
+    case C::kDataLoss:
+      return fb::Code::DataLoss;
+    case C::kInternal:
+      return fb::Code::Internal;
+  }
+  return fb::Code::Internal;
+}
+
+base::StatusCode FromWire(fb::Code code) {
+  using C = base::StatusCode;
+  switch (code) {
+    case fb::Code::Ok:
+      return C::kOk;
+    case fb::Code::InvalidArgument:
+      return C::kInvalidArgument;
+    case fb::Code::NotFound:
+      return C::kNotFound;
+    case fb::Code::AlreadyExists:
+      return C::kAlreadyExists;
+    case fb::Code::FailedPrecondition:
+      return C::kFailedPrecondition;
+    case fb::Code::OutOfRange:
+      return C::kOutOfRange;
+    case fb::Code::Conflict:
+      return C::kConflict;
+    case fb::Code::ResourceExhausted:
+      return C::kResourceExhausted;
+    case fb::Code::Unavailable:
+      return C::kUnavailable;
+    case fb::Code::DeadlineExceeded:
+      return C::kDeadlineExceeded;
+    case fb::Code::IoError:
+      return C::kIoError;
+    case fb::Code::DataLoss:
+      return C::kDataLoss;
+    case fb::Code::Internal:
+      return C::kInternal;
+  }
+  return C::kInternal;
+}
+
+}  // namespace lockstep::wire

@@ -1,0 +1,53 @@
+#pragma once
+// Framing and validation of the wire protocol (docs/protocol.md), shared by the server and the
+// clients. A frame is
+//
+//   frame_bytes:u32 LE | message_bytes:u32 LE | message (FlatBuffers) | attachment
+//
+// where frame_bytes counts everything after itself (so at least 4) and the attachment — raw
+// event records after a FetchResponse, nothing otherwise — is frame_bytes - 4 - message_bytes
+// bytes. Every message is verified before use; nothing here trusts the peer.
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "base/status.h"
+#include "protocol/wire/lockstep_generated.h"
+
+namespace lockstep::wire {
+
+using base::Result;
+using base::Status;
+
+inline constexpr std::uint16_t kMajorVersion = 1;
+inline constexpr std::uint16_t kMinorVersion = 0;
+inline constexpr std::size_t kFrameHeaderBytes = 8;
+// The default bound on frame_bytes, at both ends (configurable on each).
+inline constexpr std::uint32_t kDefaultMaxFrameBytes = 16u << 20;
+
+struct FrameHeader {
+  std::uint32_t frame_bytes = 0;    // what follows the first 4 bytes of the header
+  std::uint32_t message_bytes = 0;  // the FlatBuffers message
+  // Bytes to read after the 8-byte header: the message, then the attachment.
+  std::uint32_t body_bytes() const { return frame_bytes - 4; }
+  std::uint32_t attachment_bytes() const { return frame_bytes - 4 - message_bytes; }
+};
+
+// kInvalidArgument for a header that cannot start a valid frame: frame_bytes below 4 or above
+// `max_frame_bytes`, a message longer than the frame, or an empty message.
+Result<FrameHeader> ParseFrameHeader(std::span<const std::byte, kFrameHeaderBytes> bytes,
+                                     std::uint32_t max_frame_bytes);
+std::array<std::byte, kFrameHeaderBytes> EncodeFrameHeader(std::uint32_t message_bytes,
+                                                           std::uint32_t attachment_bytes);
+
+// Runs the FlatBuffers verifier (bounded depth and table count) over a received message.
+// `message` must be 8-byte aligned (as heap buffers are). kInvalidArgument when it fails.
+Result<const fb::RequestMessage*> VerifyRequest(std::span<const std::byte> message);
+Result<const fb::ResponseMessage*> VerifyResponse(std::span<const std::byte> message);
+
+// Status codes on the wire and back. An unknown wire code (a newer peer) reads as kInternal.
+fb::Code ToWire(base::StatusCode code);
+base::StatusCode FromWire(fb::Code code);
+
+}  // namespace lockstep::wire

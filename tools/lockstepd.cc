@@ -1,0 +1,258 @@
+// lockstepd: the Lockstep server (docs/operations.md). One engine over a data directory, served
+// over TCP by protocol/server.
+//
+// Settings come from flags, then LOCKSTEP_* environment variables, then an optional --config
+// TOML file, then defaults, in that order of precedence. Once it serves, it prints exactly one
+// line to stdout, "listening on HOST:PORT", flushed; logs go to stderr. SIGTERM or SIGINT stop
+// it gracefully (exit 0). A held lock, damaged data, a bad flag or config: a message and a
+// non-zero exit (2 for usage, 1 otherwise).
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <CLI/CLI.hpp>
+
+#include <toml++/toml.h>
+#include <csignal>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "engine/engine.h"
+#include "protocol/server/server.h"
+#include "storage/io.h"
+
+namespace {
+
+using lockstep::base::Status;
+
+struct Settings {
+  std::string data_dir = "./data";
+  std::string listen = "127.0.0.1:7070";
+  bool allow_remote = false;
+  std::uint32_t max_connections = 4096;
+  std::uint32_t max_frame_bytes = 16u << 20;
+  std::uint32_t max_inflight_requests = 1024;
+  std::uint64_t max_queued_bytes = 64u << 20;
+  std::uint32_t idle_timeout_ms = 600'000;
+  std::uint32_t handshake_timeout_ms = 10'000;
+  std::uint32_t io_threads = 1;
+  std::int64_t version_window_ms = 10'000;
+  std::uint64_t table_bytes_max = 0;
+  std::string log_level = "info";
+};
+
+int Usage(const std::string& message) {
+  std::fprintf(stderr, "lockstepd: %s (see lockstepd --help)\n", message.c_str());
+  return 2;
+}
+
+bool IsLoopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "::1" || host == "localhost" || host.rfind("127.", 0) == 0;
+}
+
+// Applies the config file's keys to every setting that no flag or variable set. Unknown keys
+// and wrong types are errors naming the key and its place in the file.
+template <typename Bind>
+std::optional<std::string> ApplyConfig(const std::string& path, Bind&& bound) {
+  toml::table config;
+  try {
+    config = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return fmt::format("config {}: {} at line {}, column {}", path, e.description(),
+                       e.source().begin.line, e.source().begin.column);
+  }
+  for (const auto& [key, node] : config) {
+    const std::string name(key.str());
+    auto apply = bound(name);
+    if (!apply) {
+      return fmt::format("config {}: unknown key {:?} at line {}", path, name,
+                         node.source().begin.line);
+    }
+    if (auto error = (*apply)(node)) {
+      return fmt::format("config {}: key {:?} at line {}: {}", path, name, node.source().begin.line,
+                         *error);
+    }
+  }
+  return std::nullopt;
+}
+
+void RaiseFileLimit() {
+  // 1,000 idle clients and more need descriptors: take the hard limit.
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      spdlog::warn("could not raise the open-file limit to {}", limit.rlim_max);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Settings s;
+  CLI::App app{"lockstepd: the Lockstep server (tables and event streams in one commit)"};
+  std::string config_path;
+  std::map<std::string, CLI::Option*> options;
+  auto add = [&](const std::string& name, auto& value, const std::string& help) {
+    std::string env = "LOCKSTEP_" + name;
+    for (char& c : env) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));
+    CLI::Option* o = app.add_option("--" + name, value, help)->envname(env)->capture_default_str();
+    std::string key = name;
+    for (char& c : key) c = c == '-' ? '_' : c;
+    options[key] = o;
+  };
+  add("data-dir", s.data_dir, "data directory (created if missing)");
+  add("listen", s.listen, "HOST:PORT to listen on; port 0 picks a free one");
+  options["allow_remote"] =
+      app.add_flag("--allow-remote", s.allow_remote,
+                   "allow a non-loopback --listen address (no authentication: trusted networks "
+                   "only)")
+          ->envname("LOCKSTEP_ALLOW_REMOTE");
+  add("max-connections", s.max_connections, "connection limit");
+  add("max-frame-bytes", s.max_frame_bytes, "largest frame accepted or sent");
+  add("max-inflight-requests", s.max_inflight_requests,
+      "requests in progress per connection before it stops being read");
+  add("max-queued-bytes", s.max_queued_bytes,
+      "unwritten response bytes per connection before it stops being read");
+  add("idle-timeout-ms", s.idle_timeout_ms, "close connections idle this long");
+  add("handshake-timeout-ms", s.handshake_timeout_ms, "close connections without a handshake");
+  add("io-threads", s.io_threads, "network threads");
+  add("version-window-ms", s.version_window_ms,
+      "how far back reads as of an LSN and the change feed reach");
+  add("table-bytes-max", s.table_bytes_max, "memory budget of the tables (0: none)");
+  add("log-level", s.log_level, "trace, debug, info, warn, error");
+  app.add_option("--config", config_path, "TOML file of settings (keys as the flags, with _)")
+      ->envname("LOCKSTEP_CONFIG");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (!config_path.empty()) {
+    auto bound = [&](const std::string& key)
+        -> std::optional<std::function<std::optional<std::string>(const toml::node&)>> {
+      auto it = options.find(key);
+      if (it == options.end()) return std::nullopt;
+      CLI::Option* o = it->second;
+      return [o](const toml::node& node) -> std::optional<std::string> {
+        if (o->count() > 0) return std::nullopt;  // a flag or a variable set it: they win
+        std::string text;
+        if (auto v = node.value<std::string>()) {
+          text = *v;
+        } else if (auto b = node.value<bool>(); b && node.is_boolean()) {
+          text = *b ? "true" : "false";
+        } else if (auto i = node.value<std::int64_t>()) {
+          text = std::to_string(*i);
+        } else {
+          return std::string("must be a string, a number or a boolean");
+        }
+        try {
+          o->add_result(text);
+          o->run_callback();
+        } catch (const CLI::ParseError& e) {
+          return std::string(e.what());
+        }
+        return std::nullopt;
+      };
+    };
+    if (auto error = ApplyConfig(config_path, bound)) return Usage(*error);
+  }
+
+  auto logger = spdlog::stderr_logger_mt("lockstepd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("ts=%Y-%m-%dT%H:%M:%S.%e level=%l msg=\"%v\"");
+  const auto level = spdlog::level::from_str(s.log_level);
+  if (level == spdlog::level::off && s.log_level != "off") {
+    return Usage(fmt::format("unknown --log-level {:?}", s.log_level));
+  }
+  spdlog::set_level(level);
+
+  const auto colon = s.listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return Usage(fmt::format("--listen {:?} is not HOST:PORT", s.listen));
+  }
+  lockstep::server::ServerOptions so;
+  so.host = s.listen.substr(0, colon);
+  if (so.host.size() > 2 && so.host.front() == '[' && so.host.back() == ']') {
+    so.host = so.host.substr(1, so.host.size() - 2);
+  }
+  try {
+    const unsigned long port = std::stoul(s.listen.substr(colon + 1));
+    if (port > 65535) throw std::out_of_range("port");
+    so.port = static_cast<std::uint16_t>(port);
+  } catch (const std::exception&) {
+    return Usage(fmt::format("--listen {:?}: the port must be 0 to 65535", s.listen));
+  }
+  if (!IsLoopback(so.host)) {
+    if (!s.allow_remote) {
+      return Usage(fmt::format(
+          "--listen {} is not a loopback address: add --allow-remote to serve other machines",
+          s.listen));
+    }
+    spdlog::warn(
+        "serving {} beyond this machine: Lockstep has no authentication; use it only "
+        "on a trusted network",
+        s.listen);
+  }
+  so.max_connections = s.max_connections;
+  so.max_frame_bytes = s.max_frame_bytes;
+  so.max_inflight_requests = s.max_inflight_requests;
+  so.max_queued_bytes = s.max_queued_bytes;
+  so.idle_timeout = std::chrono::milliseconds(s.idle_timeout_ms);
+  so.handshake_timeout = std::chrono::milliseconds(s.handshake_timeout_ms);
+  so.io_threads = s.io_threads;
+
+  // SIGTERM and SIGINT are taken by sigwait below: blocked here, before any thread starts, so
+  // every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  RaiseFileLimit();
+
+  auto io = lockstep::storage::MakeIo();
+  if (!io.ok()) {
+    spdlog::error("storage: {}", io.status().ToString());
+    return 1;
+  }
+  lockstep::engine::EngineOptions eo;
+  eo.dir = s.data_dir;
+  eo.io = io->get();
+  eo.version_window_ms = s.version_window_ms;
+  eo.table_bytes_max = s.table_bytes_max;
+  spdlog::info("opening {}", s.data_dir);
+  auto engine = lockstep::engine::Engine::Open(eo);
+  if (!engine.ok()) {
+    spdlog::error("cannot open the data directory {}: {}", s.data_dir, engine.status().ToString());
+    std::fprintf(stderr, "lockstepd: cannot open the data directory %s: %s\n", s.data_dir.c_str(),
+                 engine.status().ToString().c_str());
+    return 1;
+  }
+  spdlog::info("recovered {}: visible LSN {}", s.data_dir, (*engine)->visible_lsn().value());
+  auto server = lockstep::server::Server::Start(**engine, so);
+  if (!server.ok()) {
+    std::fprintf(stderr, "lockstepd: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  const std::string host = (*server)->host().find(':') != std::string::npos
+                               ? "[" + (*server)->host() + "]"
+                               : (*server)->host();
+  std::printf("listening on %s:%u\n", host.c_str(), static_cast<unsigned>((*server)->port()));
+  std::fflush(stdout);
+  spdlog::info("listening on {}:{}", host, (*server)->port());
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  spdlog::info("{}: stopping (in-flight commits finish, parked fetches are answered)",
+               signal == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->Stop();
+  server->reset();
+  engine->reset();  // syncs and closes the log
+  spdlog::info("stopped");
+  return 0;
+}
