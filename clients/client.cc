@@ -1,0 +1,795 @@
+#include "clients/client.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <deque>
+#include <random>
+#include <span>
+#include <thread>
+#include <unordered_map>
+
+#include "protocol/wire/frame.h"
+
+namespace lockstep::client {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+namespace fb = wire::fb;
+using flatbuffers::FlatBufferBuilder;
+template <typename T>
+using FbOffset = flatbuffers::Offset<T>;
+using Clock = std::chrono::steady_clock;
+
+// ---- Transaction ----------------------------------------------------------------------------
+
+Transaction& Transaction::RequireAbsent(std::string table, std::string key) {
+  preconditions_.push_back({Precondition::Kind::kAbsent, std::move(table), std::move(key), {}});
+  return *this;
+}
+Transaction& Transaction::RequireExists(std::string table, std::string key) {
+  preconditions_.push_back({Precondition::Kind::kExists, std::move(table), std::move(key), {}});
+  return *this;
+}
+Transaction& Transaction::RequireVersion(std::string table, std::string key, Lsn version) {
+  preconditions_.push_back(
+      {Precondition::Kind::kVersion, std::move(table), std::move(key), version});
+  return *this;
+}
+Transaction& Transaction::Put(std::string table, std::string key, std::string value) {
+  writes_.push_back({false, std::move(table), std::move(key), std::move(value)});
+  return *this;
+}
+Transaction& Transaction::Delete(std::string table, std::string key) {
+  writes_.push_back({true, std::move(table), std::move(key), {}});
+  return *this;
+}
+Transaction& Transaction::Append(EventAppend event) {
+  events_.push_back(std::move(event));
+  return *this;
+}
+Transaction& Transaction::CommitOffset(OffsetCommit commit) {
+  offsets_.push_back(std::move(commit));
+  return *this;
+}
+Transaction& Transaction::IdempotencyKey(std::string key) {
+  idempotency_key_ = std::move(key);
+  producer_sequence_.reset();
+  return *this;
+}
+Transaction& Transaction::ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence) {
+  producer_sequence_ = {producer_id, sequence};
+  idempotency_key_.reset();
+  return *this;
+}
+
+// ---- The connection ---------------------------------------------------------------------------
+
+namespace {
+
+// A received response: its frame body (kept alive), the verified message, the attachment.
+struct Response {
+  std::vector<std::byte> body;
+  const fb::ResponseMessage* message = nullptr;
+  std::span<const std::byte> attachment;
+};
+
+struct Call {
+  // Header and message, ready to write; shared with a write in progress, which may outlive
+  // the call (answered, or past its deadline, before the write's completion runs).
+  std::shared_ptr<const std::vector<std::byte>> frame;
+  bool resend_safe = false;
+  bool sent = false;  // written (maybe partly) on some connection
+  Clock::time_point deadline;
+  std::function<void(Result<Response>)> done;
+};
+
+}  // namespace
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions options)
+      : options_(std::move(options)), socket_(io_), timer_(io_), sweeper_(io_) {}
+
+  ~Impl() {
+    asio::post(io_, [this] {
+      closed_ = true;
+      FailAll(base::Unavailable("the client was closed"));
+      boost::system::error_code ignored;
+      socket_.close(ignored);
+      timer_.cancel();
+      sweeper_.cancel();
+      work_.reset();
+    });
+    if (thread_.joinable()) thread_.join();
+  }
+
+  Status Start() {
+    const auto colon = options_.broker.rfind(':');
+    if (colon == std::string::npos) {
+      return base::InvalidArgument(
+          fmt::format("broker {:?} is not HOST:PORT", options_.broker));
+    }
+    host_ = options_.broker.substr(0, colon);
+    port_ = options_.broker.substr(colon + 1);
+    thread_ = std::thread([this] { io_.run(); });
+    std::promise<Status> ready;
+    auto future = ready.get_future();
+    asio::post(io_, [this, &ready] {
+      on_ready_ = [&ready](Status s) { ready.set_value(std::move(s)); };
+      Sweep();
+      Connect();
+    });
+    return future.get();
+  }
+
+  // Any thread: builds the frame now, then queues it on the network thread.
+  void Submit(FlatBufferBuilder& fbb, flatbuffers::Offset<void> request, fb::Request type,
+              bool resend_safe, std::function<void(Result<Response>)> done) {
+    const std::uint64_t id = next_id_.fetch_add(1);
+    fbb.Finish(fb::CreateRequestMessage(fbb, id, type, request));
+    Call call;
+    const auto header = wire::EncodeFrameHeader(fbb.GetSize(), 0);
+    auto frame = std::make_shared<std::vector<std::byte>>(header.size() + fbb.GetSize());
+    std::memcpy(frame->data(), header.data(), header.size());
+    std::memcpy(frame->data() + header.size(), fbb.GetBufferPointer(), fbb.GetSize());
+    call.frame = std::move(frame);
+    call.resend_safe = resend_safe;
+    call.deadline = Clock::now() + options_.retry_deadline;
+    call.done = std::move(done);
+    asio::post(io_, [this, id, call = std::move(call)]() mutable {
+      if (closed_) return call.done(base::Unavailable("the client was closed"));
+      calls_.emplace(id, std::move(call));
+      queue_.push_back(id);
+      if (ready_) WriteNext();
+    });
+  }
+
+  std::uint64_t reconnects() const { return reconnects_.load(); }
+
+ private:
+  void Connect() {
+    if (closed_) return;
+    const std::uint64_t gen = generation_;
+    resolver_.async_resolve(host_, port_, [this, gen](boost::system::error_code ec,
+                                                      tcp::resolver::results_type endpoints) {
+      if (gen != generation_) return;
+      if (ec) return Lost(fmt::format("cannot resolve {}: {}", options_.broker, ec.message()));
+      timer_.expires_after(options_.connect_timeout);
+      timer_.async_wait([this](boost::system::error_code e) {
+        if (!e) socket_.cancel();  // the connect took too long
+      });
+      asio::async_connect(socket_, endpoints,
+                          [this, gen](boost::system::error_code e, const tcp::endpoint&) {
+                            if (gen != generation_) return;
+                            timer_.cancel();
+                            if (e) {
+                              return Lost(fmt::format("cannot connect to {}: {}",
+                                                      options_.broker, e.message()));
+                            }
+                            boost::system::error_code ignored;
+                            socket_.set_option(tcp::no_delay(true), ignored);
+                            Handshake();
+                          });
+    });
+  }
+
+  void Handshake() {
+    FlatBufferBuilder fbb(128);
+    auto hs = fb::CreateHandshakeRequest(fbb, wire::kMajorVersion, wire::kMinorVersion,
+                                         fbb.CreateString(options_.client_name));
+    fbb.Finish(fb::CreateRequestMessage(fbb, 0, fb::Request::HandshakeRequest, hs.Union()));
+    const auto header = wire::EncodeFrameHeader(fbb.GetSize(), 0);
+    handshake_.resize(header.size() + fbb.GetSize());
+    std::memcpy(handshake_.data(), header.data(), header.size());
+    std::memcpy(handshake_.data() + header.size(), fbb.GetBufferPointer(), fbb.GetSize());
+    asio::async_write(socket_, asio::buffer(handshake_),
+                      [this, gen = generation_](boost::system::error_code ec, std::size_t) {
+                        if (gen != generation_) return;
+                        if (ec) return Lost("handshake: " + ec.message());
+                      });
+    ReadHeader();
+  }
+
+  void ReadHeader() {
+    asio::async_read(socket_, asio::buffer(header_),
+                     [this, gen = generation_](boost::system::error_code ec, std::size_t) {
+                       if (gen != generation_) return;
+                       if (ec) return Lost(fmt::format("connection to {} lost: {}",
+                                                       options_.broker, ec.message()));
+                       auto h = wire::ParseFrameHeader(header_, options_.max_frame_bytes);
+                       if (!h.ok()) return Lost("bad frame from the server: " + h.status().ToString());
+                       current_ = *h;
+                       body_.resize(current_.body_bytes());
+                       asio::async_read(socket_, asio::buffer(body_),
+                                        [this, gen](boost::system::error_code e, std::size_t) {
+                                          if (gen != generation_) return;
+                                          if (e) {
+                                            return Lost(fmt::format("connection to {} lost: {}",
+                                                                    options_.broker, e.message()));
+                                          }
+                                          OnFrame();
+                                        });
+                     });
+  }
+
+  void OnFrame() {
+    Response r;
+    r.body = std::move(body_);
+    body_ = {};
+    auto message = wire::VerifyResponse(std::span(r.body.data(), current_.message_bytes));
+    if (!message.ok()) return Lost("bad response from the server: " + message.status().ToString());
+    r.message = *message;
+    r.attachment = std::span<const std::byte>(r.body).subspan(current_.message_bytes);
+    const std::uint64_t id = r.message->correlation_id();
+    if (!ready_) {
+      // The handshake's answer (or a refusal: an old server, a full one).
+      if (const fb::Error* error = r.message->error()) {
+        const Status why(wire::FromWire(error->code()),
+                         error->message() ? error->message()->str() : "");
+        failed_handshake_ = why;
+        return Lost("handshake refused: " + why.ToString());
+      }
+      if (r.message->response_type() != fb::Response::HandshakeResponse) {
+        return Lost("the server did not answer the handshake");
+      }
+      ready_ = true;
+      backoff_ = options_.backoff_initial;
+      if (on_ready_) std::exchange(on_ready_, nullptr)(Status::Ok());
+      for (auto& [call_id, call] : calls_) {
+        if (!call.sent) queue_.push_back(call_id);
+      }
+      WriteNext();
+      return ReadHeader();
+    }
+    auto it = calls_.find(id);
+    if (it != calls_.end()) {
+      auto done = std::move(it->second.done);
+      calls_.erase(it);
+      if (const fb::Error* error = r.message->error()) {
+        done(Status(wire::FromWire(error->code()),
+                    error->message() ? error->message()->str() : std::string()));
+      } else {
+        done(std::move(r));
+      }
+    }
+    ReadHeader();
+  }
+
+  void WriteNext() {
+    if (writing_ || !ready_) return;
+    while (!queue_.empty() && calls_.find(queue_.front()) == calls_.end()) queue_.pop_front();
+    if (queue_.empty()) return;
+    const std::uint64_t id = queue_.front();
+    queue_.pop_front();
+    Call& call = calls_.at(id);
+    call.sent = true;
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(*call.frame),
+                      [this, gen = generation_, frame = call.frame](boost::system::error_code ec,
+                                                                    std::size_t) {
+                        if (gen != generation_) return;
+                        writing_ = false;
+                        if (ec) return Lost("write: " + ec.message());
+                        WriteNext();
+                      });
+  }
+
+  // The connection broke (or never came up): what may be sent again waits for the next one.
+  void Lost(const std::string& why) {
+    if (closed_) return;
+    ++generation_;  // handlers of the broken connection are ignored from now on
+    const bool was_ready = ready_;
+    ready_ = false;
+    writing_ = false;
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    socket_ = tcp::socket(io_);
+    queue_.clear();
+    for (auto it = calls_.begin(); it != calls_.end();) {
+      Call& call = it->second;
+      if (call.sent && !call.resend_safe) {
+        auto done = std::move(call.done);
+        it = calls_.erase(it);
+        done(base::Unavailable(fmt::format("{}; the request was sent, so its outcome is unknown",
+                                           why)));
+      } else {
+        call.sent = false;
+        ++it;
+      }
+    }
+    if (on_ready_ && !failed_handshake_.ok()) {
+      std::exchange(on_ready_, nullptr)(failed_handshake_);
+      return;
+    }
+    if (was_ready) reconnects_.fetch_add(1);
+    last_error_ = why;
+    timer_.expires_after(backoff_);
+    backoff_ = std::min(backoff_ * 2, options_.backoff_max);
+    timer_.async_wait([this](boost::system::error_code ec) {
+      if (!ec) Connect();
+    });
+  }
+
+  // Every 20 ms: calls past their deadline fail, saying whether they may have taken effect.
+  void Sweep() {
+    const auto now = Clock::now();
+    for (auto it = calls_.begin(); it != calls_.end();) {
+      if (it->second.deadline > now) {
+        ++it;
+        continue;
+      }
+      auto done = std::move(it->second.done);
+      const bool sent = it->second.sent;
+      it = calls_.erase(it);
+      done(base::DeadlineExceeded(fmt::format(
+          "no answer from {} within {} ms ({}); {}", options_.broker,
+          options_.retry_deadline.count(), last_error_.empty() ? "no error seen" : last_error_,
+          sent ? "the request was sent: its outcome is unknown"
+               : "the request was never sent: it did not happen")));
+    }
+    if (on_ready_ && start_deadline_ < now) {
+      std::exchange(on_ready_, nullptr)(base::Unavailable(fmt::format(
+          "cannot reach {} within {} ms: {}", options_.broker, options_.retry_deadline.count(),
+          last_error_)));
+    }
+    if (closed_) return;
+    sweeper_.expires_after(std::chrono::milliseconds(20));
+    sweeper_.async_wait([this](boost::system::error_code ec) {
+      if (!ec) Sweep();
+    });
+  }
+
+  void FailAll(const Status& why) {
+    auto calls = std::move(calls_);
+    calls_.clear();
+    for (auto& [id, call] : calls) call.done(why);
+  }
+
+  ClientOptions options_;
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_{
+      asio::make_work_guard(io_)};
+  tcp::resolver resolver_{io_};
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  asio::steady_timer sweeper_;
+  std::thread thread_;
+  std::string host_, port_;
+  std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<std::uint64_t> reconnects_{0};
+  // Network thread only:
+  std::unordered_map<std::uint64_t, Call> calls_;
+  std::deque<std::uint64_t> queue_;
+  std::vector<std::byte> handshake_;
+  std::array<std::byte, wire::kFrameHeaderBytes> header_{};
+  wire::FrameHeader current_;
+  std::vector<std::byte> body_;
+  std::uint64_t generation_ = 0;  // of the current connection attempt
+  bool ready_ = false;
+  bool writing_ = false;
+  bool closed_ = false;
+  std::chrono::milliseconds backoff_{20};
+  std::string last_error_;
+  Status failed_handshake_ = Status::Ok();
+  std::function<void(Status)> on_ready_;
+  Clock::time_point start_deadline_ = Clock::now() + options_.retry_deadline;
+
+  friend class Client;
+};
+
+// ---- Client -------------------------------------------------------------------------------
+
+namespace {
+
+template <typename T, typename Start>
+Result<T> Wait(Start&& start) {
+  std::promise<Result<T>> promise;
+  auto future = promise.get_future();
+  start([&promise](Result<T> r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+std::string Str(const flatbuffers::String* s) { return s == nullptr ? std::string() : s->str(); }
+std::string Str(const flatbuffers::Vector<std::uint8_t>* v) {
+  return v == nullptr ? std::string()
+                      : std::string(reinterpret_cast<const char*>(v->data()), v->size());
+}
+FbOffset<flatbuffers::Vector<std::uint8_t>> Bytes(FlatBufferBuilder& fbb, const std::string& s) {
+  return fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
+}
+
+// Checks the response type; the caller converts the body.
+template <typename T>
+Result<const T*> As(const Result<Response>& r, const char* what) {
+  if (!r.ok()) return r.status();
+  const T* body = r->message->template response_as<T>();
+  if (body == nullptr) {
+    return base::Internal(fmt::format("the server answered {} with the wrong message", what));
+  }
+  return body;
+}
+
+std::string RandomKey() {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  return fmt::format("client-{:016x}{:016x}", rng(), rng());
+}
+
+FbOffset<fb::OffsetCommit> BuildOffset(FlatBufferBuilder& fbb, const OffsetCommit& o) {
+  return fb::CreateOffsetCommit(fbb, fbb.CreateString(o.group), o.generation,
+                                fbb.CreateString(o.topic), o.partition.value(), o.offset.value());
+}
+
+}  // namespace
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
+  auto impl = std::make_unique<Impl>(std::move(options));
+  LOCKSTEP_RETURN_IF_ERROR(impl->Start());
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+std::uint64_t Client::reconnects() const { return impl_->reconnects(); }
+
+void Client::Commit(Transaction txn, Callback<CommitResult> done) {
+  // Without a key of its own, a transaction gets a random one: resending it is then safe.
+  if (!txn.idempotency_key() && !txn.producer_sequence()) txn.IdempotencyKey(RandomKey());
+  FlatBufferBuilder fbb(1024);
+  std::vector<FbOffset<fb::Precondition>> pre;
+  for (const Precondition& p : txn.preconditions()) {
+    pre.push_back(fb::CreatePrecondition(fbb, static_cast<fb::PreconditionKind>(p.kind),
+                                         fbb.CreateString(p.table), Bytes(fbb, p.key),
+                                         p.version.value()));
+  }
+  std::vector<FbOffset<fb::Write>> writes;
+  for (const TableWrite& w : txn.writes()) {
+    writes.push_back(fb::CreateWrite(fbb, fbb.CreateString(w.table), Bytes(fbb, w.key),
+                                     Bytes(fbb, w.value), w.is_delete));
+  }
+  std::vector<FbOffset<fb::Event>> events;
+  for (const EventAppend& e : txn.events()) {
+    std::vector<FbOffset<fb::EventHeader>> headers;
+    for (const auto& [name, value] : e.headers) {
+      headers.push_back(fb::CreateEventHeader(fbb, fbb.CreateString(name), Bytes(fbb, value)));
+    }
+    events.push_back(fb::CreateEvent(
+        fbb, fbb.CreateSharedString(e.topic),
+        e.partition ? static_cast<std::int64_t>(e.partition->value()) : -1,
+        e.key ? Bytes(fbb, *e.key) : FbOffset<flatbuffers::Vector<std::uint8_t>>(),
+        Bytes(fbb, e.payload), fbb.CreateString(e.type), e.schema_version,
+        fbb.CreateVector(headers), e.timestamp_ms.value_or(-1)));
+  }
+  std::vector<FbOffset<fb::OffsetCommit>> offsets;
+  for (const OffsetCommit& o : txn.offsets()) offsets.push_back(BuildOffset(fbb, o));
+  const auto producer = txn.producer_sequence();
+  auto request = fb::CreateCommitRequest(
+      fbb, fbb.CreateVector(pre), fbb.CreateVector(writes), fbb.CreateVector(events),
+      fbb.CreateVector(offsets),
+      txn.idempotency_key() ? Bytes(fbb, *txn.idempotency_key())
+                            : FbOffset<flatbuffers::Vector<std::uint8_t>>(),
+      producer ? producer->first : 0, producer ? producer->second : 0);
+  impl_->Submit(fbb, request.Union(), fb::Request::CommitRequest, /*resend_safe=*/true,
+                [done = std::move(done)](Result<Response> r) {
+                  auto body = As<fb::CommitResponse>(r, "a commit");
+                  if (!body.ok()) return done(body.status());
+                  CommitResult out;
+                  out.lsn = Lsn((*body)->lsn());
+                  if (const auto* positions = (*body)->events()) {
+                    for (const fb::EventPosition* e : *positions) {
+                      out.events.push_back(
+                          {Str(e->topic()), PartitionId(e->partition()), Offset(e->offset())});
+                    }
+                  }
+                  done(std::move(out));
+                });
+}
+
+std::future<Result<CommitResult>> Client::CommitAsync(Transaction txn) {
+  auto promise = std::make_shared<std::promise<Result<CommitResult>>>();
+  auto future = promise->get_future();
+  Commit(std::move(txn), [promise](Result<CommitResult> r) { promise->set_value(std::move(r)); });
+  return future;
+}
+
+Result<CommitResult> Client::Commit(Transaction txn) { return CommitAsync(std::move(txn)).get(); }
+
+Status Client::CommitOffsets(std::vector<OffsetCommit> offsets) {
+  Transaction txn;
+  for (auto& o : offsets) txn.CommitOffset(std::move(o));
+  return Commit(std::move(txn)).status();
+}
+
+namespace {
+Status EmptyOk(const Result<Response>& r) { return As<fb::Empty>(r, "a request").status(); }
+}  // namespace
+
+Status Client::CreateTopic(const std::string& name, std::uint32_t partitions,
+                           std::int64_t retention_ms, std::uint64_t retention_bytes) {
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  FlatBufferBuilder fbb(128);
+  auto request = fb::CreateCreateTopicRequest(fbb, fbb.CreateString(name), partitions,
+                                              retention_ms, retention_bytes);
+  // Catalog changes are not resent after a lost connection: a second "exists" would hide
+  // whether the first one took effect.
+  impl_->Submit(fbb, request.Union(), fb::Request::CreateTopicRequest, /*resend_safe=*/false,
+                [&promise](Result<Response> r) { promise.set_value(EmptyOk(r)); });
+  return future.get();
+}
+
+namespace {
+template <typename Req>
+Status SimpleCatalog(Client::Impl* impl, const std::string& name, fb::Request type,
+                     FbOffset<Req> (*create)(FlatBufferBuilder&, FbOffset<flatbuffers::String>)) {
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  FlatBufferBuilder fbb(64);
+  auto request = create(fbb, fbb.CreateString(name));
+  impl->Submit(fbb, request.Union(), type, false,
+               [&promise](Result<Response> r) { promise.set_value(EmptyOk(r)); });
+  return future.get();
+}
+}  // namespace
+
+Status Client::DropTopic(const std::string& name) {
+  return SimpleCatalog<fb::DropTopicRequest>(impl_.get(), name, fb::Request::DropTopicRequest,
+                                             &fb::CreateDropTopicRequest);
+}
+Status Client::CreateTable(const std::string& name) {
+  return SimpleCatalog<fb::CreateTableRequest>(impl_.get(), name,
+                                               fb::Request::CreateTableRequest,
+                                               &fb::CreateCreateTableRequest);
+}
+Status Client::DropTable(const std::string& name) {
+  return SimpleCatalog<fb::DropTableRequest>(impl_.get(), name, fb::Request::DropTableRequest,
+                                             &fb::CreateDropTableRequest);
+}
+
+namespace {
+template <typename T, typename Build, typename Parse>
+Result<T> Request(Client::Impl* impl, fb::Request type, bool resend_safe, Build&& build,
+                  Parse&& parse) {
+  std::promise<Result<T>> promise;
+  auto future = promise.get_future();
+  FlatBufferBuilder fbb(256);
+  auto request = build(fbb);
+  impl->Submit(fbb, request.Union(), type, resend_safe,
+               [&promise, &parse](Result<Response> r) { promise.set_value(parse(r)); });
+  return future.get();
+}
+}  // namespace
+
+Result<std::vector<TopicInfo>> Client::ListTopics() {
+  return Request<std::vector<TopicInfo>>(
+      impl_.get(), fb::Request::ListTopicsRequest, true,
+      [](FlatBufferBuilder& fbb) { return fb::CreateListTopicsRequest(fbb); },
+      [](const Result<Response>& r) -> Result<std::vector<TopicInfo>> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::ListTopicsResponse* body,
+                                  As<fb::ListTopicsResponse>(r, "list topics"));
+        std::vector<TopicInfo> out;
+        if (body->topics() == nullptr) return out;
+        for (const fb::Topic* t : *body->topics()) {
+          TopicInfo info{Str(t->name()), t->partitions(), t->retention_ms(), t->retention_bytes(),
+                         {}, {}};
+          if (t->start_offsets()) {
+            for (std::uint64_t o : *t->start_offsets()) info.start_offsets.emplace_back(o);
+          }
+          if (t->end_offsets()) {
+            for (std::uint64_t o : *t->end_offsets()) info.end_offsets.emplace_back(o);
+          }
+          out.push_back(std::move(info));
+        }
+        return out;
+      });
+}
+
+namespace {
+std::vector<std::string> Strings(const flatbuffers::Vector<FbOffset<flatbuffers::String>>* v) {
+  std::vector<std::string> out;
+  if (v != nullptr) {
+    for (const flatbuffers::String* s : *v) out.push_back(Str(s));
+  }
+  return out;
+}
+Row ToRow(const fb::Row* r) { return {Str(r->key()), Str(r->value()), Lsn(r->version())}; }
+}  // namespace
+
+Result<std::vector<std::string>> Client::ListTables() {
+  return Request<std::vector<std::string>>(
+      impl_.get(), fb::Request::ListTablesRequest, true,
+      [](FlatBufferBuilder& fbb) { return fb::CreateListTablesRequest(fbb); },
+      [](const Result<Response>& r) -> Result<std::vector<std::string>> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::ListTablesResponse* body,
+                                  As<fb::ListTablesResponse>(r, "list tables"));
+        return Strings(body->names());
+      });
+}
+
+Result<std::optional<Row>> Client::Get(const std::string& table, const std::string& key,
+                                       Lsn as_of) {
+  return Request<std::optional<Row>>(
+      impl_.get(), fb::Request::GetRequest, true,
+      [&](FlatBufferBuilder& fbb) {
+        return fb::CreateGetRequest(fbb, fbb.CreateString(table), Bytes(fbb, key),
+                                    as_of.value());
+      },
+      [](const Result<Response>& r) -> Result<std::optional<Row>> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::GetResponse* body, As<fb::GetResponse>(r, "a get"));
+        if (body->row() == nullptr) return std::optional<Row>();
+        return std::optional<Row>(ToRow(body->row()));
+      });
+}
+
+Result<std::vector<Row>> Client::Scan(const std::string& table, const ScanOptions& o, Lsn as_of) {
+  return Request<std::vector<Row>>(
+      impl_.get(), fb::Request::ScanRequest, true,
+      [&](FlatBufferBuilder& fbb) {
+        return fb::CreateScanRequest(fbb, fbb.CreateString(table), Bytes(fbb, o.from),
+                                     Bytes(fbb, o.to), Bytes(fbb, o.prefix), o.limit, o.reverse,
+                                     as_of.value());
+      },
+      [](const Result<Response>& r) -> Result<std::vector<Row>> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::ScanResponse* body, As<fb::ScanResponse>(r, "a scan"));
+        std::vector<Row> rows;
+        if (body->rows() != nullptr) {
+          for (const fb::Row* row : *body->rows()) rows.push_back(ToRow(row));
+        }
+        return rows;
+      });
+}
+
+void Client::Fetch(const std::string& topic, PartitionId partition, Offset offset,
+                   const FetchOptions& o, Callback<FetchResult> done) {
+  FlatBufferBuilder fbb(128);
+  auto request = fb::CreateFetchRequest(fbb, fbb.CreateString(topic), partition.value(),
+                                        offset.value(), o.max_bytes, o.max_events,
+                                        static_cast<std::uint32_t>(o.max_wait.count()),
+                                        o.min_bytes);
+  impl_->Submit(fbb, request.Union(), fb::Request::FetchRequest, true,
+                [done = std::move(done)](Result<Response> r) {
+                  auto body = As<fb::FetchResponse>(r, "a fetch");
+                  if (!body.ok()) return done(body.status());
+                  if ((*body)->records_bytes() != r->attachment.size()) {
+                    return done(base::Internal(fmt::format(
+                        "a fetch response announces {} record bytes but carries {}",
+                        (*body)->records_bytes(), r->attachment.size())));
+                  }
+                  FetchResult out;
+                  out.records.assign(r->attachment.begin(), r->attachment.end());
+                  out.events = (*body)->events();
+                  out.next_offset = Offset((*body)->next_offset());
+                  out.high_watermark = Offset((*body)->high_watermark());
+                  done(std::move(out));
+                });
+}
+
+Result<FetchResult> Client::Fetch(const std::string& topic, PartitionId partition, Offset offset,
+                                  const FetchOptions& options) {
+  return Wait<FetchResult>([&](Callback<FetchResult> done) {
+    Fetch(topic, partition, offset, options, std::move(done));
+  });
+}
+
+Result<Offset> Client::ListOffset(const std::string& topic, PartitionId partition,
+                                  OffsetSpec spec, std::int64_t timestamp_ms) {
+  return Request<Offset>(
+      impl_.get(), fb::Request::ListOffsetsRequest, true,
+      [&](FlatBufferBuilder& fbb) {
+        return fb::CreateListOffsetsRequest(fbb, fbb.CreateString(topic), partition.value(),
+                                            static_cast<fb::OffsetSpec>(spec), timestamp_ms);
+      },
+      [](const Result<Response>& r) -> Result<Offset> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::ListOffsetsResponse* body,
+                                  As<fb::ListOffsetsResponse>(r, "list offsets"));
+        return Offset(body->offset());
+      });
+}
+
+Result<GroupInfo> Client::DescribeGroup(const std::string& group) {
+  return Request<GroupInfo>(
+      impl_.get(), fb::Request::DescribeGroupRequest, true,
+      [&](FlatBufferBuilder& fbb) {
+        return fb::CreateDescribeGroupRequest(fbb, fbb.CreateString(group));
+      },
+      [](const Result<Response>& r) -> Result<GroupInfo> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::DescribeGroupResponse* body,
+                                  As<fb::DescribeGroupResponse>(r, "describe group"));
+        GroupInfo info{Str(body->group()), body->generation(), {}};
+        if (body->offsets() != nullptr) {
+          for (const fb::CommittedOffset* o : *body->offsets()) {
+            info.offsets.push_back({Str(o->topic()), PartitionId(o->partition()),
+                                    Offset(o->offset()), o->generation(), o->commit_ms()});
+          }
+        }
+        return info;
+      });
+}
+
+Result<std::vector<std::string>> Client::ListGroups() {
+  return Request<std::vector<std::string>>(
+      impl_.get(), fb::Request::ListGroupsRequest, true,
+      [](FlatBufferBuilder& fbb) { return fb::CreateListGroupsRequest(fbb); },
+      [](const Result<Response>& r) -> Result<std::vector<std::string>> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::ListGroupsResponse* body,
+                                  As<fb::ListGroupsResponse>(r, "list groups"));
+        return Strings(body->names());
+      });
+}
+
+Result<std::vector<PartitionLag>> Client::GroupLag(const std::string& group) {
+  return Request<std::vector<PartitionLag>>(
+      impl_.get(), fb::Request::GroupLagRequest, true,
+      [&](FlatBufferBuilder& fbb) {
+        return fb::CreateGroupLagRequest(fbb, fbb.CreateString(group));
+      },
+      [](const Result<Response>& r) -> Result<std::vector<PartitionLag>> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::GroupLagResponse* body,
+                                  As<fb::GroupLagResponse>(r, "group lag"));
+        std::vector<PartitionLag> out;
+        if (body->partitions() != nullptr) {
+          for (const fb::PartitionLag* l : *body->partitions()) {
+            out.push_back({Str(l->topic()), PartitionId(l->partition()), Offset(l->committed()),
+                           Offset(l->end()), l->events(), l->ms()});
+          }
+        }
+        return out;
+      });
+}
+
+Result<ChangeFeed> Client::Changes(Lsn from, std::uint32_t max_transactions,
+                                   std::uint32_t max_bytes) {
+  return Request<ChangeFeed>(
+      impl_.get(), fb::Request::ChangesRequest, true,
+      [&](FlatBufferBuilder& fbb) {
+        return fb::CreateChangesRequest(fbb, from.value(), max_transactions, max_bytes);
+      },
+      [](const Result<Response>& r) -> Result<ChangeFeed> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::ChangesResponse* body,
+                                  As<fb::ChangesResponse>(r, "changes"));
+        ChangeFeed feed;
+        feed.next_lsn = Lsn(body->next_lsn());
+        if (body->transactions() == nullptr) return feed;
+        for (const fb::ChangedTransaction* t : *body->transactions()) {
+          ChangedTransaction out{Lsn(t->lsn()), t->commit_ms(), {}, {}};
+          if (t->changes() != nullptr) {
+            for (const fb::Change* c : *t->changes()) {
+              out.changes.push_back(
+                  {Str(c->table()), Str(c->key()),
+                   c->before() ? std::optional<std::string>(Str(c->before())) : std::nullopt,
+                   c->after() ? std::optional<std::string>(Str(c->after())) : std::nullopt});
+            }
+          }
+          if (t->events() != nullptr) {
+            for (const fb::ChangedEvent* e : *t->events()) {
+              std::vector<std::byte> record;
+              if (e->record() != nullptr) {
+                const auto* data = reinterpret_cast<const std::byte*>(e->record()->data());
+                record.assign(data, data + e->record()->size());
+              }
+              out.events.push_back({Str(e->topic()), PartitionId(e->partition()),
+                                    Offset(e->offset()), std::move(record)});
+            }
+          }
+          feed.transactions.push_back(std::move(out));
+        }
+        return feed;
+      });
+}
+
+Result<ServerStats> Client::Stats() {
+  return Request<ServerStats>(
+      impl_.get(), fb::Request::StatsRequest, true,
+      [](FlatBufferBuilder& fbb) { return fb::CreateStatsRequest(fbb); },
+      [](const Result<Response>& r) -> Result<ServerStats> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::StatsResponse* b, As<fb::StatsResponse>(r, "stats"));
+        return ServerStats{Lsn(b->visible_lsn()),   Lsn(b->checkpoint_lsn()),
+                           Lsn(b->oldest_readable_lsn()), b->table_bytes(),
+                           b->connections(),        b->parked_fetches(),
+                           b->requests(),           b->uptime_ms()};
+      });
+}
+
+}  // namespace lockstep::client

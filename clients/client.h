@@ -1,0 +1,264 @@
+#pragma once
+// The Lockstep C++ client (docs/client.md): one connection to lockstepd, pipelined, thread-safe,
+// with synchronous calls, callbacks and futures. Its headers show no Asio and no FlatBuffers.
+//
+// Retries: a call that meets a lost connection is sent again after a reconnect (with backoff)
+// when that is safe — reads always, and commits, which carry an idempotency key (the client
+// makes one up when the transaction has none) so that a retry commits once. A catalog change
+// whose connection broke after it was sent is not resent: it fails with kUnavailable saying the
+// outcome is unknown. Every call is bounded by ClientOptions::retry_deadline; past it, it fails
+// with kDeadlineExceeded, saying whether the request may have taken effect.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+#include "base/strong_id.h"
+
+namespace lockstep::client {
+
+using base::Lsn;
+using base::Offset;
+using base::PartitionId;
+using base::Result;
+using base::Status;
+
+struct ClientOptions {
+  std::string broker = "127.0.0.1:7070";  // HOST:PORT
+  std::chrono::milliseconds connect_timeout{5'000};
+  std::chrono::milliseconds retry_deadline{30'000};  // a call fails after this, retries included
+  std::chrono::milliseconds backoff_initial{20};
+  std::chrono::milliseconds backoff_max{1'000};
+  std::uint32_t max_frame_bytes = 16u << 20;
+  std::string client_name = "lockstep-client";
+};
+
+// ---- Transactions: the same builder shape as the engine's ------------------------------------
+
+struct Precondition {
+  enum class Kind : std::uint8_t { kAbsent, kExists, kVersion };
+  Kind kind = Kind::kAbsent;
+  std::string table;
+  std::string key;
+  Lsn version;
+};
+struct TableWrite {
+  bool is_delete = false;
+  std::string table;
+  std::string key;
+  std::string value;
+};
+struct EventAppend {
+  std::string topic;
+  std::optional<PartitionId> partition;  // nullopt: by hash of the key, else round-robin
+  std::optional<std::string> key;
+  std::string payload;
+  std::string type;
+  std::uint16_t schema_version = 0;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::optional<std::int64_t> timestamp_ms;  // nullopt: the commit time
+};
+struct OffsetCommit {
+  std::string group;
+  std::uint64_t generation = 0;
+  std::string topic;
+  PartitionId partition;
+  Offset offset;  // the next offset to consume
+};
+
+class Transaction {
+ public:
+  Transaction& RequireAbsent(std::string table, std::string key);
+  Transaction& RequireExists(std::string table, std::string key);
+  Transaction& RequireVersion(std::string table, std::string key, Lsn version);
+  Transaction& Put(std::string table, std::string key, std::string value);
+  Transaction& Delete(std::string table, std::string key);
+  Transaction& Append(EventAppend event);
+  Transaction& CommitOffset(OffsetCommit commit);
+  // A retry with the same key returns the original result instead of committing again. Without
+  // one, Client::Commit chooses a random key, so its own retries are safe.
+  Transaction& IdempotencyKey(std::string key);
+  Transaction& ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence);
+
+  const std::vector<Precondition>& preconditions() const { return preconditions_; }
+  const std::vector<TableWrite>& writes() const { return writes_; }
+  const std::vector<EventAppend>& events() const { return events_; }
+  const std::vector<OffsetCommit>& offsets() const { return offsets_; }
+  const std::optional<std::string>& idempotency_key() const { return idempotency_key_; }
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> producer_sequence() const {
+    return producer_sequence_;
+  }
+
+ private:
+  std::vector<Precondition> preconditions_;
+  std::vector<TableWrite> writes_;
+  std::vector<EventAppend> events_;
+  std::vector<OffsetCommit> offsets_;
+  std::optional<std::string> idempotency_key_;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> producer_sequence_;
+};
+
+struct EventPosition {
+  std::string topic;
+  PartitionId partition;
+  Offset offset;
+};
+struct CommitResult {
+  Lsn lsn;
+  std::vector<EventPosition> events;  // in the order the transaction appended them
+};
+
+// ---- Reads ----------------------------------------------------------------------------------
+
+struct Row {
+  std::string key;
+  std::string value;
+  Lsn version;
+};
+struct ScanOptions {
+  std::string from;
+  std::string to;
+  std::string prefix;
+  std::uint32_t limit = 1000;
+  bool reverse = false;
+};
+struct TopicInfo {
+  std::string name;
+  std::uint32_t partitions = 0;
+  std::int64_t retention_ms = 0;
+  std::uint64_t retention_bytes = 0;
+  std::vector<Offset> start_offsets;
+  std::vector<Offset> end_offsets;
+};
+struct FetchOptions {
+  std::uint32_t max_bytes = 1 << 20;
+  std::uint32_t max_events = 1000;
+  std::chrono::milliseconds max_wait{0};  // long-poll: wait up to this long for min_bytes
+  std::uint32_t min_bytes = 1;
+};
+// Event records exactly as stored (docs/events.md): decode them with base::DecodeEvent.
+struct FetchResult {
+  std::vector<std::byte> records;
+  std::uint32_t events = 0;
+  Offset next_offset;
+  Offset high_watermark;
+};
+enum class OffsetSpec : std::uint8_t { kEarliest, kLatest, kTimestamp };
+struct GroupOffset {
+  std::string topic;
+  PartitionId partition;
+  Offset offset;
+  std::uint64_t generation = 0;
+  std::int64_t commit_ms = 0;
+};
+struct GroupInfo {
+  std::string name;
+  std::uint64_t generation = 0;
+  std::vector<GroupOffset> offsets;
+};
+struct PartitionLag {
+  std::string topic;
+  PartitionId partition;
+  Offset committed;
+  Offset end;
+  std::uint64_t events = 0;
+  std::int64_t ms = 0;
+};
+struct Change {
+  std::string table;
+  std::string key;
+  std::optional<std::string> before;
+  std::optional<std::string> after;
+};
+struct ChangedEvent {
+  std::string topic;
+  PartitionId partition;
+  Offset offset;
+  std::vector<std::byte> record;
+};
+struct ChangedTransaction {
+  Lsn lsn;
+  std::int64_t commit_ms = 0;
+  std::vector<Change> changes;
+  std::vector<ChangedEvent> events;
+};
+struct ChangeFeed {
+  std::vector<ChangedTransaction> transactions;
+  Lsn next_lsn;
+};
+struct ServerStats {
+  Lsn visible_lsn;
+  Lsn checkpoint_lsn;
+  Lsn oldest_readable_lsn;
+  std::uint64_t table_bytes = 0;
+  std::uint32_t connections = 0;
+  std::uint32_t parked_fetches = 0;
+  std::uint64_t requests = 0;
+  std::int64_t uptime_ms = 0;
+};
+
+template <typename T>
+using Callback = std::function<void(Result<T>)>;
+
+class Client {
+ public:
+  // Connects (retrying with backoff until retry_deadline) and shakes hands.
+  static Result<std::unique_ptr<Client>> Connect(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Transactions. Callbacks run on the client's network thread: keep them short.
+  void Commit(Transaction txn, Callback<CommitResult> done);
+  std::future<Result<CommitResult>> CommitAsync(Transaction txn);
+  Result<CommitResult> Commit(Transaction txn);
+  Status CommitOffsets(std::vector<OffsetCommit> offsets);
+
+  // Catalog.
+  Status CreateTopic(const std::string& name, std::uint32_t partitions,
+                     std::int64_t retention_ms = 0, std::uint64_t retention_bytes = 0);
+  Status DropTopic(const std::string& name);
+  Status CreateTable(const std::string& name);
+  Status DropTable(const std::string& name);
+  Result<std::vector<TopicInfo>> ListTopics();
+  Result<std::vector<std::string>> ListTables();
+
+  // Tables, now (as_of 0) or as of an LSN.
+  Result<std::optional<Row>> Get(const std::string& table, const std::string& key,
+                                 Lsn as_of = Lsn());
+  Result<std::vector<Row>> Scan(const std::string& table, const ScanOptions& options = {},
+                                Lsn as_of = Lsn());
+
+  // Topics.
+  void Fetch(const std::string& topic, PartitionId partition, Offset offset,
+             const FetchOptions& options, Callback<FetchResult> done);
+  Result<FetchResult> Fetch(const std::string& topic, PartitionId partition, Offset offset,
+                            const FetchOptions& options = {});
+  Result<Offset> ListOffset(const std::string& topic, PartitionId partition, OffsetSpec spec,
+                            std::int64_t timestamp_ms = 0);
+
+  // Consumer groups, the change feed, server figures.
+  Result<GroupInfo> DescribeGroup(const std::string& group);
+  Result<std::vector<std::string>> ListGroups();
+  Result<std::vector<PartitionLag>> GroupLag(const std::string& group);
+  Result<ChangeFeed> Changes(Lsn from, std::uint32_t max_transactions = 1000,
+                             std::uint32_t max_bytes = 1 << 20);
+  Result<ServerStats> Stats();
+
+  // Reconnects so far (for tests and metrics).
+  std::uint64_t reconnects() const;
+
+  class Impl;
+
+ private:
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lockstep::client
