@@ -108,8 +108,7 @@ class Client::Impl {
   Status Start() {
     const auto colon = options_.broker.rfind(':');
     if (colon == std::string::npos) {
-      return base::InvalidArgument(
-          fmt::format("broker {:?} is not HOST:PORT", options_.broker));
+      return base::InvalidArgument(fmt::format("broker {:?} is not HOST:PORT", options_.broker));
     }
     host_ = options_.broker.substr(0, colon);
     port_ = options_.broker.substr(colon + 1);
@@ -152,27 +151,28 @@ class Client::Impl {
   void Connect() {
     if (closed_) return;
     const std::uint64_t gen = generation_;
-    resolver_.async_resolve(host_, port_, [this, gen](boost::system::error_code ec,
-                                                      tcp::resolver::results_type endpoints) {
-      if (gen != generation_) return;
-      if (ec) return Lost(fmt::format("cannot resolve {}: {}", options_.broker, ec.message()));
-      timer_.expires_after(options_.connect_timeout);
-      timer_.async_wait([this](boost::system::error_code e) {
-        if (!e) socket_.cancel();  // the connect took too long
-      });
-      asio::async_connect(socket_, endpoints,
-                          [this, gen](boost::system::error_code e, const tcp::endpoint&) {
-                            if (gen != generation_) return;
-                            timer_.cancel();
-                            if (e) {
-                              return Lost(fmt::format("cannot connect to {}: {}",
-                                                      options_.broker, e.message()));
-                            }
-                            boost::system::error_code ignored;
-                            socket_.set_option(tcp::no_delay(true), ignored);
-                            Handshake();
-                          });
-    });
+    resolver_.async_resolve(
+        host_, port_,
+        [this, gen](boost::system::error_code ec, tcp::resolver::results_type endpoints) {
+          if (gen != generation_) return;
+          if (ec) return Lost(fmt::format("cannot resolve {}: {}", options_.broker, ec.message()));
+          timer_.expires_after(options_.connect_timeout);
+          timer_.async_wait([this](boost::system::error_code e) {
+            if (!e) socket_.cancel();  // the connect took too long
+          });
+          asio::async_connect(
+              socket_, endpoints, [this, gen](boost::system::error_code e, const tcp::endpoint&) {
+                if (gen != generation_) return;
+                timer_.cancel();
+                if (e) {
+                  return Lost(
+                      fmt::format("cannot connect to {}: {}", options_.broker, e.message()));
+                }
+                boost::system::error_code ignored;
+                socket_.set_option(tcp::no_delay(true), ignored);
+                Handshake();
+              });
+        });
   }
 
   void Handshake() {
@@ -193,25 +193,26 @@ class Client::Impl {
   }
 
   void ReadHeader() {
-    asio::async_read(socket_, asio::buffer(header_),
-                     [this, gen = generation_](boost::system::error_code ec, std::size_t) {
-                       if (gen != generation_) return;
-                       if (ec) return Lost(fmt::format("connection to {} lost: {}",
-                                                       options_.broker, ec.message()));
-                       auto h = wire::ParseFrameHeader(header_, options_.max_frame_bytes);
-                       if (!h.ok()) return Lost("bad frame from the server: " + h.status().ToString());
-                       current_ = *h;
-                       body_.resize(current_.body_bytes());
-                       asio::async_read(socket_, asio::buffer(body_),
-                                        [this, gen](boost::system::error_code e, std::size_t) {
-                                          if (gen != generation_) return;
-                                          if (e) {
-                                            return Lost(fmt::format("connection to {} lost: {}",
-                                                                    options_.broker, e.message()));
-                                          }
-                                          OnFrame();
-                                        });
-                     });
+    asio::async_read(
+        socket_, asio::buffer(header_),
+        [this, gen = generation_](boost::system::error_code ec, std::size_t) {
+          if (gen != generation_) return;
+          if (ec)
+            return Lost(fmt::format("connection to {} lost: {}", options_.broker, ec.message()));
+          auto h = wire::ParseFrameHeader(header_, options_.max_frame_bytes);
+          if (!h.ok()) return Lost("bad frame from the server: " + h.status().ToString());
+          current_ = *h;
+          body_.resize(current_.body_bytes());
+          asio::async_read(
+              socket_, asio::buffer(body_), [this, gen](boost::system::error_code e, std::size_t) {
+                if (gen != generation_) return;
+                if (e) {
+                  return Lost(
+                      fmt::format("connection to {} lost: {}", options_.broker, e.message()));
+                }
+                OnFrame();
+              });
+        });
   }
 
   void OnFrame() {
@@ -266,14 +267,14 @@ class Client::Impl {
     Call& call = calls_.at(id);
     call.sent = true;
     writing_ = true;
-    asio::async_write(socket_, asio::buffer(*call.frame),
-                      [this, gen = generation_, frame = call.frame](boost::system::error_code ec,
-                                                                    std::size_t) {
-                        if (gen != generation_) return;
-                        writing_ = false;
-                        if (ec) return Lost("write: " + ec.message());
-                        WriteNext();
-                      });
+    asio::async_write(
+        socket_, asio::buffer(*call.frame),
+        [this, gen = generation_, frame = call.frame](boost::system::error_code ec, std::size_t) {
+          if (gen != generation_) return;
+          writing_ = false;
+          if (ec) return Lost("write: " + ec.message());
+          WriteNext();
+        });
   }
 
   // The connection broke (or never came up): what may be sent again waits for the next one.
@@ -292,8 +293,8 @@ class Client::Impl {
       if (call.sent && !call.resend_safe) {
         auto done = std::move(call.done);
         it = calls_.erase(it);
-        done(base::Unavailable(fmt::format("{}; the request was sent, so its outcome is unknown",
-                                           why)));
+        done(base::Unavailable(
+            fmt::format("{}; the request was sent, so its outcome is unknown", why)));
       } else {
         call.sent = false;
         ++it;
@@ -330,9 +331,9 @@ class Client::Impl {
                : "the request was never sent: it did not happen")));
     }
     if (on_ready_ && start_deadline_ < now) {
-      std::exchange(on_ready_, nullptr)(base::Unavailable(fmt::format(
-          "cannot reach {} within {} ms: {}", options_.broker, options_.retry_deadline.count(),
-          last_error_)));
+      std::exchange(on_ready_, nullptr)(
+          base::Unavailable(fmt::format("cannot reach {} within {} ms: {}", options_.broker,
+                                        options_.retry_deadline.count(), last_error_)));
     }
     if (closed_) return;
     sweeper_.expires_after(std::chrono::milliseconds(20));
@@ -455,22 +456,22 @@ void Client::Commit(Transaction txn, Callback<CommitResult> done) {
     for (const auto& [name, value] : e.headers) {
       headers.push_back(fb::CreateEventHeader(fbb, fbb.CreateString(name), Bytes(fbb, value)));
     }
-    events.push_back(fb::CreateEvent(
-        fbb, fbb.CreateSharedString(e.topic),
-        e.partition ? static_cast<std::int64_t>(e.partition->value()) : -1,
-        e.key ? Bytes(fbb, *e.key) : FbOffset<flatbuffers::Vector<std::uint8_t>>(),
-        Bytes(fbb, e.payload), fbb.CreateString(e.type), e.schema_version,
-        fbb.CreateVector(headers), e.timestamp_ms.value_or(-1)));
+    events.push_back(
+        fb::CreateEvent(fbb, fbb.CreateSharedString(e.topic),
+                        e.partition ? static_cast<std::int64_t>(e.partition->value()) : -1,
+                        e.key ? Bytes(fbb, *e.key) : FbOffset<flatbuffers::Vector<std::uint8_t>>(),
+                        Bytes(fbb, e.payload), fbb.CreateString(e.type), e.schema_version,
+                        fbb.CreateVector(headers), e.timestamp_ms.value_or(-1)));
   }
   std::vector<FbOffset<fb::OffsetCommit>> offsets;
   for (const OffsetCommit& o : txn.offsets()) offsets.push_back(BuildOffset(fbb, o));
   const auto producer = txn.producer_sequence();
-  auto request = fb::CreateCommitRequest(
-      fbb, fbb.CreateVector(pre), fbb.CreateVector(writes), fbb.CreateVector(events),
-      fbb.CreateVector(offsets),
-      txn.idempotency_key() ? Bytes(fbb, *txn.idempotency_key())
-                            : FbOffset<flatbuffers::Vector<std::uint8_t>>(),
-      producer ? producer->first : 0, producer ? producer->second : 0);
+  auto request =
+      fb::CreateCommitRequest(fbb, fbb.CreateVector(pre), fbb.CreateVector(writes),
+                              fbb.CreateVector(events), fbb.CreateVector(offsets),
+                              txn.idempotency_key() ? Bytes(fbb, *txn.idempotency_key())
+                                                    : FbOffset<flatbuffers::Vector<std::uint8_t>>(),
+                              producer ? producer->first : 0, producer ? producer->second : 0);
   impl_->Submit(fbb, request.Union(), fb::Request::CommitRequest, /*resend_safe=*/true,
                 [done = std::move(done)](Result<Response> r) {
                   auto body = As<fb::CommitResponse>(r, "a commit");
@@ -511,8 +512,8 @@ Status Client::CreateTopic(const std::string& name, std::uint32_t partitions,
   std::promise<Status> promise;
   auto future = promise.get_future();
   FlatBufferBuilder fbb(128);
-  auto request = fb::CreateCreateTopicRequest(fbb, fbb.CreateString(name), partitions,
-                                              retention_ms, retention_bytes);
+  auto request = fb::CreateCreateTopicRequest(fbb, fbb.CreateString(name), partitions, retention_ms,
+                                              retention_bytes);
   // Catalog changes are not resent after a lost connection: a second "exists" would hide
   // whether the first one took effect.
   impl_->Submit(fbb, request.Union(), fb::Request::CreateTopicRequest, /*resend_safe=*/false,
@@ -539,8 +540,7 @@ Status Client::DropTopic(const std::string& name) {
                                              &fb::CreateDropTopicRequest);
 }
 Status Client::CreateTable(const std::string& name) {
-  return SimpleCatalog<fb::CreateTableRequest>(impl_.get(), name,
-                                               fb::Request::CreateTableRequest,
+  return SimpleCatalog<fb::CreateTableRequest>(impl_.get(), name, fb::Request::CreateTableRequest,
                                                &fb::CreateCreateTableRequest);
 }
 Status Client::DropTable(const std::string& name) {
@@ -572,8 +572,8 @@ Result<std::vector<TopicInfo>> Client::ListTopics() {
         std::vector<TopicInfo> out;
         if (body->topics() == nullptr) return out;
         for (const fb::Topic* t : *body->topics()) {
-          TopicInfo info{Str(t->name()), t->partitions(), t->retention_ms(), t->retention_bytes(),
-                         {}, {}};
+          TopicInfo info{
+              Str(t->name()), t->partitions(), t->retention_ms(), t->retention_bytes(), {}, {}};
           if (t->start_offsets()) {
             for (std::uint64_t o : *t->start_offsets()) info.start_offsets.emplace_back(o);
           }
@@ -613,8 +613,7 @@ Result<std::optional<Row>> Client::Get(const std::string& table, const std::stri
   return Request<std::optional<Row>>(
       impl_.get(), fb::Request::GetRequest, true,
       [&](FlatBufferBuilder& fbb) {
-        return fb::CreateGetRequest(fbb, fbb.CreateString(table), Bytes(fbb, key),
-                                    as_of.value());
+        return fb::CreateGetRequest(fbb, fbb.CreateString(table), Bytes(fbb, key), as_of.value());
       },
       [](const Result<Response>& r) -> Result<std::optional<Row>> {
         LOCKSTEP_ASSIGN_OR_RETURN(const fb::GetResponse* body, As<fb::GetResponse>(r, "a get"));
@@ -644,18 +643,17 @@ Result<std::vector<Row>> Client::Scan(const std::string& table, const ScanOption
 void Client::Fetch(const std::string& topic, PartitionId partition, Offset offset,
                    const FetchOptions& o, Callback<FetchResult> done) {
   FlatBufferBuilder fbb(128);
-  auto request = fb::CreateFetchRequest(fbb, fbb.CreateString(topic), partition.value(),
-                                        offset.value(), o.max_bytes, o.max_events,
-                                        static_cast<std::uint32_t>(o.max_wait.count()),
-                                        o.min_bytes);
+  auto request = fb::CreateFetchRequest(
+      fbb, fbb.CreateString(topic), partition.value(), offset.value(), o.max_bytes, o.max_events,
+      static_cast<std::uint32_t>(o.max_wait.count()), o.min_bytes);
   impl_->Submit(fbb, request.Union(), fb::Request::FetchRequest, true,
                 [done = std::move(done)](Result<Response> r) {
                   auto body = As<fb::FetchResponse>(r, "a fetch");
                   if (!body.ok()) return done(body.status());
                   if ((*body)->records_bytes() != r->attachment.size()) {
-                    return done(base::Internal(fmt::format(
-                        "a fetch response announces {} record bytes but carries {}",
-                        (*body)->records_bytes(), r->attachment.size())));
+                    return done(base::Internal(
+                        fmt::format("a fetch response announces {} record bytes but carries {}",
+                                    (*body)->records_bytes(), r->attachment.size())));
                   }
                   FetchResult out;
                   out.records.assign(r->attachment.begin(), r->attachment.end());
@@ -673,8 +671,8 @@ Result<FetchResult> Client::Fetch(const std::string& topic, PartitionId partitio
   });
 }
 
-Result<Offset> Client::ListOffset(const std::string& topic, PartitionId partition,
-                                  OffsetSpec spec, std::int64_t timestamp_ms) {
+Result<Offset> Client::ListOffset(const std::string& topic, PartitionId partition, OffsetSpec spec,
+                                  std::int64_t timestamp_ms) {
   return Request<Offset>(
       impl_.get(), fb::Request::ListOffsetsRequest, true,
       [&](FlatBufferBuilder& fbb) {
@@ -785,10 +783,14 @@ Result<ServerStats> Client::Stats() {
       [](FlatBufferBuilder& fbb) { return fb::CreateStatsRequest(fbb); },
       [](const Result<Response>& r) -> Result<ServerStats> {
         LOCKSTEP_ASSIGN_OR_RETURN(const fb::StatsResponse* b, As<fb::StatsResponse>(r, "stats"));
-        return ServerStats{Lsn(b->visible_lsn()),   Lsn(b->checkpoint_lsn()),
-                           Lsn(b->oldest_readable_lsn()), b->table_bytes(),
-                           b->connections(),        b->parked_fetches(),
-                           b->requests(),           b->uptime_ms()};
+        return ServerStats{Lsn(b->visible_lsn()),
+                           Lsn(b->checkpoint_lsn()),
+                           Lsn(b->oldest_readable_lsn()),
+                           b->table_bytes(),
+                           b->connections(),
+                           b->parked_fetches(),
+                           b->requests(),
+                           b->uptime_ms()};
       });
 }
 
