@@ -122,9 +122,9 @@ struct Row {
   Lsn version;
 };
 struct ScanOptions {
-  std::string from;
-  std::string to;
-  std::string prefix;
+  std::string from = {};
+  std::string to = {};
+  std::string prefix = {};
   std::uint32_t limit = 1000;
   bool reverse = false;
 };
