@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
-# Builds Lockstep (Release) and runs the best end-to-end job there is today: durable appends
-# through the log into ./data on the real disk, measured against raw write+fdatasync of the same
-# disk in the same run. (Once lockstepd exists, this starts it on 127.0.0.1:7070 instead.)
+# Builds Lockstep (Release) and runs the server in the foreground with sane defaults: data in
+# ./data, listening on 127.0.0.1:7070 (loopback only). Extra arguments go to lockstepd, e.g.
+#   tools/run.sh --listen 127.0.0.1:0        # any free port; it prints the one it took
+# Stop it with Ctrl-C (SIGINT) or SIGTERM: in-flight commits finish, then it exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/build.sh release
-mkdir -p data
-bench=build/release/bench/lockstep-bench
-seconds=${LOCKSTEP_RUN_SECONDS:-2}
-echo "Durable appends into $PWD/data (each row: ops/s and latency; see docs/benchmarks.md)" >&2
-"$bench" --dir data --workload disk --outstanding 1 --record-bytes 4096 --seconds "$seconds"
-"$bench" --dir data --workload append --outstanding 1 --record-bytes 200 --seconds "$seconds"
-"$bench" --dir data --workload append --outstanding 256 --record-bytes 200 --seconds "$seconds"
+exec build/release/tools/lockstepd --data-dir ./data --listen 127.0.0.1:7070 "$@"
