@@ -5,10 +5,10 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <deque>
+#include <map>
 #include <random>
 #include <span>
 #include <thread>
-#include <unordered_map>
 
 #include "protocol/wire/frame.h"
 
@@ -238,6 +238,8 @@ class Client::Impl {
       ready_ = true;
       backoff_ = options_.backoff_initial;
       if (on_ready_) std::exchange(on_ready_, nullptr)(Status::Ok());
+      // Everything not yet sent, once each, in the order it was made.
+      queue_.clear();
       for (auto& [call_id, call] : calls_) {
         if (!call.sent) queue_.push_back(call_id);
       }
@@ -361,7 +363,7 @@ class Client::Impl {
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::uint64_t> reconnects_{0};
   // Network thread only:
-  std::unordered_map<std::uint64_t, Call> calls_;
+  std::map<std::uint64_t, Call> calls_;  // by id: resent in the order they were made
   std::deque<std::uint64_t> queue_;
   std::vector<std::byte> handshake_;
   std::array<std::byte, wire::kFrameHeaderBytes> header_{};

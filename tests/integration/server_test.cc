@@ -11,11 +11,16 @@
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "base/event_record.h"
 #include "clients/client.h"
+#include "clients/consumer.h"
+#include "clients/producer.h"
 #include "engine/engine.h"
 #include "protocol/server/server.h"
 #include "protocol/wire/frame.h"
@@ -29,6 +34,7 @@ using namespace std::chrono_literals;
 using base::Offset;
 using base::PartitionId;
 using base::Result;
+using base::Status;
 using base::StatusCode;
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -300,6 +306,135 @@ TEST_F(ServerTest, ACallPastItsDeadlineSaysWhetherItHappened) {
   auto r = c->Commit(client::Transaction().Put("t", "k", "v"));
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded);
   EXPECT_NE(r.status().message().find("never sent"), std::string::npos) << r.status().ToString();
+}
+
+// ---- Producer and consumer -----------------------------------------------------------------
+
+TEST_F(ServerTest, AProducerBatchesAndDeliversInOrderAndAConsumerReadsItAll) {
+  ASSERT_TRUE(client_->CreateTopic("clicks", 3).ok());
+  client::ProducerOptions po;
+  po.batch_events = 64;
+  auto producer = client::Producer::Create(*client_, po);
+  ASSERT_TRUE(producer.ok());
+  constexpr int kEvents = 3000;
+  std::mutex mu;
+  std::vector<int> delivered;
+  std::map<std::uint32_t, std::uint64_t> next_offset;
+  bool in_order = true;
+  for (int i = 0; i < kEvents; ++i) {
+    client::EventAppend e;
+    e.topic = "clicks";
+    e.key = "user" + std::to_string(i % 10);  // same key, same partition, in order
+    e.payload = std::to_string(i);
+    ASSERT_TRUE((*producer)
+                    ->Send(std::move(e),
+                           [&, i](Result<client::EventPosition> r) {
+                             std::lock_guard lock(mu);
+                             if (!r.ok()) return;
+                             delivered.push_back(i);
+                             auto& n = next_offset[r->partition.value()];
+                             if (r->offset.value() != n) in_order = false;
+                             n = r->offset.value() + 1;
+                           })
+                    .ok());
+  }
+  ASSERT_TRUE((*producer)->Flush().ok());
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(delivered.size(), static_cast<std::size_t>(kEvents));
+    EXPECT_TRUE(std::is_sorted(delivered.begin(), delivered.end())) << "callbacks out of order";
+    EXPECT_TRUE(in_order) << "offsets skipped or repeated";
+  }
+  // Fewer transactions than events: batching happened.
+  EXPECT_LT(engine_->visible_lsn().value(), static_cast<std::uint64_t>(kEvents / 4));
+
+  client::ConsumerOptions co;
+  co.group = "readers";
+  co.max_wait = 100ms;
+  auto consumer = client::Consumer::Create(*client_, co);
+  ASSERT_TRUE(consumer.ok());
+  ASSERT_TRUE((*consumer)->Assign("clicks").ok());
+  std::map<std::string, std::vector<int>> by_key;
+  int seen = 0;
+  for (int round = 0; round < 200 && seen < kEvents; ++round) {
+    auto batch = (*consumer)->Poll(1000ms);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    for (const auto& e : *batch) {
+      by_key[*e.key].push_back(std::stoi(e.payload));
+      ++seen;
+    }
+  }
+  ASSERT_EQ(seen, kEvents);
+  for (const auto& [key, values] : by_key) {
+    EXPECT_TRUE(std::is_sorted(values.begin(), values.end())) << key;
+  }
+  ASSERT_TRUE((*consumer)->Commit().ok());
+  consumer->reset();
+  // A new member of the group starts where the group committed: nothing is left.
+  auto again = client::Consumer::Create(*client_, co);
+  ASSERT_TRUE((*again)->Assign("clicks").ok());
+  auto rest = (*again)->Poll(300ms);
+  ASSERT_TRUE(rest.ok());
+  EXPECT_TRUE(rest->empty());
+  auto lag = client_->GroupLag("readers");
+  ASSERT_TRUE(lag.ok());
+  EXPECT_FALSE(lag->empty());
+  for (const auto& l : *lag) EXPECT_EQ(l.events, 0u) << l.topic << "/" << l.partition.value();
+}
+
+// Exactly-once consume-transform-produce: outputs and input offsets commit in one transaction.
+// A consumer that dies before committing leaves neither; one fenced by a new generation cannot
+// commit; in the end every input appears exactly once in the outputs.
+TEST_F(ServerTest, ConsumeTransformProduceCountsEveryInputExactlyOnce) {
+  ASSERT_TRUE(client_->CreateTopic("in", 1).ok());
+  ASSERT_TRUE(client_->CreateTopic("out", 1).ok());
+  constexpr int kInputs = 200;
+  for (int i = 0; i < kInputs; ++i) {
+    ASSERT_TRUE(client_->Commit(client::Transaction().Append(Event("in", std::to_string(i)))).ok());
+  }
+  auto process = [&](std::uint64_t generation, int max_batches, bool commit) -> Status {
+    client::ConsumerOptions co;
+    co.group = "doubler";
+    co.generation = generation;
+    co.max_wait = 50ms;
+    co.fetch_max_events = 20;  // several batches, so a crash can fall between them
+    auto consumer = client::Consumer::Create(*client_, co);
+    LOCKSTEP_RETURN_IF_ERROR(consumer.status());
+    LOCKSTEP_RETURN_IF_ERROR((*consumer)->Assign("in"));
+    for (int b = 0; b < max_batches; ++b) {
+      auto batch = (*consumer)->Poll(500ms);
+      LOCKSTEP_RETURN_IF_ERROR(batch.status());
+      if (batch->empty()) break;
+      client::Transaction txn;
+      for (const auto& e : *batch) {
+        txn.Append(Event("out", std::to_string(2 * std::stoi(e.payload))));
+      }
+      for (auto& position : (*consumer)->Positions()) txn.CommitOffset(std::move(position));
+      if (!commit) return Status::Ok();  // it dies here: nothing of this batch was committed
+      LOCKSTEP_RETURN_IF_ERROR(client_->Commit(std::move(txn)).status());
+    }
+    return Status::Ok();
+  };
+  ASSERT_TRUE(process(0, 2, true).ok());
+  ASSERT_TRUE(process(0, 1, false).ok());  // crashed after reading, before committing
+  // A rebalance: the group moves to generation 1; a member still at 0 is fenced off.
+  auto generation = engine_->NewGroupGeneration("doubler");
+  ASSERT_TRUE(generation.ok());
+  Status stale = process(0, 1, true);
+  EXPECT_EQ(stale.code(), StatusCode::kFailedPrecondition) << stale.ToString();
+  ASSERT_TRUE(process(*generation, 1000, true).ok());
+  // Every input doubled exactly once.
+  std::multiset<int> outputs;
+  Offset next(0);
+  for (;;) {
+    auto f = client_->Fetch("out", PartitionId(0), next);
+    ASSERT_TRUE(f.ok());
+    if (f->events == 0) break;
+    for (const auto& p : Payloads(*f)) outputs.insert(std::stoi(p));
+    next = f->next_offset;
+  }
+  ASSERT_EQ(outputs.size(), static_cast<std::size_t>(kInputs));
+  for (int i = 0; i < kInputs; ++i) EXPECT_EQ(outputs.count(2 * i), 1u) << i;
 }
 
 // ---- The bad-input catalogue ---------------------------------------------------------------

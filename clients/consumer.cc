@@ -1,0 +1,266 @@
+#include "clients/consumer.h"
+
+#include <fmt/format.h>
+
+#include "base/event_record.h"
+
+namespace lockstep::client {
+
+struct Consumer::Partition {
+  std::string topic;
+  PartitionId partition;
+  Offset position;                           // the next offset Poll delivers
+  bool fetching = false;                     // a prefetch is in flight
+  std::uint64_t epoch = 0;                   // bumped by a seek: older prefetches are dropped
+  std::optional<Result<FetchResult>> ready;  // a completed prefetch, from `position`
+  Offset committed;                          // what Commit last wrote
+};
+
+namespace {
+
+std::string Str(base::Bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+// Appends the events of `records` at or after `from` to `out`; returns the next offset.
+Result<Offset> Decode(const std::string& topic, PartitionId partition,
+                      const std::vector<std::byte>& records, Offset from,
+                      std::vector<ConsumedEvent>* out) {
+  base::Bytes rest(records);
+  Offset next = from;
+  while (!rest.empty()) {
+    LOCKSTEP_ASSIGN_OR_RETURN(base::EventView e, base::DecodeEvent(rest));
+    rest = rest.subspan(e.record().size());
+    if (e.offset() < from) continue;
+    ConsumedEvent c;
+    c.topic = topic;
+    c.partition = partition;
+    c.offset = e.offset();
+    c.lsn = e.lsn();
+    c.timestamp_ms = e.timestamp_ms();
+    if (auto key = e.key()) c.key = Str(*key);
+    c.payload = Str(e.payload());
+    c.type = std::string(e.type());
+    c.schema_version = e.schema_version();
+    e.ForEachHeader([&](const base::EventHeader& h) {
+      c.headers.emplace_back(std::string(h.name), Str(h.value));
+    });
+    next = Offset(e.offset().value() + 1);
+    out->push_back(std::move(c));
+  }
+  return next;
+}
+
+}  // namespace
+
+Consumer::Consumer(Client& client, ConsumerOptions options)
+    : client_(client), options_(std::move(options)) {}
+
+Result<std::unique_ptr<Consumer>> Consumer::Create(Client& client, ConsumerOptions options) {
+  if (options.auto_commit && options.group.empty()) {
+    return base::InvalidArgument("auto_commit needs a group");
+  }
+  return std::unique_ptr<Consumer>(new Consumer(client, std::move(options)));
+}
+
+Consumer::~Consumer() {
+  std::unique_lock lock(mu_);
+  closed_ = true;
+  // Prefetch callbacks name this consumer: wait for them (a long-poll ends by its max_wait).
+  cv_.wait(lock, [&] { return fetches_in_flight_ == 0; });
+}
+
+Result<Offset> Consumer::Reset(const std::string& topic, PartitionId partition) {
+  switch (options_.reset) {
+    case ResetPolicy::kEarliest:
+      return client_.ListOffset(topic, partition, OffsetSpec::kEarliest);
+    case ResetPolicy::kLatest:
+      return client_.ListOffset(topic, partition, OffsetSpec::kLatest);
+    case ResetPolicy::kFail:
+      break;
+  }
+  return base::FailedPrecondition(fmt::format(
+      "{}/{}: no valid position and the reset policy is to fail", topic, partition.value()));
+}
+
+Status Consumer::Assign(const std::string& topic, std::vector<PartitionId> partitions) {
+  if (partitions.empty()) {
+    LOCKSTEP_ASSIGN_OR_RETURN(auto topics, client_.ListTopics());
+    bool found = false;
+    for (const TopicInfo& t : topics) {
+      if (t.name != topic) continue;
+      found = true;
+      for (std::uint32_t p = 0; p < t.partitions; ++p) partitions.emplace_back(p);
+    }
+    if (!found) return base::NotFound(fmt::format("no topic {:?}", topic));
+  }
+  std::map<std::uint32_t, Offset> committed;
+  if (!options_.group.empty()) {
+    auto group = client_.DescribeGroup(options_.group);
+    if (group.ok()) {
+      for (const GroupOffset& o : group->offsets) {
+        if (o.topic == topic) committed[o.partition.value()] = o.offset;
+      }
+    } else if (group.status().code() != base::StatusCode::kNotFound) {
+      return group.status();
+    }
+  }
+  for (PartitionId p : partitions) {
+    Offset start;
+    if (auto it = committed.find(p.value()); it != committed.end()) {
+      start = it->second;
+    } else {
+      LOCKSTEP_ASSIGN_OR_RETURN(start, Reset(topic, p));
+    }
+    auto part = std::make_shared<Partition>();
+    part->topic = topic;
+    part->partition = p;
+    part->position = start;
+    part->committed = start;
+    {
+      std::lock_guard lock(mu_);
+      partitions_[{topic, p.value()}] = part;
+    }
+    StartFetch(topic, p);
+  }
+  return Status::Ok();
+}
+
+void Consumer::StartFetch(const std::string& topic, PartitionId partition) {
+  std::shared_ptr<Partition> part;
+  Offset from;
+  std::uint64_t epoch = 0;
+  {
+    std::lock_guard lock(mu_);
+    auto it = partitions_.find({topic, partition.value()});
+    if (closed_ || it == partitions_.end()) return;
+    part = it->second;
+    if (part->fetching || part->ready) return;
+    part->fetching = true;
+    from = part->position;
+    epoch = part->epoch;
+    ++fetches_in_flight_;
+  }
+  FetchOptions o;
+  o.max_bytes = options_.fetch_max_bytes;
+  o.max_events = options_.fetch_max_events;
+  o.max_wait = options_.max_wait;
+  client_.Fetch(topic, partition, from, o, [this, part, epoch](Result<FetchResult> r) {
+    std::lock_guard lock(mu_);
+    part->fetching = false;
+    if (epoch == part->epoch) part->ready = std::move(r);
+    --fetches_in_flight_;
+    cv_.notify_all();
+  });
+}
+
+Status Consumer::Seek(const std::string& topic, PartitionId partition, Offset offset) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = partitions_.find({topic, partition.value()});
+    if (it == partitions_.end()) {
+      return base::FailedPrecondition(
+          fmt::format("{}/{} is not assigned to this consumer", topic, partition.value()));
+    }
+    it->second->position = offset;
+    ++it->second->epoch;
+    it->second->ready.reset();
+  }
+  StartFetch(topic, partition);
+  return Status::Ok();
+}
+
+Status Consumer::SeekToBeginning(const std::string& topic, PartitionId partition) {
+  LOCKSTEP_ASSIGN_OR_RETURN(Offset o, client_.ListOffset(topic, partition, OffsetSpec::kEarliest));
+  return Seek(topic, partition, o);
+}
+Status Consumer::SeekToEnd(const std::string& topic, PartitionId partition) {
+  LOCKSTEP_ASSIGN_OR_RETURN(Offset o, client_.ListOffset(topic, partition, OffsetSpec::kLatest));
+  return Seek(topic, partition, o);
+}
+Status Consumer::SeekToTimestamp(const std::string& topic, PartitionId partition,
+                                 std::int64_t timestamp_ms) {
+  LOCKSTEP_ASSIGN_OR_RETURN(
+      Offset o, client_.ListOffset(topic, partition, OffsetSpec::kTimestamp, timestamp_ms));
+  return Seek(topic, partition, o);
+}
+
+Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds timeout) {
+  if (options_.auto_commit) LOCKSTEP_RETURN_IF_ERROR(Commit());
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<ConsumedEvent> out;
+  for (;;) {
+    std::vector<std::shared_ptr<Partition>> refetch, reset;
+    {
+      std::unique_lock lock(mu_);
+      for (auto& [key, part] : partitions_) {
+        if (!part->ready) continue;
+        Result<FetchResult> r = std::move(*part->ready);
+        part->ready.reset();
+        if (r.ok()) {
+          LOCKSTEP_ASSIGN_OR_RETURN(
+              Offset next, Decode(part->topic, part->partition, r->records, part->position, &out));
+          part->position = std::max(next, part->position);
+        } else if (r.status().code() == base::StatusCode::kOutOfRange) {
+          reset.push_back(part);
+        } else if (r.status().code() != base::StatusCode::kUnavailable &&
+                   r.status().code() != base::StatusCode::kDeadlineExceeded) {
+          return r.status().WithContext(
+              fmt::format("fetching {}/{}", part->topic, part->partition.value()));
+        }
+        refetch.push_back(part);  // prefetch the next batch now: Poll rarely waits
+      }
+      if (out.empty() && reset.empty() && refetch.empty()) {
+        const bool woke = cv_.wait_until(lock, deadline, [&] {
+          for (auto& [key, part] : partitions_) {
+            if (part->ready) return true;
+          }
+          return false;
+        });
+        if (!woke) return out;
+        continue;
+      }
+    }
+    for (auto& part : reset) {
+      LOCKSTEP_ASSIGN_OR_RETURN(Offset start, Reset(part->topic, part->partition));
+      std::lock_guard lock(mu_);
+      part->position = start;
+    }
+    for (auto& part : refetch) StartFetch(part->topic, part->partition);
+    if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
+  }
+}
+
+std::vector<OffsetCommit> Consumer::Positions() const {
+  std::lock_guard lock(mu_);
+  std::vector<OffsetCommit> out;
+  for (const auto& [key, part] : partitions_) {
+    out.push_back(
+        {options_.group, options_.generation, part->topic, part->partition, part->position});
+  }
+  return out;
+}
+
+Status Consumer::Commit() {
+  if (options_.group.empty()) {
+    return base::FailedPrecondition("this consumer has no group to commit offsets for");
+  }
+  std::vector<OffsetCommit> changed;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [key, part] : partitions_) {
+      if (part->position != part->committed) {
+        changed.push_back(
+            {options_.group, options_.generation, part->topic, part->partition, part->position});
+      }
+    }
+  }
+  if (changed.empty()) return Status::Ok();
+  LOCKSTEP_RETURN_IF_ERROR(client_.CommitOffsets(changed));
+  std::lock_guard lock(mu_);
+  for (const OffsetCommit& c : changed) {
+    auto it = partitions_.find({c.topic, c.partition.value()});
+    if (it != partitions_.end()) it->second->committed = c.offset;
+  }
+  return Status::Ok();
+}
+
+}  // namespace lockstep::client
