@@ -80,7 +80,10 @@ void Drain(const std::atomic<std::uint32_t>& in_flight, std::int64_t end_ns) {
 class TransferDriver {
  public:
   TransferDriver(Engine& engine, const EngineWorkload& w)
-      : engine_(engine), w_(w), window_(w.warmup_seconds, w.seconds), slots_(w.outstanding),
+      : engine_(engine),
+        w_(w),
+        window_(w.warmup_seconds, w.seconds),
+        slots_(w.outstanding),
         payload_(w.event_bytes, 'x') {
     for (std::uint32_t i = 0; i < w.outstanding; ++i) slots_[i].rng.seed(i + 1);
   }
@@ -160,7 +163,10 @@ class TransferDriver {
 class EventsDriver {
  public:
   EventsDriver(Engine& engine, const EngineWorkload& w)
-      : engine_(engine), w_(w), window_(w.warmup_seconds, w.seconds), began_(w.outstanding),
+      : engine_(engine),
+        w_(w),
+        window_(w.warmup_seconds, w.seconds),
+        began_(w.outstanding),
         payload_(w.event_bytes, 'e') {}
 
   base::Result<EngineRow> Run() {

@@ -30,7 +30,7 @@ struct EngineRow {
   std::uint64_t ops = 0;        // committed transactions in the window
   std::uint64_t conflicts = 0;  // conflicts retried in the window
   double seconds = 0;
-  LatencyRecorder latency;      // first read (or submit) to durable acknowledgement
+  LatencyRecorder latency;  // first read (or submit) to durable acknowledgement
 };
 
 base::Result<EngineRow> RunTransferLockstep(const EngineWorkload& w);

@@ -28,6 +28,7 @@
 #include "base/clock.h"
 #include "bench/engine_workloads.h"
 #include "bench/latency.h"
+#include "bench/network_workloads.h"
 #include "storage/io.h"
 #include "storage/log.h"
 
@@ -53,6 +54,9 @@ struct Flags {
   std::string system = "lockstep";
   bool no_sync = false;
   std::uint32_t accounts = 100'000;
+  std::string broker;   // network workloads: a running lockstepd; empty: start one in-process
+  bool remote = false;  // transfer through the client and the server
+  std::uint32_t rate = 10'000;
 };
 
 struct Row {
@@ -304,10 +308,65 @@ base::Result<Row> RunEngineWorkload(storage::Io& io, const Flags& f, const std::
   return row;
 }
 
+// --workload tcp | produce | consume | e2e, and transfer --remote: over loopback TCP.
+base::Result<Row> RunNetworkWorkload(storage::Io& io, const Flags& f, const std::string& dir,
+                                     storage::Preallocation mode) {
+  NetworkWorkload w;
+  w.broker = f.broker;
+  w.dir = storage::JoinPath(dir, "server");
+  w.io = &io;
+  w.log.segment_bytes = f.segment_bytes;
+  w.log.batch_bytes_max = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(w.log.batch_bytes_max, f.segment_bytes / 2));
+  w.log.preallocation = mode;
+  w.outstanding = f.outstanding;
+  w.record_bytes = f.record_bytes;
+  w.accounts = f.accounts;
+  w.rate = f.rate;
+  w.seconds = f.seconds;
+  w.warmup_seconds = static_cast<double>(WarmupNs(f.seconds)) / 1e9;
+  base::Result<NetworkRow> result = base::Internal("unreachable");
+  if (f.workload == "tcp") {
+    result = RunTcp(w);
+  } else if (f.workload == "produce") {
+    result = RunProduce(w);
+  } else if (f.workload == "consume") {
+    result = RunConsume(w);
+  } else if (f.workload == "e2e") {
+    result = RunEndToEnd(w);
+  } else {
+    result = RunTransferRemote(w);
+  }
+  if (!result.ok()) return result.status();
+  Row row;
+  row.workload = f.workload;
+  row.system = f.workload == "tcp" ? "raw" : "lockstep";
+  row.ops = result->ops;
+  row.seconds = result->seconds;
+  row.latency = result->latency;
+  row.extra["remote"] = true;
+  row.extra["payload_bytes_per_op"] = result->payload_bytes_per_op;
+  if (f.workload == "transfer") {
+    row.extra["durable"] = true;
+    row.extra["conflicts"] = result->conflicts;
+  }
+  if (f.workload == "e2e") {
+    row.extra["rate"] = f.rate;
+    row.extra["commit_p50_us"] = result->commit_latency.Percentile(0.50);
+    row.extra["commit_p99_us"] = result->commit_latency.Percentile(0.99);
+  }
+  if (f.workload != "tcp") row.extra["broker"] = f.broker.empty() ? "in-process" : f.broker;
+  return row;
+}
+
 void Print(const Flags& f, Row& row, std::string_view io_name) {
   const double ops_per_s = row.seconds > 0 ? static_cast<double>(row.ops) / row.seconds : 0;
   double payload_per_op = f.record_bytes;
   if (row.workload == "disk") payload_per_op *= f.outstanding;
+  if (row.extra.contains("payload_bytes_per_op")) {
+    payload_per_op = row.extra["payload_bytes_per_op"].get<double>();
+    row.extra.erase("payload_bytes_per_op");
+  }
   nlohmann::ordered_json j;
   j["workload"] = row.workload;
   j["system"] = row.system;
@@ -344,8 +403,15 @@ void Print(const Flags& f, Row& row, std::string_view io_name) {
 int Main(int argc, char** argv) {
   Flags f;
   CLI::App app{"lockstep-bench: durable workloads measured against the raw disk of the same run"};
-  app.add_option("--workload", f.workload, "disk | append | transfer | events")
-      ->check(CLI::IsMember({"disk", "append", "transfer", "events"}));
+  app.add_option("--workload", f.workload,
+                 "disk | append | transfer | events | tcp | produce | consume | e2e")
+      ->check(CLI::IsMember(
+          {"disk", "append", "transfer", "events", "tcp", "produce", "consume", "e2e"}));
+  app.add_option("--broker", f.broker,
+                 "network workloads: HOST:PORT of a running lockstepd (default: start a server "
+                 "in-process on a free loopback port)");
+  app.add_flag("--remote", f.remote, "transfer: through the client and the server");
+  app.add_option("--rate", f.rate, "e2e: commits per second")->check(CLI::Range(1u, 10'000'000u));
   app.add_option("--system", f.system, "transfer: lockstep | rocksdb")
       ->check(CLI::IsMember({"lockstep", "rocksdb"}));
   app.add_flag("--no-sync", f.no_sync,
@@ -398,8 +464,20 @@ int Main(int argc, char** argv) {
     std::cerr << "lockstep-bench: --no-sync applies to transfer and events on lockstep only\n";
     return 2;
   }
+  const bool network = f.workload == "tcp" || f.workload == "produce" || f.workload == "consume" ||
+                       f.workload == "e2e" || (f.workload == "transfer" && f.remote);
+  if (f.remote && f.workload != "transfer") {
+    std::cerr << "lockstep-bench: --remote applies to --workload transfer\n";
+    return 2;
+  }
+  if (f.remote && (f.system != "lockstep" || f.no_sync)) {
+    std::cerr << "lockstep-bench: --remote runs lockstep, durable\n";
+    return 2;
+  }
   std::vector<base::Result<Row>> rows;
-  if (f.workload == "transfer" || f.workload == "events") {
+  if (network) {
+    rows.push_back(RunNetworkWorkload(**io, f, (*work)->path(), mode));
+  } else if (f.workload == "transfer" || f.workload == "events") {
     rows.push_back(RunEngineWorkload(**io, f, (*work)->path(), mode));
   } else if (f.workload == "disk") {
     // One prepared row per way the log may prepare segments (adaptive: both), then extended.

@@ -53,7 +53,8 @@ base::Result<EngineRow> RunTransferRocksdb(const EngineWorkload& w) {
   }
 
   std::vector<std::mutex> locks(w.accounts);
-  const std::int64_t start = base::MonotonicNs() + static_cast<std::int64_t>(w.warmup_seconds * 1e9);
+  const std::int64_t start =
+      base::MonotonicNs() + static_cast<std::int64_t>(w.warmup_seconds * 1e9);
   const std::int64_t end = start + static_cast<std::int64_t>(w.seconds * 1e9);
   std::mutex stats_mu;
   EngineRow row;

@@ -260,23 +260,29 @@ class Client::Impl {
     ReadHeader();
   }
 
+  // Writes every queued request (up to 64) with one gather write; the frames are shared with
+  // the write, so a call answered or expired meanwhile does not free them under it.
   void WriteNext() {
     if (writing_ || !ready_) return;
-    while (!queue_.empty() && calls_.find(queue_.front()) == calls_.end()) queue_.pop_front();
-    if (queue_.empty()) return;
-    const std::uint64_t id = queue_.front();
-    queue_.pop_front();
-    Call& call = calls_.at(id);
-    call.sent = true;
+    auto frames = std::make_shared<std::vector<std::shared_ptr<const std::vector<std::byte>>>>();
+    std::vector<asio::const_buffer> buffers;
+    while (!queue_.empty() && frames->size() < 64) {
+      auto it = calls_.find(queue_.front());
+      queue_.pop_front();
+      if (it == calls_.end()) continue;
+      it->second.sent = true;
+      frames->push_back(it->second.frame);
+      buffers.push_back(asio::buffer(*it->second.frame));
+    }
+    if (frames->empty()) return;
     writing_ = true;
-    asio::async_write(
-        socket_, asio::buffer(*call.frame),
-        [this, gen = generation_, frame = call.frame](boost::system::error_code ec, std::size_t) {
-          if (gen != generation_) return;
-          writing_ = false;
-          if (ec) return Lost("write: " + ec.message());
-          WriteNext();
-        });
+    asio::async_write(socket_, buffers,
+                      [this, gen = generation_, frames](boost::system::error_code ec, std::size_t) {
+                        if (gen != generation_) return;
+                        writing_ = false;
+                        if (ec) return Lost("write: " + ec.message());
+                        WriteNext();
+                      });
   }
 
   // The connection broke (or never came up): what may be sent again waits for the next one.
@@ -610,18 +616,23 @@ Result<std::vector<std::string>> Client::ListTables() {
       });
 }
 
+void Client::Get(const std::string& table, const std::string& key, Lsn as_of,
+                 Callback<std::optional<Row>> done) {
+  FlatBufferBuilder fbb(128);
+  auto request = fb::CreateGetRequest(fbb, fbb.CreateString(table), Bytes(fbb, key), as_of.value());
+  impl_->Submit(fbb, request.Union(), fb::Request::GetRequest, true,
+                [done = std::move(done)](Result<Response> r) {
+                  auto body = As<fb::GetResponse>(r, "a get");
+                  if (!body.ok()) return done(body.status());
+                  if ((*body)->row() == nullptr) return done(std::optional<Row>());
+                  done(std::optional<Row>(ToRow((*body)->row())));
+                });
+}
+
 Result<std::optional<Row>> Client::Get(const std::string& table, const std::string& key,
                                        Lsn as_of) {
-  return Request<std::optional<Row>>(
-      impl_.get(), fb::Request::GetRequest, true,
-      [&](FlatBufferBuilder& fbb) {
-        return fb::CreateGetRequest(fbb, fbb.CreateString(table), Bytes(fbb, key), as_of.value());
-      },
-      [](const Result<Response>& r) -> Result<std::optional<Row>> {
-        LOCKSTEP_ASSIGN_OR_RETURN(const fb::GetResponse* body, As<fb::GetResponse>(r, "a get"));
-        if (body->row() == nullptr) return std::optional<Row>();
-        return std::optional<Row>(ToRow(body->row()));
-      });
+  return Wait<std::optional<Row>>(
+      [&](Callback<std::optional<Row>> done) { Get(table, key, as_of, std::move(done)); });
 }
 
 Result<std::vector<Row>> Client::Scan(const std::string& table, const ScanOptions& o, Lsn as_of) {

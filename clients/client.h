@@ -232,6 +232,8 @@ class Client {
   // Tables, now (as_of 0) or as of an LSN.
   Result<std::optional<Row>> Get(const std::string& table, const std::string& key,
                                  Lsn as_of = Lsn());
+  void Get(const std::string& table, const std::string& key, Lsn as_of,
+           Callback<std::optional<Row>> done);
   Result<std::vector<Row>> Scan(const std::string& table, const ScanOptions& options = {},
                                 Lsn as_of = Lsn());
 
