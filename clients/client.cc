@@ -68,9 +68,9 @@ Transaction& Transaction::ProducerSequence(std::uint64_t producer_id, std::uint6
 
 namespace {
 
-// A received response: its frame body (kept alive), the verified message, the attachment.
+// A received response: the verified message and the attachment, pointing into the read buffer
+// — valid only during the callback, which converts what it needs right away.
 struct Response {
-  std::vector<std::byte> body;
   const fb::ResponseMessage* message = nullptr;
   std::span<const std::byte> attachment;
 };
@@ -189,40 +189,39 @@ class Client::Impl {
                         if (gen != generation_) return;
                         if (ec) return Lost("handshake: " + ec.message());
                       });
-    ReadHeader();
+    reader_.emplace(options_.max_frame_bytes);
+    ReadMore();
   }
 
-  void ReadHeader() {
-    asio::async_read(
-        socket_, asio::buffer(header_),
-        [this, gen = generation_](boost::system::error_code ec, std::size_t) {
+  // Reads whatever the socket has (one system call for many pipelined responses), then
+  // handles every complete frame in it.
+  void ReadMore() {
+    const std::span<std::byte> room = reader_->Room();
+    socket_.async_read_some(
+        asio::buffer(room.data(), room.size()),
+        [this, gen = generation_](boost::system::error_code ec, std::size_t n) {
           if (gen != generation_) return;
-          if (ec)
+          if (ec) {
             return Lost(fmt::format("connection to {} lost: {}", options_.broker, ec.message()));
-          auto h = wire::ParseFrameHeader(header_, options_.max_frame_bytes);
-          if (!h.ok()) return Lost("bad frame from the server: " + h.status().ToString());
-          current_ = *h;
-          body_.resize(current_.body_bytes());
-          asio::async_read(
-              socket_, asio::buffer(body_), [this, gen](boost::system::error_code e, std::size_t) {
-                if (gen != generation_) return;
-                if (e) {
-                  return Lost(
-                      fmt::format("connection to {} lost: {}", options_.broker, e.message()));
-                }
-                OnFrame();
-              });
+          }
+          reader_->Filled(n);
+          for (;;) {
+            auto frame = reader_->Next();
+            if (!frame.ok()) return Lost("bad frame from the server: " + frame.status().ToString());
+            if (!*frame) break;
+            OnFrame(**frame);
+            if (gen != generation_) return;  // the frame ended this connection
+          }
+          ReadMore();
         });
   }
 
-  void OnFrame() {
-    Response r;
-    r.body = std::move(body_);
-    body_ = {};
-    auto message = wire::VerifyResponse(std::span(r.body.data(), current_.message_bytes));
+  void OnFrame(const wire::FrameReader::Frame& frame) {
+    auto message = wire::VerifyResponse(frame.message);
     if (!message.ok()) return Lost("bad response from the server: " + message.status().ToString());
+    Response r;
     r.message = *message;
-    r.attachment = std::span<const std::byte>(r.body).subspan(current_.message_bytes);
+    r.attachment = frame.attachment;
     const std::uint64_t id = r.message->correlation_id();
     if (!ready_) {
       // The handshake's answer (or a refusal: an old server, a full one).
@@ -243,21 +242,18 @@ class Client::Impl {
       for (auto& [call_id, call] : calls_) {
         if (!call.sent) queue_.push_back(call_id);
       }
-      WriteNext();
-      return ReadHeader();
+      return WriteNext();
     }
     auto it = calls_.find(id);
-    if (it != calls_.end()) {
-      auto done = std::move(it->second.done);
-      calls_.erase(it);
-      if (const fb::Error* error = r.message->error()) {
-        done(Status(wire::FromWire(error->code()),
-                    error->message() ? error->message()->str() : std::string()));
-      } else {
-        done(std::move(r));
-      }
+    if (it == calls_.end()) return;  // answered after its deadline
+    auto done = std::move(it->second.done);
+    calls_.erase(it);
+    if (const fb::Error* error = r.message->error()) {
+      done(Status(wire::FromWire(error->code()),
+                  error->message() ? error->message()->str() : std::string()));
+    } else {
+      done(r);
     }
-    ReadHeader();
   }
 
   // Writes every queued request (up to 64) with one gather write; the frames are shared with
@@ -372,10 +368,8 @@ class Client::Impl {
   std::map<std::uint64_t, Call> calls_;  // by id: resent in the order they were made
   std::deque<std::uint64_t> queue_;
   std::vector<std::byte> handshake_;
-  std::array<std::byte, wire::kFrameHeaderBytes> header_{};
-  wire::FrameHeader current_;
-  std::vector<std::byte> body_;
-  std::uint64_t generation_ = 0;  // of the current connection attempt
+  std::optional<wire::FrameReader> reader_;  // per connection
+  std::uint64_t generation_ = 0;             // of the current connection attempt
   bool ready_ = false;
   bool writing_ = false;
   bool closed_ = false;

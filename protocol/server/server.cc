@@ -118,7 +118,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     socket_.set_option(tcp::no_delay(true), ignored);
     remote_ = Endpoint();
     ArmTimer(server_.options_.handshake_timeout, "no handshake");
-    ReadHeader();
+    ReadMore();
   }
 
   // Any thread. Dropped once the server has stopped (its io_context may be gone): the engine
@@ -195,47 +195,42 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // ---- Reading --------------------------------------------------------------------------------
 
-  void ReadHeader() {
-    if (closed_ || closing_) return;
-    if (Saturated()) {
-      paused_ = true;  // backpressure: resumed by MaybeResume once responses drain
-      return;
-    }
+  // Reads whatever the socket has into the frame reader (one system call for many pipelined
+  // frames), then handles every complete frame. Stops while the connection is saturated.
+  void ReadMore() {
+    if (closed_ || closing_ || reading_ || paused_) return;
     reading_ = true;
-    asio::async_read(socket_, asio::buffer(header_),
-                     asio::bind_executor(strand_, [self = shared_from_this()](
-                                                      boost::system::error_code ec, std::size_t) {
-                       self->reading_ = false;
-                       self->OnHeader(ec);
-                     }));
+    const std::span<std::byte> room = reader_.Room();
+    socket_.async_read_some(
+        asio::buffer(room.data(), room.size()),
+        asio::bind_executor(
+            strand_, [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+              self->reading_ = false;
+              if (ec) return self->Disconnected(ec);
+              self->reader_.Filled(n);
+              self->ProcessFrames();
+            }));
   }
 
-  void OnHeader(boost::system::error_code ec) {
-    if (ec) return Disconnected(ec);
-    auto header = wire::ParseFrameHeader(header_, server_.options_.max_frame_bytes);
-    if (!header.ok()) return Reject(0, header.status());
-    current_ = *header;
-    body_.resize(current_.body_bytes());
-    reading_ = true;
-    asio::async_read(socket_, asio::buffer(body_),
-                     asio::bind_executor(strand_, [self = shared_from_this()](
-                                                      boost::system::error_code e, std::size_t) {
-                       self->reading_ = false;
-                       self->OnBody(e);
-                     }));
-  }
-
-  void OnBody(boost::system::error_code ec) {
-    if (ec) return Disconnected(ec);
-    if (current_.attachment_bytes() != 0) {
-      return Reject(0, base::InvalidArgument("requests carry no attachment"));
+  void ProcessFrames() {
+    while (!closed_ && !closing_) {
+      if (Saturated()) {
+        paused_ = true;  // backpressure: MaybeResume goes on once responses drain
+        return;
+      }
+      auto frame = reader_.Next();
+      if (!frame.ok()) return Reject(0, frame.status());
+      if (!*frame) break;
+      if (!(*frame)->attachment.empty()) {
+        return Reject(0, base::InvalidArgument("requests carry no attachment"));
+      }
+      auto message = wire::VerifyRequest((*frame)->message);
+      if (!message.ok()) return Reject(0, message.status());
+      server_.requests_.fetch_add(1, std::memory_order_relaxed);
+      last_activity_ = std::chrono::steady_clock::now();
+      Dispatch(**message);
     }
-    auto message = wire::VerifyRequest(std::span(body_.data(), current_.message_bytes));
-    if (!message.ok()) return Reject(0, message.status());
-    server_.requests_.fetch_add(1, std::memory_order_relaxed);
-    last_activity_ = std::chrono::steady_clock::now();
-    Dispatch(**message);
-    ReadHeader();
+    ReadMore();
   }
 
   void Disconnected(boost::system::error_code ec) {
@@ -261,7 +256,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void MaybeResume() {
     if (paused_ && !Saturated() && !closed_ && !closing_) {
       paused_ = false;
-      ReadHeader();
+      ProcessFrames();  // frames may wait in the reader already
     }
   }
 
@@ -612,9 +607,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   tcp::socket::executor_type strand_;
   asio::steady_timer timer_;
   std::string remote_;
-  std::array<std::byte, wire::kFrameHeaderBytes> header_{};
-  wire::FrameHeader current_;
-  std::vector<std::byte> body_;
+  wire::FrameReader reader_{server_.options_.max_frame_bytes};
   std::deque<OutFrame> writes_;
   std::vector<asio::const_buffer> gather_;  // the write in progress
   std::size_t in_write_ = 0;                // frames at the front of writes_ it covers

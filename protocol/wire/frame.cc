@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "base/endian.h"
 
 namespace lockstep::wire {
@@ -53,6 +56,53 @@ std::array<std::byte, kFrameHeaderBytes> EncodeFrameHeader(std::uint32_t message
   base::StoreLe32(out.data(), 4 + message_bytes + attachment_bytes);
   base::StoreLe32(out.data() + 4, message_bytes);
   return out;
+}
+
+FrameReader::FrameReader(std::uint32_t max_frame_bytes)
+    : max_frame_bytes_(max_frame_bytes), buffer_(64 << 10) {}
+
+std::span<std::byte> FrameReader::Room() {
+  if (begin_ == end_) begin_ = end_ = 0;
+  constexpr std::size_t kMinRoom = 4096;
+  const std::size_t need = std::max(want_, end_ - begin_ + kMinRoom);
+  if (buffer_.size() - end_ < kMinRoom || buffer_.size() - begin_ < need) {
+    // Move what is left to the front, then grow if a large frame needs it.
+    if (begin_ > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (buffer_.size() < need) buffer_.resize(std::max(need, buffer_.size() * 2));
+  }
+  return {buffer_.data() + end_, buffer_.size() - end_};
+}
+
+void FrameReader::Filled(std::size_t bytes) { end_ += bytes; }
+
+Result<std::optional<FrameReader::Frame>> FrameReader::Next() {
+  const std::size_t available = end_ - begin_;
+  if (available < kFrameHeaderBytes) return std::optional<Frame>();
+  LOCKSTEP_ASSIGN_OR_RETURN(FrameHeader header,
+                            ParseFrameHeader(std::span<const std::byte, kFrameHeaderBytes>(
+                                                 buffer_.data() + begin_, kFrameHeaderBytes),
+                                             max_frame_bytes_));
+  const std::size_t total = kFrameHeaderBytes + header.body_bytes();
+  if (available < total) {
+    want_ = total;
+    return std::optional<Frame>();
+  }
+  want_ = 0;
+  const std::byte* body = buffer_.data() + begin_ + kFrameHeaderBytes;
+  begin_ += total;
+  if (reinterpret_cast<std::uintptr_t>(body) % 8 != 0) {
+    aligned_.assign(body, body + header.body_bytes());  // keeps its capacity: no allocation
+    body = aligned_.data();
+  }
+  Frame f;
+  f.header = header;
+  f.message = {body, header.message_bytes};
+  f.attachment = {body + header.message_bytes, header.attachment_bytes()};
+  return std::optional<Frame>(f);
 }
 
 Result<const fb::RequestMessage*> VerifyRequest(std::span<const std::byte> message) {

@@ -10,7 +10,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <vector>
 
 #include "base/status.h"
 #include "protocol/wire/lockstep_generated.h"
@@ -40,6 +42,33 @@ Result<FrameHeader> ParseFrameHeader(std::span<const std::byte, kFrameHeaderByte
                                      std::uint32_t max_frame_bytes);
 std::array<std::byte, kFrameHeaderBytes> EncodeFrameHeader(std::uint32_t message_bytes,
                                                            std::uint32_t attachment_bytes);
+
+// Reassembles frames from a byte stream read in chunks of any size, so that one read system call
+// serves many pipelined frames (and a frame larger than a chunk still arrives whole).
+class FrameReader {
+ public:
+  struct Frame {
+    FrameHeader header;
+    std::span<const std::byte> message;  // 8-byte aligned, as the verifier wants
+    std::span<const std::byte> attachment;
+  };
+  explicit FrameReader(std::uint32_t max_frame_bytes);
+  // Where to read next (never empty). Invalidates the spans of the last frame.
+  std::span<std::byte> Room();
+  void Filled(std::size_t bytes);
+  // The next complete frame, nullopt until one is; kInvalidArgument for a header that cannot
+  // start a valid frame (the stream cannot be trusted after it). Its spans stay valid until the
+  // next call to Next or Room.
+  Result<std::optional<Frame>> Next();
+
+ private:
+  std::uint32_t max_frame_bytes_;
+  std::vector<std::byte> buffer_;
+  std::size_t begin_ = 0;  // unconsumed bytes are [begin_, end_)
+  std::size_t end_ = 0;
+  std::size_t want_ = 0;            // bytes the incomplete frame at begin_ needs in all
+  std::vector<std::byte> aligned_;  // a frame whose message is not 8-byte aligned, copied
+};
 
 // Runs the FlatBuffers verifier (bounded depth and table count) over a received message.
 // `message` must be 8-byte aligned (as heap buffers are). kInvalidArgument when it fails.
