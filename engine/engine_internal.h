@@ -140,11 +140,30 @@ struct Engine::TopicEntry {
   }
 };
 
+// A commit's callback, called exactly once; what it captured is released as soon as it has run,
+// not when its Pending goes (a Pending stays in inflight_ a while after its answer, and a
+// callback may hold a server's connection).
+class OnceCallback {
+ public:
+  OnceCallback& operator=(Engine::CommitCallback fn) {
+    fn_ = std::move(fn);
+    return *this;
+  }
+  void operator()(Result<CommitResult> result) {
+    Engine::CommitCallback fn = std::move(fn_);
+    fn_ = nullptr;
+    fn(std::move(result));
+  }
+
+ private:
+  Engine::CommitCallback fn_;
+};
+
 struct Engine::Pending {
   Transaction txn;
   std::optional<CatalogOp> catalog;
   std::string catalog_name;       // owns catalog->name
-  CommitCallback done;            // called exactly once
+  OnceCallback done;              // called exactly once
   std::shared_ptr<Pending> self;  // set while the log holds the only reference (see Append)
   CommitResult result;
   // Per event (parallel to result.events): its topic, and for Undo the partition's greatest

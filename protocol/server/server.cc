@@ -363,20 +363,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!txn.ok()) return SendError(id, txn.status());
     ++inflight_;
     // Answered from the log's writer thread (or the sequencer): hop back to this strand.
-    server_.engine_.Commit(std::move(txn).value(),
-                           [self = shared_from_this(), id](Result<engine::CommitResult> r) {
-                             self->Post([self, id, r = std::move(r)] {
-                               --self->inflight_;
-                               if (r.ok()) {
-                                 FlatBufferBuilder fbb(256);
-                                 self->SendResponse(id, fbb, Build(fbb, *r));
-                               } else {
-                                 self->SendError(id, r.status());
-                               }
-                               self->MaybeResume();
-                             });
-                           });
+    // The engine may hold this callback past the server's life (a commit answered after a
+    // drain that timed out): it holds the connection weakly, so that the connection — and its
+    // socket and timer — never outlive the io_context.
+    server_.engine_.Commit(std::move(txn).value(), [weak = weak_from_this(), &server = server_,
+                                                    id](Result<engine::CommitResult> r) {
+      PostIfAlive(server, weak, [id, r = std::move(r)](Connection& self) {
+        --self.inflight_;
+        if (r.ok()) {
+          FlatBufferBuilder fbb(256);
+          self.SendResponse(id, fbb, Build(fbb, *r));
+        } else {
+          self.SendError(id, r.status());
+        }
+        self.MaybeResume();
+      });
+    });
   }
+
+  // From any thread: runs fn(connection) on its strand if the server still runs and the
+  // connection still exists. The strong reference is taken and dropped under the server's gate,
+  // which is open only while the io_context lives.
+  template <typename Fn>
+  static void PostIfAlive(Server::Impl& server, const std::weak_ptr<Connection>& weak, Fn&& fn);
 
   void Dispatch(const fb::RequestMessage& m) {
     const std::uint64_t id = m.correlation_id();
@@ -629,6 +638,15 @@ template <typename Fn>
 void Connection::Post(Fn&& fn) {
   std::lock_guard lock(server_.gate_mu_);
   if (server_.gate_open_) asio::post(strand_, std::forward<Fn>(fn));
+}
+
+template <typename Fn>
+void Connection::PostIfAlive(Server::Impl& server, const std::weak_ptr<Connection>& weak, Fn&& fn) {
+  std::lock_guard lock(server.gate_mu_);
+  if (!server.gate_open_) return;
+  if (std::shared_ptr<Connection> self = weak.lock()) {
+    asio::post(self->strand_, [self, fn = std::forward<Fn>(fn)]() mutable { fn(*self); });
+  }
 }
 
 // ---- Server::Impl --------------------------------------------------------------------------
