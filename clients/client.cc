@@ -124,10 +124,24 @@ class Client::Impl {
   }
 
   // Any thread: builds the frame now, then queues it on the network thread.
+  // `extra`: time the server may legitimately take on top of the retry deadline (a long-poll's
+  // wait).
   void Submit(FlatBufferBuilder& fbb, flatbuffers::Offset<void> request, fb::Request type,
-              bool resend_safe, std::function<void(Result<Response>)> done) {
+              bool resend_safe, std::function<void(Result<Response>)> done,
+              std::chrono::milliseconds extra = std::chrono::milliseconds(0)) {
     const std::uint64_t id = next_id_.fetch_add(1);
     fbb.Finish(fb::CreateRequestMessage(fbb, id, type, request));
+    // A request the server would refuse as a frame (and close the connection for) is refused
+    // here, with the reason: resending it could never succeed.
+    const std::uint64_t limit =
+        std::min<std::uint64_t>(options_.max_frame_bytes, server_max_frame_.load());
+    if (fbb.GetSize() + 4 > limit) {
+      Status too_big = base::InvalidArgument(
+          fmt::format("the request is {} bytes, above the frame limit of {} bytes: split it",
+                      fbb.GetSize(), limit));
+      asio::post(io_, [done = std::move(done), too_big]() { done(too_big); });
+      return;
+    }
     Call call;
     const auto header = wire::EncodeFrameHeader(fbb.GetSize(), 0);
     auto frame = std::make_shared<std::vector<std::byte>>(header.size() + fbb.GetSize());
@@ -135,7 +149,7 @@ class Client::Impl {
     std::memcpy(frame->data() + header.size(), fbb.GetBufferPointer(), fbb.GetSize());
     call.frame = std::move(frame);
     call.resend_safe = resend_safe;
-    call.deadline = Clock::now() + options_.retry_deadline;
+    call.deadline = Clock::now() + options_.retry_deadline + extra;
     call.done = std::move(done);
     asio::post(io_, [this, id, call = std::move(call)]() mutable {
       if (closed_) return call.done(base::Unavailable("the client was closed"));
@@ -228,11 +242,15 @@ class Client::Impl {
       if (const fb::Error* error = r.message->error()) {
         const Status why(wire::FromWire(error->code()),
                          error->message() ? error->message()->str() : "");
-        failed_handshake_ = why;
+        // A full server (its connection limit) is worth retrying; anything else is final.
+        if (why.code() != base::StatusCode::kResourceExhausted) failed_handshake_ = why;
         return Lost("handshake refused: " + why.ToString());
       }
       if (r.message->response_type() != fb::Response::HandshakeResponse) {
         return Lost("the server did not answer the handshake");
+      }
+      if (const auto* hs = r.message->response_as_HandshakeResponse()) {
+        server_max_frame_.store(hs->max_frame_bytes() == 0 ? UINT32_MAX : hs->max_frame_bytes());
       }
       ready_ = true;
       backoff_ = options_.backoff_initial;
@@ -364,6 +382,7 @@ class Client::Impl {
   std::string host_, port_;
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::uint64_t> reconnects_{0};
+  std::atomic<std::uint32_t> server_max_frame_{UINT32_MAX};  // from the handshake
   // Network thread only:
   std::map<std::uint64_t, Call> calls_;  // by id: resent in the order they were made
   std::deque<std::uint64_t> queue_;
@@ -653,22 +672,24 @@ void Client::Fetch(const std::string& topic, PartitionId partition, Offset offse
   auto request = fb::CreateFetchRequest(
       fbb, fbb.CreateString(topic), partition.value(), offset.value(), o.max_bytes, o.max_events,
       static_cast<std::uint32_t>(o.max_wait.count()), o.min_bytes);
-  impl_->Submit(fbb, request.Union(), fb::Request::FetchRequest, true,
-                [done = std::move(done)](Result<Response> r) {
-                  auto body = As<fb::FetchResponse>(r, "a fetch");
-                  if (!body.ok()) return done(body.status());
-                  if ((*body)->records_bytes() != r->attachment.size()) {
-                    return done(base::Internal(
-                        fmt::format("a fetch response announces {} record bytes but carries {}",
-                                    (*body)->records_bytes(), r->attachment.size())));
-                  }
-                  FetchResult out;
-                  out.records.assign(r->attachment.begin(), r->attachment.end());
-                  out.events = (*body)->events();
-                  out.next_offset = Offset((*body)->next_offset());
-                  out.high_watermark = Offset((*body)->high_watermark());
-                  done(std::move(out));
-                });
+  impl_->Submit(
+      fbb, request.Union(), fb::Request::FetchRequest, true,
+      [done = std::move(done)](Result<Response> r) {
+        auto body = As<fb::FetchResponse>(r, "a fetch");
+        if (!body.ok()) return done(body.status());
+        if ((*body)->records_bytes() != r->attachment.size()) {
+          return done(base::Internal(
+              fmt::format("a fetch response announces {} record bytes but carries {}",
+                          (*body)->records_bytes(), r->attachment.size())));
+        }
+        FetchResult out;
+        out.records.assign(r->attachment.begin(), r->attachment.end());
+        out.events = (*body)->events();
+        out.next_offset = Offset((*body)->next_offset());
+        out.high_watermark = Offset((*body)->high_watermark());
+        done(std::move(out));
+      },
+      o.max_wait);  // a long-poll may rightly take its whole wait
 }
 
 Result<FetchResult> Client::Fetch(const std::string& topic, PartitionId partition, Offset offset,

@@ -1,6 +1,7 @@
 #pragma once
-// The Lockstep C++ client (docs/client.md): one connection to lockstepd, pipelined, thread-safe,
-// with synchronous calls, callbacks and futures. Its headers show no Asio and no FlatBuffers.
+// The Lockstep C++ client (docs/protocol.md, "The client"): one connection to lockstepd, pipelined,
+// thread-safe, with synchronous calls, callbacks and futures. Its headers show no Asio and no
+// FlatBuffers.
 //
 // Retries: a call that meets a lost connection is sent again after a reconnect (with backoff)
 // when that is safe — reads always, and commits, which carry an idempotency key (the client
@@ -8,6 +9,10 @@
 // whose connection broke after it was sent is not resent: it fails with kUnavailable saying the
 // outcome is unknown. Every call is bounded by ClientOptions::retry_deadline; past it, it fails
 // with kDeadlineExceeded, saying whether the request may have taken effect.
+//
+// Callbacks (and the Producer's delivery callbacks) run on the client's one network thread: they
+// must be short and must not make synchronous calls on the same client, which would wait for
+// that very thread.
 #include <chrono>
 #include <cstdint>
 #include <functional>

@@ -4,6 +4,8 @@
 
 #include "base/event_record.h"
 
+#include <iterator>
+
 namespace lockstep::client {
 
 struct Consumer::Partition {
@@ -187,6 +189,7 @@ Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds time
   if (options_.auto_commit) LOCKSTEP_RETURN_IF_ERROR(Commit());
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<ConsumedEvent> out;
+  Status failure = Status::Ok();
   for (;;) {
     std::vector<std::shared_ptr<Partition>> refetch, reset;
     {
@@ -195,18 +198,24 @@ Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds time
         if (!part->ready) continue;
         Result<FetchResult> r = std::move(*part->ready);
         part->ready.reset();
+        refetch.push_back(part);  // prefetch the next batch now: Poll rarely waits
         if (r.ok()) {
-          LOCKSTEP_ASSIGN_OR_RETURN(
-              Offset next, Decode(part->topic, part->partition, r->records, part->position, &out));
-          part->position = std::max(next, part->position);
+          // Decoded into a batch of its own first: a bad record moves no position.
+          std::vector<ConsumedEvent> events;
+          auto next = Decode(part->topic, part->partition, r->records, part->position, &events);
+          if (next.ok()) {
+            part->position = std::max(*next, part->position);
+            std::move(events.begin(), events.end(), std::back_inserter(out));
+          } else if (failure.ok()) {
+            failure = next.status();
+          }
         } else if (r.status().code() == base::StatusCode::kOutOfRange) {
           reset.push_back(part);
         } else if (r.status().code() != base::StatusCode::kUnavailable &&
-                   r.status().code() != base::StatusCode::kDeadlineExceeded) {
-          return r.status().WithContext(
+                   r.status().code() != base::StatusCode::kDeadlineExceeded && failure.ok()) {
+          failure = r.status().WithContext(
               fmt::format("fetching {}/{}", part->topic, part->partition.value()));
         }
-        refetch.push_back(part);  // prefetch the next batch now: Poll rarely waits
       }
       if (out.empty() && reset.empty() && refetch.empty()) {
         const bool woke = cv_.wait_until(lock, deadline, [&] {
@@ -220,12 +229,20 @@ Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds time
       }
     }
     for (auto& part : reset) {
-      LOCKSTEP_ASSIGN_OR_RETURN(Offset start, Reset(part->topic, part->partition));
+      auto start = Reset(part->topic, part->partition);
+      if (!start.ok()) {
+        if (failure.ok()) failure = start.status();
+        continue;
+      }
       std::lock_guard lock(mu_);
-      part->position = start;
+      part->position = *start;
     }
     for (auto& part : refetch) StartFetch(part->topic, part->partition);
-    if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
+    // Events already taken are delivered; an error is reported by a Poll that has none (the
+    // failing partition keeps fetching, so a passing error clears by itself).
+    if (!out.empty()) return out;
+    if (!failure.ok()) return failure;
+    if (std::chrono::steady_clock::now() >= deadline) return out;
   }
 }
 

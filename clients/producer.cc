@@ -63,11 +63,14 @@ Status Producer::Send(EventAppend event, DeliveryCallback done) {
         options_.buffer_bytes, options_.send_timeout.count()));
   }
   if (stopping_) return base::FailedPrecondition("the producer is closed");
-  if (queue_.empty()) first_queued_ = std::chrono::steady_clock::now();
+  const bool first = queue_.empty();
+  if (first) first_queued_ = std::chrono::steady_clock::now();
   queue_.push_back({std::move(event), std::move(done), bytes});
   buffered_bytes_ += bytes;
   ++unacknowledged_;
-  if (queue_.size() >= options_.batch_events) {
+  // The sender sleeps without a deadline while the queue is empty: the first event starts its
+  // linger clock, a full batch goes at once.
+  if (first || queue_.size() >= options_.batch_events) {
     lock.unlock();
     cv_.notify_all();
   }

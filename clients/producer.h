@@ -25,7 +25,11 @@ struct ProducerOptions {
   std::uint64_t buffer_bytes = 32u << 20;  // queued and in flight
   std::chrono::milliseconds send_timeout{30'000};
   std::uint32_t max_in_flight_batches = 16;
-  std::uint64_t producer_id = 0;  // 0: a random one
+  // Identifies this producer's batches (id, sequence 1, 2, ...) so that a resent batch commits
+  // once. 0 (the default): a random id per Producer. A fixed id must never be reused by a new
+  // Producer while the server still remembers the old one's batches (the idempotency horizon):
+  // its sequences start at 1 again and would be answered with the old batches' results.
+  std::uint64_t producer_id = 0;
 };
 
 using DeliveryCallback = std::function<void(Result<EventPosition>)>;

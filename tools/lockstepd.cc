@@ -1,5 +1,5 @@
-// lockstepd: the Lockstep server (docs/operations.md). One engine over a data directory, served
-// over TCP by protocol/server.
+// lockstepd: the Lockstep server (docs/protocol.md, "lockstepd"). One engine over a data directory,
+// served over TCP by protocol/server.
 //
 // Settings come from flags, then LOCKSTEP_* environment variables, then an optional --config
 // TOML file, then defaults, in that order of precedence. Once it serves, it prints exactly one
@@ -49,7 +49,7 @@ int Usage(const std::string& message) {
 }
 
 bool IsLoopback(const std::string& host) {
-  return host == "127.0.0.1" || host == "::1" || host == "localhost" || host.rfind("127.", 0) == 0;
+  return host == "127.0.0.1" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
 // Applies the config file's keys to every setting that no flag or variable set. Unknown keys
@@ -129,7 +129,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int code = app.exit(e);  // prints the help, or the error
+    return code == 0 ? 0 : 2;      // --help is a success; anything else is a usage error
   }
   if (!config_path.empty()) {
     auto bound = [&](const std::string& key)
@@ -179,12 +180,14 @@ int main(int argc, char** argv) {
   if (so.host.size() > 2 && so.host.front() == '[' && so.host.back() == ']') {
     so.host = so.host.substr(1, so.host.size() - 2);
   }
-  try {
-    const unsigned long port = std::stoul(s.listen.substr(colon + 1));
-    if (port > 65535) throw std::out_of_range("port");
-    so.port = static_cast<std::uint16_t>(port);
-  } catch (const std::exception&) {
-    return Usage(fmt::format("--listen {:?}: the port must be 0 to 65535", s.listen));
+  const std::string port = s.listen.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {
+    return Usage(fmt::format("--listen {:?}: the port must be a number from 0 to 65535", s.listen));
+  }
+  so.port = static_cast<std::uint16_t>(std::stoul(port));
+  if (s.max_frame_bytes < (64u << 10)) {
+    return Usage(fmt::format("--max-frame-bytes {} is below 64 KiB", s.max_frame_bytes));
   }
   if (!IsLoopback(so.host)) {
     if (!s.allow_remote) {

@@ -30,6 +30,7 @@ class Connection;
 // A fetch waiting for new durable events (long-poll): answered when enough arrived, at its
 // deadline, or when the server stops.
 struct ParkedFetch {
+  std::uint64_t id = 0;  // unique on its connection (its timer finds it by this)
   std::uint64_t correlation_id = 0;
   std::string topic;
   PartitionId partition;
@@ -83,9 +84,14 @@ class Server::Impl {
   std::uint16_t port_ = 0;
   std::uint64_t listener_ = 0;
   std::atomic<bool> stopping_{false};
-  // Open while the io_context runs; work from other threads is posted only under it.
-  std::mutex gate_mu_;
-  bool gate_open_ = true;
+  // Open while the io_context runs; work from other threads is posted only under it. Shared,
+  // because the engine may answer a commit after the server is gone.
+  struct Gate {
+    std::mutex mu;
+    bool open = true;
+  };
+  std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
+  asio::steady_timer accept_retry_{io_};
   std::atomic<bool> recheck_posted_{false};
 
   std::mutex conns_mu_;
@@ -289,7 +295,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                          body.Union()));
     if (fbb.GetSize() + attachment.size() + 8 > server_.options_.max_frame_bytes) {
       return SendError(correlation_id,
-                       base::ResourceExhausted(fmt::format(
+                       base::InvalidArgument(fmt::format(
                            "the response would be {} bytes, above the frame limit of {}: ask for "
                            "less (a smaller limit or max_bytes)",
                            fbb.GetSize() + attachment.size(), server_.options_.max_frame_bytes)));
@@ -335,7 +341,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       writes_.pop_front();
     }
     in_write_ = 0;
-    MaybeResume();
+    if (!parked_.empty()) {
+      RecheckParked(false);  // parked fetches held back while the queue was full
+    } else {
+      MaybeResume();
+    }
     WriteNext();
   }
 
@@ -366,9 +376,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // The engine may hold this callback past the server's life (a commit answered after a
     // drain that timed out): it holds the connection weakly, so that the connection — and its
     // socket and timer — never outlive the io_context.
-    server_.engine_.Commit(std::move(txn).value(), [weak = weak_from_this(), &server = server_,
+    server_.engine_.Commit(std::move(txn).value(), [weak = weak_from_this(), gate = server_.gate_,
                                                     id](Result<engine::CommitResult> r) {
-      PostIfAlive(server, weak, [id, r = std::move(r)](Connection& self) {
+      PostIfAlive(*gate, weak, [id, r = std::move(r)](Connection& self) {
         --self.inflight_;
         if (r.ok()) {
           FlatBufferBuilder fbb(256);
@@ -385,7 +395,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // connection still exists. The strong reference is taken and dropped under the server's gate,
   // which is open only while the io_context lives.
   template <typename Fn>
-  static void PostIfAlive(Server::Impl& server, const std::weak_ptr<Connection>& weak, Fn&& fn);
+  static void PostIfAlive(Server::Impl::Gate& gate, const std::weak_ptr<Connection>& weak, Fn&& fn);
 
   void Dispatch(const fb::RequestMessage& m) {
     const std::uint64_t id = m.correlation_id();
@@ -393,6 +403,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!handshaken_ && type != fb::Request::HandshakeRequest) {
       return Reject(
           id, base::FailedPrecondition("the first request on a connection must be a handshake"));
+    }
+    if (type != fb::Request::NONE && m.request() == nullptr) {
+      // The verifier accepts a union member that is absent; nothing below may dereference it.
+      return Reject(id, base::InvalidArgument(
+                            fmt::format("request of type {} has no body", static_cast<int>(type))));
     }
     engine::Engine& e = server_.engine_;
     switch (type) {
@@ -568,18 +583,30 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // Room for the response message besides the records.
     p->limits.max_bytes = std::min(r.max_bytes(), server_.options_.max_frame_bytes - 4096);
     p->limits.max_events = r.max_events();
-    p->min_bytes = std::max<std::uint32_t>(r.min_bytes(), 1);
+    // A min_bytes above max_bytes could never be met: it means "a full response".
+    p->min_bytes = std::clamp<std::uint32_t>(r.min_bytes(), 1, std::max(p->limits.max_bytes, 1u));
     const auto wait =
         std::min(std::chrono::milliseconds(r.max_wait_ms()), server_.options_.max_wait_cap);
-    if (AnswerParked(*p, wait.count() == 0 || server_.stopping_.load())) return;
-    // Park it: a long-poll. The server's events listener rechecks it; its timer answers it.
+    if (wait.count() == 0 || server_.stopping_.load()) {
+      AnswerParked(*p, true);
+      return;
+    }
+    // Counted as parked before its first look: a commit that becomes visible after that look
+    // finds the count above zero and wakes it (the fences pair with OnEventsVisible's).
+    server_.parked_.fetch_add(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (AnswerParked(*p, false)) {
+      server_.parked_.fetch_sub(1);
+      return;
+    }
+    // Park it: a long-poll. The events listener rechecks it; its timer answers it.
+    p->id = ++next_parked_id_;
     p->timer = std::make_unique<asio::steady_timer>(strand_);
     p->timer->expires_after(wait);
-    ParkedFetch* raw = p.get();
-    p->timer->async_wait([self = shared_from_this(), raw](boost::system::error_code ec) {
+    p->timer->async_wait([self = shared_from_this(), parked = p->id](boost::system::error_code ec) {
       if (ec) return;
       for (auto it = self->parked_.begin(); it != self->parked_.end(); ++it) {
-        if (it->get() != raw) continue;
+        if ((*it)->id != parked) continue;
         self->AnswerParked(**it, true);
         self->parked_.erase(it);
         self->server_.parked_.fetch_sub(1);
@@ -589,12 +616,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
     ++inflight_;
     parked_.push_back(std::move(p));
-    server_.parked_.fetch_add(1);
   }
 
-  // Fetches for `p`; answers and returns true if it has min_bytes, failed, or `always`.
+  // Fetches for `p`; answers and returns true if it has min_bytes, failed, or `always`. While
+  // this connection's unwritten responses are at their limit a parked fetch stays parked (or,
+  // at its deadline, is answered empty): a client that does not read cannot make the server
+  // queue fetch data without bound.
   bool AnswerParked(ParkedFetch& p, bool always) {
-    auto got = server_.engine_.Fetch(p.topic, p.partition, p.offset, p.limits);
+    const bool saturated = queued_bytes_ >= server_.options_.max_queued_bytes;
+    if (saturated && !always) return false;
+    engine::FetchOptions limits = p.limits;
+    if (saturated) limits.max_events = 0;
+    auto got = server_.engine_.Fetch(p.topic, p.partition, p.offset, limits);
     const bool parked = p.timer != nullptr;
     if (!got.ok()) {
       if (parked) --inflight_;
@@ -623,6 +656,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::list<std::unique_ptr<ParkedFetch>> parked_;
   std::uint64_t queued_bytes_ = 0;
   std::uint32_t inflight_ = 0;
+  std::uint64_t next_parked_id_ = 0;
   std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
   bool handshaken_ = false;
   bool reading_ = false;
@@ -636,14 +670,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 template <typename Fn>
 void Connection::Post(Fn&& fn) {
-  std::lock_guard lock(server_.gate_mu_);
-  if (server_.gate_open_) asio::post(strand_, std::forward<Fn>(fn));
+  std::lock_guard lock(server_.gate_->mu);
+  if (server_.gate_->open) asio::post(strand_, std::forward<Fn>(fn));
 }
 
 template <typename Fn>
-void Connection::PostIfAlive(Server::Impl& server, const std::weak_ptr<Connection>& weak, Fn&& fn) {
-  std::lock_guard lock(server.gate_mu_);
-  if (!server.gate_open_) return;
+void Connection::PostIfAlive(Server::Impl::Gate& gate, const std::weak_ptr<Connection>& weak,
+                             Fn&& fn) {
+  std::lock_guard lock(gate.mu);
+  if (!gate.open) return;
   if (std::shared_ptr<Connection> self = weak.lock()) {
     asio::post(self->strand_, [self, fn = std::forward<Fn>(fn)]() mutable { fn(*self); });
   }
@@ -677,8 +712,13 @@ void Server::Impl::Accept() {
       asio::make_strand(io_), [this](boost::system::error_code ec, tcp::socket socket) {
         if (ec) {
           if (ec == asio::error::operation_aborted || stopping_) return;
-          spdlog::warn("accept: {}", ec.message());  // e.g. out of file descriptors: keep serving
-          return Accept();
+          // E.g. out of file descriptors: keep serving, and retry shortly rather than spin.
+          spdlog::warn("accept: {}; retrying in 100 ms", ec.message());
+          accept_retry_.expires_after(std::chrono::milliseconds(100));
+          accept_retry_.async_wait([this](boost::system::error_code e) {
+            if (!e && !stopping_) Accept();
+          });
+          return;
         }
         if (stopping_) return;
         if (connections_.load() >= options_.max_connections) {
@@ -728,6 +768,7 @@ std::vector<std::shared_ptr<Connection>> Server::Impl::Connections() {
 
 void Server::Impl::OnEventsVisible() {
   // From the log's writer thread: one wake-up at a time, whatever the commit rate.
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with Fetch's
   if (parked_.load(std::memory_order_relaxed) == 0) return;
   if (recheck_posted_.exchange(true)) return;
   asio::post(io_, [this] {
@@ -779,8 +820,8 @@ void Server::Impl::Stop(std::chrono::milliseconds drain) {
   }
   blocking_.join();
   {
-    std::lock_guard lock(gate_mu_);
-    gate_open_ = false;
+    std::lock_guard lock(gate_->mu);
+    gate_->open = false;
   }
   io_.stop();
   for (auto& t : threads_) t.join();

@@ -11,6 +11,7 @@
 #include <boost/asio.hpp>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
@@ -382,6 +383,37 @@ TEST_F(ServerTest, AProducerBatchesAndDeliversInOrderAndAConsumerReadsItAll) {
   for (const auto& l : *lag) EXPECT_EQ(l.events, 0u) << l.topic << "/" << l.partition.value();
 }
 
+TEST_F(ServerTest, AProducerSendsALoneEventAfterItsLinger) {
+  ASSERT_TRUE(client_->CreateTopic("lone", 1).ok());
+  client::ProducerOptions po;
+  po.linger = 20ms;
+  auto producer = client::Producer::Create(*client_, po);
+  ASSERT_TRUE(producer.ok());
+  std::promise<Result<client::EventPosition>> delivered;
+  ASSERT_TRUE((*producer)
+                  ->Send(Event("lone", "only"),
+                         [&](Result<client::EventPosition> r) { delivered.set_value(r); })
+                  .ok());
+  // No Flush: the linger alone must send it.
+  auto future = delivered.get_future();
+  ASSERT_EQ(future.wait_for(5s), std::future_status::ready) << "the batch never left";
+  EXPECT_TRUE(future.get().ok());
+}
+
+TEST_F(ServerTest, ARequestAboveTheFrameLimitIsRefusedAtOnce) {
+  server_.reset();
+  server_options_.max_frame_bytes = 1 << 20;
+  StartServer(port_);
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->CreateTable("t").ok());
+  const auto start = std::chrono::steady_clock::now();
+  auto r = c->Commit(client::Transaction().Put("t", "k", std::string(2 << 20, 'v')));
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << "it was retried, not refused";
+  EXPECT_EQ(c->reconnects(), 0u);
+}
+
 // Exactly-once consume-transform-produce: outputs and input offsets commit in one transaction.
 // A consumer that dies before committing leaves neither; one fenced by a new generation cannot
 // commit; in the end every input appears exactly once in the outputs.
@@ -516,6 +548,22 @@ TEST_F(BadInput, ARequestBeforeTheHandshakeIsRefused) {
   auto r = ReadResponse(s);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(*r, StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(ClosedByServer(s));
+}
+
+TEST_F(BadInput, ARequestWithoutItsBodyIsRefusedNotDereferenced) {
+  // The verifier accepts a union whose member is absent; a server that trusted the type alone
+  // would read through a null pointer.
+  auto s = Raw();
+  flatbuffers::FlatBufferBuilder fbb;
+  wire::fb::RequestMessageBuilder b(fbb);
+  b.add_correlation_id(3);
+  b.add_request_type(wire::fb::Request::HandshakeRequest);
+  fbb.Finish(b.Finish());
+  asio::write(s, asio::buffer(Frame(fbb)));
+  auto r = ReadResponse(s);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, StatusCode::kInvalidArgument);
   EXPECT_TRUE(ClosedByServer(s));
 }
 
