@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -282,6 +283,13 @@ TEST(Table, ReadersRacingReclamationSeeExactSnapshots) {
   std::atomic<std::uint64_t> published{0};
   std::atomic<std::uint64_t> floor{0};
   std::atomic<bool> failed{false};
+  std::mutex why_mu;
+  std::string why;  // the first mismatch, for the failure message
+  auto fail = [&](const std::string& what) {
+    std::lock_guard lock(why_mu);
+    if (why.empty()) why = what;
+    failed = true;
+  };
   // Key k is written at LSNs k+1, k+1+kKeys, ...; every 7th LSN deletes instead of putting.
   auto present_at = [&](std::uint64_t k, std::uint64_t at) {
     if (at < k + 1) return false;
@@ -295,21 +303,26 @@ TEST(Table, ReadersRacingReclamationSeeExactSnapshots) {
       const std::uint64_t low = floor.load(std::memory_order_seq_cst);
       const std::uint64_t high = published.load(std::memory_order_acquire);
       const std::uint64_t at = low + rng() % (high - low + 1);
+      const std::string where = " at " + std::to_string(at) + " (floor " + std::to_string(low) +
+                                ", published " + std::to_string(high) + ")";
       std::uint64_t rows = 0;
-      t.Scan({}, Lsn(at), [&](std::string_view, Bytes value, Lsn version) {
+      t.Scan({}, Lsn(at), [&](std::string_view key, Bytes value, Lsn version) {
         ++rows;
         if (version.value() > at || AsString(value) != std::to_string(version.value())) {
-          failed = true;
+          fail(std::string(key) + " read version " + std::to_string(version.value()) + " value " +
+               AsString(value) + where);
         }
         return true;
       });
       std::uint64_t want = 0;
       for (std::uint64_t k = 0; k < kKeys; ++k) want += present_at(k, at) ? 1 : 0;
-      if (rows != want) failed = true;
+      if (rows != want) {
+        fail("scan saw " + std::to_string(rows) + " rows, not " + std::to_string(want) + where);
+      }
       const std::uint64_t k = rng() % kKeys;
       if (t.Get(AsBytes("key" + std::to_string(1000 + k)), Lsn(at)).has_value() !=
           present_at(k, at)) {
-        failed = true;
+        fail("get of key" + std::to_string(1000 + k) + " disagrees" + where);
       }
     }
   };
@@ -334,7 +347,7 @@ TEST(Table, ReadersRacingReclamationSeeExactSnapshots) {
   }
   r1.join();
   r2.join();
-  EXPECT_FALSE(failed.load());
+  EXPECT_FALSE(failed.load()) << why;
   // What is left: one or two versions per key, not the 40 of a table that never reclaims.
   EXPECT_LT(t.bytes(), kKeys * 3 * 100);
   rcu::Barrier();
