@@ -91,12 +91,12 @@ Status Producer::Flush(std::chrono::milliseconds timeout) {
 }
 
 void Producer::Finish(std::uint64_t bytes, std::size_t events) {
-  {
-    std::lock_guard lock(mu_);
-    buffered_bytes_ -= bytes;
-    unacknowledged_ -= events;
-    --in_flight_;
-  }
+  // Notified under the lock: once unacknowledged_ reaches 0 a Flush in the destructor may return
+  // and the producer go, so nothing of it may be touched after the lock is released.
+  std::lock_guard lock(mu_);
+  buffered_bytes_ -= bytes;
+  unacknowledged_ -= events;
+  --in_flight_;
   cv_.notify_all();
 }
 

@@ -78,28 +78,7 @@ void Table::Rollback(Bytes key, Lsn lsn, std::vector<void*>* garbage) {
       break;
     }
   }
-  // A key left without versions had only rejected writes: no entry names it any more.
-  if (node->newest.load(std::memory_order_relaxed) == nullptr) Unlink(node, garbage);
-}
-
-void Table::Unlink(Node* node, std::vector<void*>* garbage) {
-  Node* prev[kMaxHeight];
-  Node* found = FindGreaterOrEqual(KeyOf(node), prev);
-  LOCKSTEP_ASSERT(found == node);
-  // Top down, so a reader descending past a level still finds the node below, whose own links
-  // stay intact for readers standing on it until the grace period ends.
-  for (int i = node->height; i-- > 0;) {
-    LOCKSTEP_ASSERT(prev[i]->links()[i].load(std::memory_order_relaxed) == node);
-    prev[i]->links()[i].store(node->links()[i].load(std::memory_order_relaxed),
-                              std::memory_order_release);
-  }
-  for (const Version* v = node->newest.load(std::memory_order_relaxed); v != nullptr;
-       v = v->older.load(std::memory_order_relaxed)) {
-    bytes_.fetch_sub(VersionBytes(v), std::memory_order_relaxed);
-    garbage->push_back(const_cast<Version*>(v));
-  }
-  bytes_.fetch_sub(NodeBytes(node), std::memory_order_relaxed);
-  garbage->push_back(node);
+  // A key left without versions stays linked and reads as absent (see Reclaim on unlinking).
 }
 
 void Table::CutBelow(Node* node, Lsn horizon, std::vector<void*>* garbage) {
@@ -124,10 +103,10 @@ std::size_t Table::Reclaim(Lsn horizon, std::size_t budget, std::vector<void*>* 
          shadowing_[shadowing_head_].lsn <= horizon) {
     const Shadowing s = shadowing_[shadowing_head_++];
     ++seen;
+    // Cuts the chain below the horizon. A key whose only version left is an old tombstone keeps
+    // its node and that tombstone: unlinking nodes under readers was switched off after one
+    // unexplained failure of the race test (docs/engine.md).
     CutBelow(s.node, horizon, garbage);
-    // Only the tombstone's own entry unlinks its key: no later entry can name the node then.
-    const Version* newest = s.node->newest.load(std::memory_order_relaxed);
-    if (newest->tombstone && newest->lsn == s.lsn) Unlink(s.node, garbage);
   }
   if (shadowing_head_ == shadowing_.size()) {
     shadowing_.clear();

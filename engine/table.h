@@ -8,7 +8,8 @@
 // snapshot S sees, per key, the newest version with lsn <= S.
 //
 // Memory: the writer reclaims below a horizon H it is given (Reclaim): per key, every version
-// older than the newest one with lsn <= H, and keys whose only version left is such a tombstone.
+// older than the newest one with lsn <= H. (Nodes stay: a deleted key keeps its node and one
+// tombstone.)
 // It unlinks them and hands them back as garbage for rcu::FreeAfterReaders, so readers inside a
 // read-side section (rcu::ReadGuard) never touch freed memory. A read at a snapshot below H may
 // miss versions: the engine keeps readers' snapshots at or above the horizon it publishes one
@@ -58,8 +59,8 @@ class Table {
   void Rollback(Bytes key, Lsn lsn, std::vector<void*>* garbage);
 
   // Writer only: unlinks what no read at a snapshot >= `horizon` needs — versions shadowed by a
-  // newer version at or below the horizon, and keys whose newest version is a tombstone at or
-  // below it — and appends the unlinked memory to `garbage`, for rcu::FreeAfterReaders.
+  // newer version at or below the horizon — and appends the unlinked memory to `garbage`, for
+  // rcu::FreeAfterReaders.
   // REQUIRES: horizon never decreases and stays at or below every LSN still to be rolled back.
   // Work is proportional to the writes since the last call that the horizon passed.
   // At most `budget` writes are looked at per call (a bounded pause for the writer); returns how
@@ -122,7 +123,6 @@ class Table {
     Node* node;
     Lsn lsn;
   };
-  void Unlink(Node* node, std::vector<void*>* garbage);
   void CutBelow(Node* node, Lsn horizon, std::vector<void*>* garbage);
   static std::size_t NodeBytes(const Node* node);
   static std::size_t VersionBytes(const Version* version);
