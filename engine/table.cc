@@ -51,11 +51,6 @@ Table::~Table() {
   }
 }
 
-std::size_t Table::NodeBytes(const Node* node) {
-  return sizeof(Node) + sizeof(std::atomic<Node*>) * static_cast<std::size_t>(node->height) +
-         node->key_bytes;
-}
-
 std::size_t Table::VersionBytes(const Version* version) {
   return sizeof(Version) + version->value_bytes;
 }
@@ -211,7 +206,7 @@ void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
   if (!value.empty()) std::memcpy(v->value(), value.data(), value.size());
   node->newest.store(v, std::memory_order_release);  // publish: readers see a whole version
   bytes_.fetch_add(size, std::memory_order_relaxed);
-  if (newest != nullptr || tombstone) shadowing_.push_back({node, lsn});
+  if (newest != nullptr) shadowing_.push_back({node, lsn});  // something to cut later
 }
 
 void Table::Put(Bytes key, Bytes value, Lsn lsn) { AddVersion(key, value, false, lsn); }

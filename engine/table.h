@@ -117,14 +117,13 @@ class Table {
   static Node* Next(const Node* node);
 
   // A write that may leave garbage once the horizon passes its LSN: it shadowed an older
-  // version, or it is a tombstone. Kept in LSN order (writes arrive in LSN order; Rollback
+  // version. Kept in LSN order (writes arrive in LSN order; Rollback
   // removes from the back), so Reclaim stops at the first one above the horizon.
   struct Shadowing {
     Node* node;
     Lsn lsn;
   };
   void CutBelow(Node* node, Lsn horizon, std::vector<void*>* garbage);
-  static std::size_t NodeBytes(const Node* node);
   static std::size_t VersionBytes(const Version* version);
 
   Node* head_;
