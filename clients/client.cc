@@ -92,6 +92,8 @@ class Client::Impl {
   explicit Impl(ClientOptions options)
       : options_(std::move(options)), socket_(io_), timer_(io_), sweeper_(io_) {}
 
+  const std::string& client_name() const { return options_.client_name; }
+
   ~Impl() {
     asio::post(io_, [this] {
       closed_ = true;
@@ -616,6 +618,25 @@ std::vector<std::string> Strings(const flatbuffers::Vector<FbOffset<flatbuffers:
   return out;
 }
 Row ToRow(const fb::Row* r) { return {Str(r->key()), Str(r->value()), Lsn(r->version())}; }
+std::vector<TopicPartitions> Assignment(
+    const flatbuffers::Vector<FbOffset<fb::TopicPartitions>>* v) {
+  std::vector<TopicPartitions> out;
+  if (v == nullptr) return out;
+  for (const fb::TopicPartitions* t : *v) {
+    TopicPartitions tp{Str(t->topic()), {}};
+    if (t->partitions() != nullptr) {
+      for (std::uint32_t p : *t->partitions()) tp.partitions.emplace_back(p);
+    }
+    out.push_back(std::move(tp));
+  }
+  return out;
+}
+Result<Membership> ToMembership(const Result<Response>& r) {
+  LOCKSTEP_ASSIGN_OR_RETURN(const fb::MemberAssignment* body,
+                            As<fb::MemberAssignment>(r, "a group membership request"));
+  return Membership{Str(body->member_id()), body->generation(), Assignment(body->assignment()),
+                    std::chrono::milliseconds(body->heartbeat_interval_ms())};
+}
 }  // namespace
 
 Result<std::vector<std::string>> Client::ListTables() {
@@ -723,11 +744,17 @@ Result<GroupInfo> Client::DescribeGroup(const std::string& group) {
       [](const Result<Response>& r) -> Result<GroupInfo> {
         LOCKSTEP_ASSIGN_OR_RETURN(const fb::DescribeGroupResponse* body,
                                   As<fb::DescribeGroupResponse>(r, "describe group"));
-        GroupInfo info{Str(body->group()), body->generation(), {}};
+        GroupInfo info{Str(body->group()), body->generation(), {}, {}};
         if (body->offsets() != nullptr) {
           for (const fb::CommittedOffset* o : *body->offsets()) {
             info.offsets.push_back({Str(o->topic()), PartitionId(o->partition()),
                                     Offset(o->offset()), o->generation(), o->commit_ms()});
+          }
+        }
+        if (body->members() != nullptr) {
+          for (const fb::GroupMember* m : *body->members()) {
+            info.members.push_back({Str(m->member_id()), Str(m->client()), Strings(m->topics()),
+                                    Assignment(m->assignment())});
           }
         }
         return info;
@@ -763,6 +790,49 @@ Result<std::vector<PartitionLag>> Client::GroupLag(const std::string& group) {
         }
         return out;
       });
+}
+
+// A join resent after a lost connection may leave a second member behind, which the server
+// removes when its session ends (a rebalance later); nothing is lost, so it is resent.
+Result<Membership> Client::JoinGroup(const std::string& group,
+                                     const std::vector<std::string>& topics,
+                                     const JoinOptions& options) {
+  return Request<Membership>(
+      impl_.get(), fb::Request::JoinGroupRequest, true,
+      [&](FlatBufferBuilder& fbb) {
+        return fb::CreateJoinGroupRequest(
+            fbb, fbb.CreateString(group), fbb.CreateString(options.member_id),
+            fbb.CreateVectorOfStrings(topics),
+            static_cast<std::uint32_t>(options.session_timeout.count()),
+            fbb.CreateString(impl_->client_name()));
+      },
+      &ToMembership);
+}
+
+Result<Membership> Client::Heartbeat(const std::string& group, const std::string& member_id) {
+  return Request<Membership>(
+      impl_.get(), fb::Request::HeartbeatRequest, true,
+      [&](FlatBufferBuilder& fbb) {
+        return fb::CreateHeartbeatRequest(fbb, fbb.CreateString(group),
+                                          fbb.CreateString(member_id));
+      },
+      &ToMembership);
+}
+
+void Client::LeaveGroup(const std::string& group, const std::string& member_id,
+                        std::function<void(Status)> done) {
+  FlatBufferBuilder fbb(128);
+  auto request =
+      fb::CreateLeaveGroupRequest(fbb, fbb.CreateString(group), fbb.CreateString(member_id));
+  impl_->Submit(fbb, request.Union(), fb::Request::LeaveGroupRequest, /*resend_safe=*/true,
+                [done = std::move(done)](Result<Response> r) { done(EmptyOk(r)); });
+}
+
+Status Client::LeaveGroup(const std::string& group, const std::string& member_id) {
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  LeaveGroup(group, member_id, [&promise](Status s) { promise.set_value(std::move(s)); });
+  return future.get();
 }
 
 Result<ChangeFeed> Client::Changes(Lsn from, std::uint32_t max_transactions,

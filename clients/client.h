@@ -162,10 +162,32 @@ struct GroupOffset {
   std::uint64_t generation = 0;
   std::int64_t commit_ms = 0;
 };
+struct TopicPartitions {
+  std::string topic;
+  std::vector<PartitionId> partitions;
+};
+struct GroupMember {
+  std::string member_id;
+  std::string client;
+  std::vector<std::string> topics;
+  std::vector<TopicPartitions> assignment;
+};
 struct GroupInfo {
   std::string name;
   std::uint64_t generation = 0;
   std::vector<GroupOffset> offsets;
+  std::vector<GroupMember> members;  // live members of a server-assigned group
+};
+// A member's place in a server-assigned group, as told on joining and on every heartbeat.
+struct Membership {
+  std::string member_id;
+  std::uint64_t generation = 0;
+  std::vector<TopicPartitions> assignment;
+  std::chrono::milliseconds heartbeat_interval{0};
+};
+struct JoinOptions {
+  std::string member_id = {};  // empty on the first join
+  std::chrono::milliseconds session_timeout{10'000};
 };
 struct PartitionLag {
   std::string topic;
@@ -254,6 +276,16 @@ class Client {
   Result<GroupInfo> DescribeGroup(const std::string& group);
   Result<std::vector<std::string>> ListGroups();
   Result<std::vector<PartitionLag>> GroupLag(const std::string& group);
+  // Membership of a server-assigned group (the Consumer does this for you with Subscribe):
+  // join with the topics to read; heartbeat within the session timeout to stay a member and to
+  // learn the current generation and assignment; leave. A heartbeat of a member the server no
+  // longer knows fails with kNotFound: join again.
+  Result<Membership> JoinGroup(const std::string& group, const std::vector<std::string>& topics,
+                               const JoinOptions& options = {});
+  Result<Membership> Heartbeat(const std::string& group, const std::string& member_id);
+  Status LeaveGroup(const std::string& group, const std::string& member_id);
+  void LeaveGroup(const std::string& group, const std::string& member_id,
+                  std::function<void(Status)> done);
   Result<ChangeFeed> Changes(Lsn from, std::uint32_t max_transactions = 1000,
                              std::uint32_t max_bytes = 1 << 20);
   Result<ServerStats> Stats();

@@ -2,9 +2,10 @@
 
 #include <fmt/format.h>
 
-#include "base/event_record.h"
-
+#include <algorithm>
 #include <iterator>
+
+#include "base/event_record.h"
 
 namespace lockstep::client {
 
@@ -54,7 +55,7 @@ Result<Offset> Decode(const std::string& topic, PartitionId partition,
 }  // namespace
 
 Consumer::Consumer(Client& client, ConsumerOptions options)
-    : client_(client), options_(std::move(options)) {}
+    : client_(client), options_(std::move(options)), generation_(options_.generation) {}
 
 Result<std::unique_ptr<Consumer>> Consumer::Create(Client& client, ConsumerOptions options) {
   if (options.auto_commit && options.group.empty()) {
@@ -64,10 +65,38 @@ Result<std::unique_ptr<Consumer>> Consumer::Create(Client& client, ConsumerOptio
 }
 
 Consumer::~Consumer() {
+  StopHeartbeats();
   std::unique_lock lock(mu_);
-  closed_ = true;
+  if (!member_id_.empty() && !left_) {
+    // Not waited for: a consumer goes away at once even when the server is unreachable (the
+    // session timeout removes the member then).
+    client_.LeaveGroup(options_.group, member_id_, [](Status) {});
+  }
   // Prefetch callbacks name this consumer: wait for them (a long-poll ends by its max_wait).
   cv_.wait(lock, [&] { return fetches_in_flight_ == 0; });
+}
+
+void Consumer::StopHeartbeats() {
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    heartbeat_cv_.notify_all();
+  }
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+}
+
+Status Consumer::Close() {
+  StopHeartbeats();
+  std::string member;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [key, part] : partitions_) ++part->epoch;
+    partitions_.clear();
+    if (member_id_.empty() || left_) return Status::Ok();
+    left_ = true;
+    member = member_id_;
+  }
+  return client_.LeaveGroup(options_.group, member);
 }
 
 Result<Offset> Consumer::Reset(const std::string& topic, PartitionId partition) {
@@ -83,7 +112,28 @@ Result<Offset> Consumer::Reset(const std::string& topic, PartitionId partition) 
       "{}/{}: no valid position and the reset policy is to fail", topic, partition.value()));
 }
 
+// The group's committed offsets (none without a group, or for a group nobody committed for).
+Result<std::map<std::pair<std::string, std::uint32_t>, Offset>> Consumer::Committed() {
+  std::map<std::pair<std::string, std::uint32_t>, Offset> committed;
+  if (options_.group.empty()) return committed;
+  auto group = client_.DescribeGroup(options_.group);
+  if (!group.ok()) {
+    if (group.status().code() == base::StatusCode::kNotFound) return committed;
+    return group.status();
+  }
+  for (const GroupOffset& o : group->offsets) committed[{o.topic, o.partition.value()}] = o.offset;
+  return committed;
+}
+
 Status Consumer::Assign(const std::string& topic, std::vector<PartitionId> partitions) {
+  {
+    std::lock_guard lock(mu_);
+    if (!topics_.empty()) {
+      return base::FailedPrecondition(
+          "this consumer subscribed: the server assigns its partitions");
+    }
+    manual_ = true;
+  }
   if (partitions.empty()) {
     LOCKSTEP_ASSIGN_OR_RETURN(auto topics, client_.ListTopics());
     bool found = false;
@@ -94,20 +144,16 @@ Status Consumer::Assign(const std::string& topic, std::vector<PartitionId> parti
     }
     if (!found) return base::NotFound(fmt::format("no topic {:?}", topic));
   }
-  std::map<std::uint32_t, Offset> committed;
-  if (!options_.group.empty()) {
-    auto group = client_.DescribeGroup(options_.group);
-    if (group.ok()) {
-      for (const GroupOffset& o : group->offsets) {
-        if (o.topic == topic) committed[o.partition.value()] = o.offset;
-      }
-    } else if (group.status().code() != base::StatusCode::kNotFound) {
-      return group.status();
-    }
-  }
+  return AddPartitions(topic, partitions);
+}
+
+// Each partition starts at the group's committed offset, else by the reset policy.
+Status Consumer::AddPartitions(const std::string& topic,
+                               const std::vector<PartitionId>& partitions) {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto committed, Committed());
   for (PartitionId p : partitions) {
     Offset start;
-    if (auto it = committed.find(p.value()); it != committed.end()) {
+    if (auto it = committed.find({topic, p.value()}); it != committed.end()) {
       start = it->second;
     } else {
       LOCKSTEP_ASSIGN_OR_RETURN(start, Reset(topic, p));
@@ -124,6 +170,144 @@ Status Consumer::Assign(const std::string& topic, std::vector<PartitionId> parti
     StartFetch(topic, p);
   }
   return Status::Ok();
+}
+
+Status Consumer::Subscribe(std::vector<std::string> topics) {
+  if (options_.group.empty()) {
+    return base::FailedPrecondition("Subscribe needs a group (ConsumerOptions::group)");
+  }
+  if (topics.empty()) return base::InvalidArgument("Subscribe needs at least one topic");
+  {
+    std::lock_guard lock(mu_);
+    if (manual_ || !topics_.empty()) {
+      return base::FailedPrecondition(
+          "this consumer already has partitions (Assign) or a subscription");
+    }
+    topics_ = topics;
+  }
+  JoinOptions join;
+  join.session_timeout = options_.session_timeout;
+  auto membership = client_.JoinGroup(options_.group, topics, join);
+  if (!membership.ok()) {
+    std::lock_guard lock(mu_);
+    topics_.clear();
+    return membership.status();
+  }
+  LOCKSTEP_RETURN_IF_ERROR(ApplyMembership(*membership));
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+  return Status::Ok();
+}
+
+// The background thread of a subscribed consumer: heartbeats every interval (or at once when
+// asked), joins again when the server no longer knows the member, and hands a new generation to
+// the user's thread (pending_), which applies it.
+void Consumer::HeartbeatLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    heartbeat_cv_.wait_for(lock, heartbeat_interval_, [&] { return closed_ || heartbeat_now_; });
+    if (closed_) return;
+    heartbeat_now_ = false;
+    const std::string member = member_id_;
+    lock.unlock();
+    auto membership = client_.Heartbeat(options_.group, member);
+    if (!membership.ok() && membership.status().code() == base::StatusCode::kNotFound) {
+      JoinOptions join;
+      join.session_timeout = options_.session_timeout;
+      membership = client_.JoinGroup(options_.group, topics_, join);
+    }
+    lock.lock();
+    // A failed heartbeat is tried again next interval: the client reconnects by itself.
+    if (!membership.ok()) continue;
+    member_id_ = membership->member_id;
+    heartbeat_interval_ = std::max(membership->heartbeat_interval, std::chrono::milliseconds(1));
+    if (membership->generation != generation_) {
+      pending_ = std::move(*membership);
+      cv_.notify_all();
+    }
+  }
+}
+
+Status Consumer::ApplyPending() {
+  std::optional<Membership> membership;
+  {
+    std::lock_guard lock(mu_);
+    membership.swap(pending_);
+    if (!membership || membership->generation <= generation_) return Status::Ok();
+  }
+  return ApplyMembership(*membership);
+}
+
+Status Consumer::Resync() {
+  std::string member;
+  {
+    std::lock_guard lock(mu_);
+    if (topics_.empty()) return Status::Ok();
+    member = member_id_;
+  }
+  auto membership = client_.Heartbeat(options_.group, member);
+  if (!membership.ok() && membership.status().code() == base::StatusCode::kNotFound) {
+    JoinOptions join;
+    join.session_timeout = options_.session_timeout;
+    membership = client_.JoinGroup(options_.group, topics_, join);
+  }
+  if (!membership.ok()) return membership.status();
+  {
+    std::lock_guard lock(mu_);
+    member_id_ = membership->member_id;
+    if (membership->generation <= generation_) return Status::Ok();
+  }
+  return ApplyMembership(*membership);
+}
+
+// Every partition restarts from the committed offset (a rebalance drops what was read but not
+// committed under the old generation), except that with auto_commit the partitions this member
+// keeps are committed under the new generation first.
+Status Consumer::ApplyMembership(const Membership& membership) {
+  if (options_.auto_commit) {
+    std::vector<OffsetCommit> kept;
+    for (OffsetCommit& c : Uncommitted()) {
+      for (const TopicPartitions& t : membership.assignment) {
+        if (t.topic != c.topic) continue;
+        if (std::find(t.partitions.begin(), t.partitions.end(), c.partition) ==
+            t.partitions.end()) {
+          continue;
+        }
+        c.generation = membership.generation;
+        kept.push_back(c);
+      }
+    }
+    // Best effort: refused (yet another rebalance), the partitions are read again.
+    if (!kept.empty()) (void)client_.CommitOffsets(kept);
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [key, part] : partitions_) ++part->epoch;
+    partitions_.clear();
+    member_id_ = membership.member_id;
+    generation_ = membership.generation;
+    assignment_ = membership.assignment;
+    heartbeat_interval_ = std::max(membership.heartbeat_interval, std::chrono::milliseconds(1));
+  }
+  for (const TopicPartitions& t : membership.assignment) {
+    if (Status s = AddPartitions(t.topic, t.partitions); !s.ok()) {
+      // Tried again by the next Poll: the membership goes back to pending.
+      std::lock_guard lock(mu_);
+      generation_ = 0;
+      if (!pending_) pending_ = membership;
+      return s.WithContext("applying the group's new assignment");
+    }
+  }
+  return Status::Ok();
+}
+
+std::uint64_t Consumer::generation() const {
+  std::lock_guard lock(mu_);
+  return generation_;
+}
+
+std::vector<TopicPartitions> Consumer::assignment() const {
+  std::lock_guard lock(mu_);
+  return assignment_;
 }
 
 void Consumer::StartFetch(const std::string& topic, PartitionId partition) {
@@ -186,11 +370,16 @@ Status Consumer::SeekToTimestamp(const std::string& topic, PartitionId partition
 }
 
 Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds timeout) {
-  if (options_.auto_commit) LOCKSTEP_RETURN_IF_ERROR(Commit());
+  if (options_.auto_commit) {
+    Status s = Commit();
+    // Refused for a stale generation: the new assignment, applied below, handles it.
+    if (!s.ok() && s.code() != base::StatusCode::kFailedPrecondition) return s;
+  }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<ConsumedEvent> out;
   Status failure = Status::Ok();
   for (;;) {
+    LOCKSTEP_RETURN_IF_ERROR(ApplyPending());
     std::vector<std::shared_ptr<Partition>> refetch, reset;
     {
       std::unique_lock lock(mu_);
@@ -219,6 +408,7 @@ Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds time
       }
       if (out.empty() && reset.empty() && refetch.empty()) {
         const bool woke = cv_.wait_until(lock, deadline, [&] {
+          if (pending_) return true;
           for (auto& [key, part] : partitions_) {
             if (part->ready) return true;
           }
@@ -250,8 +440,17 @@ std::vector<OffsetCommit> Consumer::Positions() const {
   std::lock_guard lock(mu_);
   std::vector<OffsetCommit> out;
   for (const auto& [key, part] : partitions_) {
-    out.push_back(
-        {options_.group, options_.generation, part->topic, part->partition, part->position});
+    out.push_back({options_.group, generation_, part->topic, part->partition, part->position});
+  }
+  return out;
+}
+
+std::vector<OffsetCommit> Consumer::Uncommitted() const {
+  std::lock_guard lock(mu_);
+  std::vector<OffsetCommit> out;
+  for (const auto& [key, part] : partitions_) {
+    if (part->position == part->committed) continue;
+    out.push_back({options_.group, generation_, part->topic, part->partition, part->position});
   }
   return out;
 }
@@ -260,18 +459,16 @@ Status Consumer::Commit() {
   if (options_.group.empty()) {
     return base::FailedPrecondition("this consumer has no group to commit offsets for");
   }
-  std::vector<OffsetCommit> changed;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [key, part] : partitions_) {
-      if (part->position != part->committed) {
-        changed.push_back(
-            {options_.group, options_.generation, part->topic, part->partition, part->position});
-      }
-    }
-  }
+  std::vector<OffsetCommit> changed = Uncommitted();
   if (changed.empty()) return Status::Ok();
-  LOCKSTEP_RETURN_IF_ERROR(client_.CommitOffsets(changed));
+  if (Status s = client_.CommitOffsets(changed); !s.ok()) {
+    if (s.code() == base::StatusCode::kFailedPrecondition) {
+      std::lock_guard lock(mu_);
+      heartbeat_now_ = true;  // most likely a stale generation: learn the new one now
+      heartbeat_cv_.notify_all();
+    }
+    return s;
+  }
   std::lock_guard lock(mu_);
   for (const OffsetCommit& c : changed) {
     auto it = partitions_.find({c.topic, c.partition.value()});

@@ -1,11 +1,23 @@
 #pragma once
-// Consumer: reads assigned partitions by offset (docs/protocol.md, "The client"). Each assigned
-// partition keeps one long-poll fetch in flight (prefetch), so Poll() rarely waits on the
-// network. Positions start at the group's committed offset, else by the reset policy; a
-// position that falls outside the partition ("offset out of range": retention passed it) is
-// reset by the same policy, or reported with kFailedPrecondition. Offsets are committed
-// explicitly (Commit), automatically after each Poll (auto_commit), or inside a transaction with
-// the outputs they produced (Positions(), for exactly-once processing).
+// Consumer: reads partitions by offset (docs/protocol.md, "The client"). The partitions are
+// either assigned by hand (Assign), or by the server to the live members of a consumer group
+// (Subscribe). Each assigned partition keeps one long-poll fetch in flight (prefetch), so Poll()
+// rarely waits on the network. Positions start at the group's committed offset, else by the
+// reset policy; a position that falls outside the partition ("offset out of range": retention
+// passed it) is reset by the same policy, or reported with kFailedPrecondition. Offsets are
+// committed explicitly (Commit), automatically before each Poll (auto_commit), or inside a
+// transaction with the outputs they produced (Positions(), for exactly-once processing).
+//
+// Subscribed, a background thread heartbeats to the server. When the group's membership changes
+// the server advances the generation and the heartbeat brings the new assignment, which the
+// next Poll (or Resync) applies: every partition restarts from the group's committed offset.
+// Until then, offset commits carry the old generation and are refused (kFailedPrecondition) —
+// and with them any transaction holding them, so outputs are never committed twice. With
+// auto_commit, positions of partitions the member keeps are committed under the new generation
+// first, so a rebalance does not deliver them again.
+//
+// Poll, Seek*, Commit, Resync and Close are called from one thread at a time (the consumer's
+// user); Positions, generation and assignment may be called from any thread.
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -14,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "clients/client.h"
@@ -26,6 +39,8 @@ struct ConsumerOptions {
   std::string group;  // empty: no committed offsets (Commit and auto_commit need one)
   std::uint64_t generation = 0;
   ResetPolicy reset = ResetPolicy::kEarliest;
+  // Subscribe only: the server removes a member that did not heartbeat for this long.
+  std::chrono::milliseconds session_timeout{10'000};
   bool auto_commit = false;
   std::chrono::milliseconds max_wait{500};  // of each prefetching long-poll
   std::uint32_t fetch_max_bytes = 1 << 20;
@@ -54,7 +69,23 @@ class Consumer {
   Consumer& operator=(const Consumer&) = delete;
 
   // Adds partitions of `topic` (all of them when `partitions` is empty) to the assignment.
+  // Not with Subscribe.
   Status Assign(const std::string& topic, std::vector<PartitionId> partitions = {});
+
+  // Joins options.group as a member reading `topics`; the server assigns the partitions
+  // (assignment()) and reassigns them as members come and go. kFailedPrecondition without a
+  // group, or after Assign or another Subscribe; kNotFound for a topic that does not exist.
+  Status Subscribe(std::vector<std::string> topics);
+  // Heartbeats now and applies a new assignment if there is one: call it after a transaction
+  // with Positions() was refused for a stale generation, instead of waiting for the next
+  // heartbeat.
+  Status Resync();
+  // Leaves the group (its partitions go to the other members at once), and stops fetching.
+  // The destructor does this too, without waiting for the server's answer.
+  Status Close();
+
+  std::uint64_t generation() const;
+  std::vector<TopicPartitions> assignment() const;
   Status Seek(const std::string& topic, PartitionId partition, Offset offset);
   Status SeekToBeginning(const std::string& topic, PartitionId partition);
   Status SeekToEnd(const std::string& topic, PartitionId partition);
@@ -74,15 +105,35 @@ class Consumer {
   struct Partition;
   Consumer(Client& client, ConsumerOptions options);
   Result<Offset> Reset(const std::string& topic, PartitionId partition);
+  Result<std::map<std::pair<std::string, std::uint32_t>, Offset>> Committed();
+  Status AddPartitions(const std::string& topic, const std::vector<PartitionId>& partitions);
   void StartFetch(const std::string& topic, PartitionId partition);
+  void HeartbeatLoop();
+  Status ApplyMembership(const Membership& membership);
+  Status ApplyPending();
+  void StopHeartbeats();
+  std::vector<OffsetCommit> Uncommitted() const;
 
   Client& client_;
   ConsumerOptions options_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;  // a prefetch completed
+  std::condition_variable cv_;  // a prefetch completed, or a new membership arrived
   std::map<std::pair<std::string, std::uint32_t>, std::shared_ptr<Partition>> partitions_;
   bool closed_ = false;
   std::uint32_t fetches_in_flight_ = 0;
+
+  // Subscribe.
+  std::vector<std::string> topics_;
+  std::string member_id_;
+  std::uint64_t generation_ = 0;  // of the applied assignment (options_.generation by hand)
+  std::vector<TopicPartitions> assignment_;
+  std::optional<Membership> pending_;  // heard from a heartbeat, applied by Poll or Resync
+  bool manual_ = false;                // Assign was called
+  bool left_ = false;
+  std::condition_variable heartbeat_cv_;
+  bool heartbeat_now_ = false;
+  std::chrono::milliseconds heartbeat_interval_{1'000};
+  std::thread heartbeat_thread_;
 };
 
 }  // namespace lockstep::client

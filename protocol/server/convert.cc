@@ -151,7 +151,34 @@ FbOffset<fb::Row> Build(FlatBufferBuilder& fbb, const engine::Row& row) {
   return fb::CreateRow(fbb, Bytes(fbb, row.key), Bytes(fbb, row.value), row.version.value());
 }
 
-FbOffset<fb::DescribeGroupResponse> Build(FlatBufferBuilder& fbb, const engine::GroupInfo& group) {
+namespace {
+FbOffset<flatbuffers::Vector<FbOffset<fb::TopicPartitions>>> Build(
+    FlatBufferBuilder& fbb, const std::vector<TopicAssignment>& assignment) {
+  std::vector<FbOffset<fb::TopicPartitions>> out;
+  for (const TopicAssignment& a : assignment) {
+    std::vector<std::uint32_t> partitions;
+    for (PartitionId p : a.partitions) partitions.push_back(p.value());
+    out.push_back(fb::CreateTopicPartitions(fbb, fbb.CreateSharedString(a.topic),
+                                            fbb.CreateVector(partitions)));
+  }
+  return fbb.CreateVector(out);
+}
+}  // namespace
+
+FbOffset<fb::MemberAssignment> Build(FlatBufferBuilder& fbb, const MemberState& member) {
+  return fb::CreateMemberAssignment(fbb, fbb.CreateString(member.member_id), member.generation,
+                                    Build(fbb, member.assignment),
+                                    static_cast<std::uint32_t>(member.heartbeat_interval.count()));
+}
+
+FbOffset<fb::DescribeGroupResponse> Build(FlatBufferBuilder& fbb, const engine::GroupInfo& group,
+                                          const std::vector<MemberInfo>& members) {
+  std::vector<FbOffset<fb::GroupMember>> live;
+  for (const MemberInfo& m : members) {
+    live.push_back(
+        fb::CreateGroupMember(fbb, fbb.CreateString(m.member_id), fbb.CreateString(m.client),
+                              fbb.CreateVectorOfStrings(m.topics), Build(fbb, m.assignment)));
+  }
   std::vector<FbOffset<fb::CommittedOffset>> offsets;
   for (const engine::GroupOffset& o : group.offsets) {
     offsets.push_back(fb::CreateCommittedOffset(fbb, fbb.CreateSharedString(o.topic),
@@ -159,7 +186,7 @@ FbOffset<fb::DescribeGroupResponse> Build(FlatBufferBuilder& fbb, const engine::
                                                 o.commit_ms));
   }
   return fb::CreateDescribeGroupResponse(fbb, fbb.CreateString(group.name), group.generation,
-                                         fbb.CreateVector(offsets));
+                                         fbb.CreateVector(offsets), fbb.CreateVector(live));
 }
 
 FbOffset<fb::GroupLagResponse> Build(FlatBufferBuilder& fbb,

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "engine/engine.h"
+#include "protocol/server/groups.h"
 #include "protocol/server/server.h"
 #include "protocol/wire/frame.h"
 
@@ -27,7 +28,10 @@ flatbuffers::Offset<wire::fb::ListTopicsResponse> Build(
 flatbuffers::Offset<wire::fb::Row> Build(flatbuffers::FlatBufferBuilder& fbb,
                                          const engine::Row& row);
 flatbuffers::Offset<wire::fb::DescribeGroupResponse> Build(flatbuffers::FlatBufferBuilder& fbb,
-                                                           const engine::GroupInfo& group);
+                                                           const engine::GroupInfo& group,
+                                                           const std::vector<MemberInfo>& members);
+flatbuffers::Offset<wire::fb::MemberAssignment> Build(flatbuffers::FlatBufferBuilder& fbb,
+                                                      const MemberState& member);
 flatbuffers::Offset<wire::fb::GroupLagResponse> Build(flatbuffers::FlatBufferBuilder& fbb,
                                                       const std::vector<engine::PartitionLag>& lag);
 flatbuffers::Offset<wire::fb::ChangesResponse> Build(flatbuffers::FlatBufferBuilder& fbb,

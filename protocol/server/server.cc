@@ -57,7 +57,11 @@ class Server::Impl {
       : engine_(engine),
         options_(std::move(options)),
         acceptor_(io_),
-        start_ms_(base::WallClockMs()) {}
+        start_ms_(base::WallClockMs()),
+        groups_(
+            options_.groups,
+            [&engine](std::string_view group) { return engine.NewGroupGeneration(group); },
+            [&engine](std::string_view topic) { return PartitionCount(engine, topic); }) {}
 
   Status Listen();
   void Run();
@@ -93,6 +97,9 @@ class Server::Impl {
   std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
   asio::steady_timer accept_retry_{io_};
   std::atomic<bool> recheck_posted_{false};
+  GroupCoordinator groups_;
+  asio::steady_timer expiry_timer_{io_};
+  std::atomic<bool> expiring_{false};
 
   std::mutex conns_mu_;
   std::unordered_map<Connection*, std::weak_ptr<Connection>> conns_;
@@ -105,6 +112,8 @@ class Server::Impl {
 
   void Accept();
   void OnEventsVisible();
+  void ExpireMembers();
+  static Result<std::uint32_t> PartitionCount(engine::Engine& engine, std::string_view topic);
   std::vector<std::shared_ptr<Connection>> Connections();
 };
 
@@ -369,6 +378,53 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
+  // Runs `call` (a blocking call returning Result<T>) off the io threads, then answers with
+  // build(fbb, value).
+  template <typename Call, typename BuildFn>
+  void BlockingReply(std::uint64_t id, Call call, BuildFn build) {
+    ++inflight_;
+    asio::post(server_.blocking_,
+               [self = shared_from_this(), id, call = std::move(call), build = std::move(build)] {
+                 auto result = call();
+                 self->Post([self, id, result = std::move(result), build] {
+                   --self->inflight_;
+                   if (result.ok()) {
+                     FlatBufferBuilder fbb(256);
+                     self->SendResponse(id, fbb, build(fbb, *result));
+                   } else {
+                     self->SendError(id, result.status());
+                   }
+                   self->MaybeResume();
+                 });
+               });
+  }
+
+  void JoinGroup(std::uint64_t id, const fb::JoinGroupRequest& r) {
+    JoinRequest join;
+    join.group = Str(r.group());
+    join.member_id = Str(r.member_id());
+    join.client = Str(r.client());
+    if (r.topics() != nullptr) {
+      for (const flatbuffers::String* t : *r.topics()) join.topics.push_back(Str(t));
+    }
+    join.session_timeout = std::chrono::milliseconds(r.session_timeout_ms());
+    BlockingReply(
+        id,
+        [&groups = server_.groups_, join = std::move(join)] {
+          return groups.Join(join, std::chrono::steady_clock::now());
+        },
+        [](FlatBufferBuilder& fbb, const MemberState& m) { return Build(fbb, m); });
+  }
+
+  void GroupHeartbeat(std::uint64_t id, const fb::HeartbeatRequest& r) {
+    BlockingReply(
+        id,
+        [&groups = server_.groups_, group = Str(r.group()), member = Str(r.member_id())] {
+          return groups.Heartbeat(group, member, std::chrono::steady_clock::now());
+        },
+        [](FlatBufferBuilder& fbb, const MemberState& m) { return Build(fbb, m); });
+  }
+
   void Commit(std::uint64_t id, Result<engine::Transaction> txn) {
     if (!txn.ok()) return SendError(id, txn.status());
     ++inflight_;
@@ -472,10 +528,28 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case fb::Request::ListOffsetsRequest:
         return ListOffsets(id, *m.request_as_ListOffsetsRequest());
       case fb::Request::DescribeGroupRequest: {
-        auto group = e.DescribeGroup(Str(m.request_as_DescribeGroupRequest()->group()));
-        if (!group.ok()) return SendError(id, group.status());
-        FlatBufferBuilder fbb(512);
-        return SendResponse(id, fbb, Build(fbb, *group));
+        // The coordinator may be busy with a rebalance: asked off the io threads.
+        using Described = std::pair<engine::GroupInfo, std::vector<MemberInfo>>;
+        return BlockingReply(
+            id,
+            [&e, &groups = server_.groups_,
+             name = Str(m.request_as_DescribeGroupRequest()->group())]() -> Result<Described> {
+              auto members = groups.Members(name);
+              LOCKSTEP_ASSIGN_OR_RETURN(engine::GroupInfo info, e.DescribeGroup(name));
+              return Described(std::move(info), std::move(members));
+            },
+            [](FlatBufferBuilder& fbb, const Described& d) {
+              return Build(fbb, d.first, d.second);
+            });
+      }
+      case fb::Request::JoinGroupRequest:
+        return JoinGroup(id, *m.request_as_JoinGroupRequest());
+      case fb::Request::HeartbeatRequest:
+        return GroupHeartbeat(id, *m.request_as_HeartbeatRequest());
+      case fb::Request::LeaveGroupRequest: {
+        const auto* r = m.request_as_LeaveGroupRequest();
+        return Blocking(id, [&groups = server_.groups_, group = Str(r->group()),
+                             member = Str(r->member_id())] { return groups.Leave(group, member); });
       }
       case fb::Request::ListGroupsRequest: {
         FlatBufferBuilder fbb(256);
@@ -779,9 +853,34 @@ void Server::Impl::OnEventsVisible() {
   });
 }
 
+Result<std::uint32_t> Server::Impl::PartitionCount(engine::Engine& engine, std::string_view topic) {
+  for (const engine::TopicInfo& t : engine.ListTopics()) {
+    if (t.name == topic) return t.partitions;
+  }
+  return base::NotFound(fmt::format("no topic {:?}", topic));
+}
+
+// Every tick: members whose session ended are removed. The coordinator may be waiting for a
+// rebalance's durable commit, so it is asked on the blocking pool, never on an io thread.
+void Server::Impl::ExpireMembers() {
+  expiry_timer_.expires_after(options_.group_expiry_tick);
+  expiry_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping_) return;
+    if (!expiring_.exchange(true)) {
+      asio::post(blocking_, [this] {
+        const auto now = std::chrono::steady_clock::now();
+        if (groups_.NextExpiry() <= now) groups_.Expire(now);
+        expiring_.store(false);
+      });
+    }
+    ExpireMembers();
+  });
+}
+
 void Server::Impl::Run() {
   listener_ = engine_.AddEventsListener([this] { OnEventsVisible(); });
   Accept();
+  ExpireMembers();
   for (std::uint32_t i = 0; i < std::max<std::uint32_t>(options_.io_threads, 1); ++i) {
     threads_.emplace_back([this] { io_.run(); });
   }
@@ -793,6 +892,7 @@ void Server::Impl::Stop(std::chrono::milliseconds drain) {
   asio::post(io_, [this] {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
+    expiry_timer_.cancel();
   });
   // Parked fetches are answered now with what they have.
   for (auto& conn : Connections()) conn->Post([conn] { conn->RecheckParked(true); });

@@ -13,6 +13,7 @@
 
 #include "base/status.h"
 #include "engine/engine.h"
+#include "protocol/server/groups.h"
 
 namespace lockstep::server {
 
@@ -35,6 +36,9 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{600'000};
   std::chrono::milliseconds max_wait_cap{60'000};  // a long-poll waits at most this long
   std::uint32_t io_threads = 1;
+  GroupOptions groups;
+  // How often sessions of group members are checked for their end.
+  std::chrono::milliseconds group_expiry_tick{100};
 };
 
 struct ServerStats {
