@@ -2,13 +2,15 @@
 // exit 0 on SIGTERM after answering what is in flight, refuses a data directory another server
 // holds, and after SIGKILL at any moment loses nothing it acknowledged — a client whose
 // connection died mid-stream retries with the same idempotency keys and every commit is there
-// exactly once.
+// exactly once; consume-transform-produce workers in a consumer group, whose members the restart
+// forgets, rejoin and still count every input exactly once.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <set>
@@ -18,6 +20,7 @@
 
 #include "base/event_record.h"
 #include "clients/client.h"
+#include "clients/consumer.h"
 #include "tests/testing/temp_dir.h"
 
 extern char** environ;
@@ -196,6 +199,104 @@ TEST(Lockstepd, SigkillLosesNothingAcknowledgedAndRetriesCommitOnce) {
   }
   EXPECT_EQ(events, static_cast<std::uint64_t>(kCommits));
   EXPECT_EQ(payloads.size(), static_cast<std::size_t>(kCommits));
+}
+
+std::vector<std::string> Payloads(const std::vector<std::byte>& records) {
+  std::vector<std::string> out;
+  std::span<const std::byte> rest(records);
+  while (!rest.empty()) {
+    auto ev = base::DecodeEvent(rest);
+    EXPECT_TRUE(ev.ok()) << ev.status().ToString();
+    if (!ev.ok()) break;
+    out.emplace_back(reinterpret_cast<const char*>(ev->payload().data()), ev->payload().size());
+    rest = rest.subspan(ev->record().size());
+  }
+  return out;
+}
+
+TEST(Lockstepd, TransformWorkersSurviveASigkillOfTheServerExactlyOnce) {
+  testing::TempDir dir;
+  auto d = std::make_unique<Daemon>(dir.Sub("data"));
+  const std::uint16_t port = d->WaitListening();
+  ASSERT_NE(port, 0);
+  constexpr int kInputs = 600;
+  {
+    auto setup = Connect(port);
+    ASSERT_TRUE(setup->CreateTopic("in", 4).ok());
+    ASSERT_TRUE(setup->CreateTopic("out", 1).ok());
+    for (int i = 0; i < kInputs; ++i) {
+      client::EventAppend e;
+      e.topic = "in";
+      e.partition = PartitionId(static_cast<std::uint32_t>(i % 4));
+      e.payload = std::to_string(i);
+      ASSERT_TRUE(setup->Commit(client::Transaction().Append(std::move(e))).ok());
+    }
+  }
+  std::atomic<int> done_inputs{0};
+  std::atomic<bool> failed{false};
+  auto worker = [&] {
+    auto c = Connect(port, 30s);
+    client::ConsumerOptions o;
+    o.group = "doubler";
+    o.session_timeout = 1000ms;
+    o.max_wait = 50ms;
+    o.fetch_max_events = 10;
+    auto consumer = client::Consumer::Create(*c, o);
+    ASSERT_TRUE(consumer.ok());
+    ASSERT_TRUE((*consumer)->Subscribe({"in"}).ok());
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (done_inputs.load() < kInputs && !failed.load() &&
+           std::chrono::steady_clock::now() < deadline) {
+      auto batch = (*consumer)->Poll(100ms);
+      if (!batch.ok()) {  // the server is restarting: try again
+        EXPECT_EQ(batch.status().code(), StatusCode::kUnavailable) << batch.status().ToString();
+        continue;
+      }
+      if (batch->empty()) continue;
+      client::Transaction txn;
+      for (const auto& e : *batch) {
+        client::EventAppend out;
+        out.topic = "out";
+        out.payload = std::to_string(2 * std::stoi(e.payload));
+        txn.Append(std::move(out));
+      }
+      for (auto& p : (*consumer)->Positions()) txn.CommitOffset(std::move(p));
+      auto r = c->Commit(std::move(txn));  // resent with its key across the restart
+      if (r.ok()) {
+        done_inputs += static_cast<int>(batch->size());
+      } else if (r.status().code() == StatusCode::kFailedPrecondition) {
+        (void)(*consumer)->Resync();  // fenced by a rebalance: start again from the commits
+      } else {
+        ADD_FAILURE() << r.status().ToString();
+        failed = true;
+      }
+    }
+    (void)(*consumer)->Close();
+  };
+  std::thread a(worker), b(worker);
+  // Kill the server once a third of the inputs are done.
+  for (int i = 0; i < 3000 && done_inputs.load() < kInputs / 3; ++i)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_LT(done_inputs.load(), kInputs);  // killed in the middle of the work
+  EXPECT_EQ(d->Stop(SIGKILL), -1);
+  d = std::make_unique<Daemon>(dir.Sub("data"), port);
+  ASSERT_EQ(d->WaitListening(), port);
+  a.join();
+  b.join();
+
+  EXPECT_EQ(done_inputs.load(), kInputs);
+  auto c = Connect(port);
+  std::multiset<int> outputs;
+  Offset next(0);
+  for (;;) {
+    auto f = c->Fetch("out", PartitionId(0), next);
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    if (f->events == 0) break;
+    for (const auto& p : Payloads(f->records)) outputs.insert(std::stoi(p));
+    next = f->next_offset;
+  }
+  ASSERT_EQ(outputs.size(), static_cast<std::size_t>(kInputs));
+  for (int i = 0; i < kInputs; ++i) EXPECT_EQ(outputs.count(2 * i), 1u) << i;
 }
 
 }  // namespace
