@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include "clients/admin.h"
 #include "tests/integration/server_fixture.h"
 
 namespace lockstep::integration {
@@ -140,6 +141,42 @@ TEST_F(Groups, SubscribingNeedsAGroupAndExistingTopics) {
   EXPECT_EQ((*c)->Subscribe({"in"}).code(), StatusCode::kFailedPrecondition);
   auto bad = client_->JoinGroup("g", {"in"}, {.member_id = {}, .session_timeout = 1ms});
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(Groups, AdminDescribesTopicsAndAGroupsMembersAndLag) {
+  client::Admin admin(*client_);
+  EXPECT_EQ(admin.CreateTopic({.name = "in", .partitions = 2}).code(), StatusCode::kAlreadyExists);
+  auto topic = admin.DescribeTopic("in");
+  ASSERT_TRUE(topic.ok()) << topic.status().ToString();
+  EXPECT_EQ(topic->partitions, kPartitions);
+  EXPECT_EQ(admin.DescribeTopic("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(admin.DescribeGroup("g").status().code(), StatusCode::kNotFound);
+
+  Produce(8);  // two events per partition
+  auto c = client::Consumer::Create(*client_, Options());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE((*c)->Subscribe({"in"}).ok());
+  std::size_t read = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (read < 8 && std::chrono::steady_clock::now() < deadline) {
+    auto batch = (*c)->Poll(100ms);
+    ASSERT_TRUE(batch.ok());
+    read += batch->size();
+  }
+  ASSERT_EQ(read, 8u);
+  ASSERT_TRUE((*c)->Commit().ok());
+  Produce(4);  // one more per partition, not read yet
+
+  auto d = admin.DescribeGroup("g");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  ASSERT_EQ(d->group.members.size(), 1u);
+  EXPECT_EQ(Partitions(d->group.members[0].assignment).size(), kPartitions);
+  EXPECT_EQ(d->group.members[0].topics, std::vector<std::string>{"in"});
+  EXPECT_EQ(d->lag.size(), kPartitions);
+  EXPECT_EQ(d->total_lag_events, 4u);
+  auto groups = admin.ListGroups();
+  ASSERT_TRUE(groups.ok());
+  EXPECT_EQ(*groups, std::vector<std::string>{"g"});
 }
 
 // Workers transform inputs into outputs, committing each batch's outputs with its offsets. One
