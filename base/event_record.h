@@ -47,6 +47,9 @@ struct EventLimits {
   std::uint32_t header_name_bytes_max = 256;
   std::uint32_t header_value_bytes_max = 64 << 10;
   std::uint32_t event_bytes_max = 8 << 20;  // the whole record, payload included
+  // DecodeEvent only: false skips the record's own checksum, where an enclosing checksum was
+  // just verified (the engine reading its log batches). Consumers always verify.
+  bool verify_checksum = true;
 };
 
 struct EventHeader {

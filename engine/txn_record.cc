@@ -76,10 +76,10 @@ Result<TxnOp> ReadDelete(Reader& r) {
   return TxnOp(op);
 }
 
-Result<TxnOp> ReadEvent(Reader& r, Bytes& rest) {
+Result<TxnOp> ReadEvent(Reader& r, Bytes& rest, const base::EventLimits& limits) {
   std::uint32_t topic = 0, partition = 0;
   if (!r.U32(&topic) || !r.U32(&partition)) return Malformed("event runs past the record");
-  auto event = base::DecodeEvent(rest);
+  auto event = base::DecodeEvent(rest, limits);
   if (!event.ok()) return Malformed(event.status().message());
   EventOp op{TopicId(topic), PartitionId(partition), event->record()};
   Bytes skipped;
@@ -115,14 +115,14 @@ Result<TxnOp> ReadCatalog(Reader& r) {
                          static_cast<std::int64_t>(retention_ms), retention_bytes});
 }
 
-Result<TxnOp> ReadOp(OpKind kind, Reader& r, Bytes& rest) {
+Result<TxnOp> ReadOp(OpKind kind, Reader& r, Bytes& rest, const base::EventLimits& limits) {
   switch (kind) {
     case OpKind::kPut:
       return ReadPut(r);
     case OpKind::kDelete:
       return ReadDelete(r);
     case OpKind::kEvent:
-      return ReadEvent(r, rest);
+      return ReadEvent(r, rest, limits);
     case OpKind::kOffset:
       return ReadOffset(r);
     case OpKind::kCatalog:
@@ -222,8 +222,9 @@ Bytes TxnRecordWriter::Finish() {
   return buffer_;
 }
 
-Result<TxnRecordReader> TxnRecordReader::Open(Bytes record) {
+Result<TxnRecordReader> TxnRecordReader::Open(Bytes record, TxnReadOptions options) {
   TxnRecordReader out;
+  out.event_limits_.verify_checksum = options.verify_event_checksums;
   Bytes rest = record;
   Reader r(&rest);
   std::uint8_t version = 0, flags = 0;
@@ -256,7 +257,7 @@ Result<std::optional<TxnOp>> TxnRecordReader::Next() {
   Reader r(&rest_);
   std::uint8_t kind = 0;
   if (!r.U8(&kind)) return Malformed("fewer operations than its count");
-  auto op = ReadOp(static_cast<OpKind>(kind), r, rest_);
+  auto op = ReadOp(static_cast<OpKind>(kind), r, rest_, event_limits_);
   if (!op.ok()) return op.status();
   ++ops_read_;
   return std::optional<TxnOp>(std::move(op).value());

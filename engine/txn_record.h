@@ -100,10 +100,16 @@ class TxnRecordWriter {
 };
 
 // A parsed record: its fixed fields and an iterator over its operations.
+struct TxnReadOptions {
+  // False skips each event record's own checksum: only for records whose log batch checksum was
+  // verified (the fetch path, which consumers verify again end to end).
+  bool verify_event_checksums = true;
+};
+
 class TxnRecordReader {
  public:
   // Checks the fixed fields; operations are checked as Next() reaches them.
-  static Result<TxnRecordReader> Open(Bytes record);
+  static Result<TxnRecordReader> Open(Bytes record, TxnReadOptions options = {});
 
   std::int64_t commit_ms() const { return commit_ms_; }
   std::optional<std::string_view> idempotency_key() const { return idempotency_key_; }
@@ -116,6 +122,7 @@ class TxnRecordReader {
  private:
   TxnRecordReader() = default;
   Bytes rest_;
+  base::EventLimits event_limits_;
   std::int64_t commit_ms_ = 0;
   std::optional<std::string_view> idempotency_key_;
   std::uint32_t op_count_ = 0;

@@ -251,6 +251,7 @@ Status Log::LoadSegment(const std::string& name, Lsn expected_first, bool is_las
     break;
   }
   segment->end_pos.store(pos);
+  segment->verified_end.store(pos);  // recovery just checked every batch below it
   segment->last_lsn.store(next.value() - 1);
   {
     std::lock_guard lock(segments_mu_);
@@ -830,13 +831,21 @@ Status LogReader::Seek() {
 }
 
 Status LogReader::EnterBatch(std::uint64_t pos) {
-  const ParseBatchOptions options{segment_->header.salt, log_->options_.verify_checksums_on_read,
-                                  log_->options_.verify_checksums_on_read};
+  const bool verify =
+      log_->options_.verify_checksums_on_read && pos >= segment_->verified_end.load();
+  const ParseBatchOptions options{segment_->header.salt, verify, verify};
   BatchView batch = ParseBatch(segment_->bytes(), pos, options);
   if (batch.state != BatchState::kValid) {
     return base::DataLoss(
         fmt::format("segment {} position {}: {}", segment_->path, pos,
                     batch.state == BatchState::kAbsent ? "no batch" : batch.reason));
+  }
+  if (verify) {
+    // Raised only from a batch that starts at or below it, so everything below stays verified.
+    const std::uint64_t end = pos + batch.header.total_bytes;
+    std::uint64_t seen = segment_->verified_end.load();
+    while (pos <= seen && seen < end && !segment_->verified_end.compare_exchange_weak(seen, end)) {
+    }
   }
   batch_pos_ = pos;
   batch_end_ = pos + batch.header.total_bytes;

@@ -5,6 +5,9 @@
 // prefix, invalid FlatBuffers, a wrong protocol version, an unknown request type, 1,000 idle
 // connections, a client that never reads its responses — after each of which the server is up,
 // other clients are served, and no data is lost.
+#include <filesystem>
+#include <fstream>
+
 #include "tests/integration/server_fixture.h"
 
 namespace lockstep::integration {
@@ -306,6 +309,37 @@ TEST_F(ServerTest, ConsumeTransformProduceCountsEveryInputExactlyOnce) {
   }
   ASSERT_EQ(outputs.size(), static_cast<std::size_t>(kInputs));
   for (int i = 0; i < kInputs; ++i) EXPECT_EQ(outputs.count(2 * i), 1u) << i;
+}
+
+// Batches are hashed once per process on the server; each event's own checksum is verified by
+// the consumer on every read. Damage that appears after the first read reaches the consumer,
+// which refuses it (kDataLoss) instead of handing out wrong bytes.
+TEST_F(ServerTest, AnEventDamagedOnDiskIsCaughtByTheConsumer) {
+  ASSERT_TRUE(client_->CreateTopic("t1", 1).ok());
+  const std::string needle = "needle-4c1f9e";
+  ASSERT_TRUE(client_->Commit(client::Transaction().Append(Event("t1", needle))).ok());
+  ASSERT_TRUE(client_->Fetch("t1", PartitionId(0), Offset(0)).ok());  // the server read it once
+  // Damage one byte of the payload in the segment file (the server's mapping shows it).
+  bool damaged = false;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir_.Sub("data"))) {
+    if (entry.path().extension() != ".seg") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    const auto at = bytes.find(needle);
+    if (at == std::string::npos) continue;
+    std::fstream out(entry.path(), std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(static_cast<std::streamoff>(at));
+    out.put('N');
+    damaged = true;
+  }
+  ASSERT_TRUE(damaged);
+  client::ConsumerOptions co;
+  co.max_wait = 50ms;
+  auto consumer = client::Consumer::Create(*client_, co);
+  ASSERT_TRUE(consumer.ok());
+  ASSERT_TRUE((*consumer)->Assign("t1").ok());
+  auto polled = (*consumer)->Poll(2s);
+  EXPECT_EQ(polled.status().code(), StatusCode::kDataLoss) << polled.status().ToString();
 }
 
 // ---- The bad-input catalogue ---------------------------------------------------------------

@@ -422,6 +422,34 @@ TEST_F(LogTest, MidLogCorruptionIsReportedNeverDropped) {
   EXPECT_EQ(SegmentFiles(), segments);
 }
 
+// Readers verify a batch's checksum the first time they read it in this process (recovery counts
+// as a read), then trust it: the consumer verifies every event's own checksum end to end.
+TEST_F(LogTest, AReaderVerifiesABatchWrittenByThisProcessOnItsFirstRead) {
+  auto log = Open();
+  AppendSome(*log, 1, 10);
+  const std::string segment = "db/" + SegmentFiles().front();
+  const std::array<std::byte, 1> garbage{std::byte{0x5a}};
+  ASSERT_TRUE(io_.Corrupt(segment, kSegmentHeaderBytes + 60, garbage).ok());
+  auto reader = log->Read(Lsn(1));
+  ASSERT_TRUE(reader.ok());
+  auto first = reader->Next();
+  EXPECT_EQ(first.status().code(), StatusCode::kDataLoss) << first.status().ToString();
+}
+
+// The other side of the same rule: a batch is hashed once, not on every read (fetches walk the
+// same batches again and again). Damage after that first read is the consumer's to find.
+TEST_F(LogTest, BatchesAreVerifiedOnceNotOnEveryRead) {
+  auto log = Open();
+  AppendSome(*log, 1, 10);
+  ExpectRecords(*log, 1, 10);  // the first read verifies every batch
+  const std::string segment = "db/" + SegmentFiles().front();
+  const std::array<std::byte, 1> garbage{std::byte{0x5a}};
+  ASSERT_TRUE(io_.Corrupt(segment, kSegmentHeaderBytes + 60, garbage).ok());
+  auto records = ReadAll(*log, Lsn(1));
+  EXPECT_EQ(records.size(), 10u);
+  EXPECT_NE(records[0].second, RecordFor(1));  // the damage is there; the batch was not rehashed
+}
+
 TEST_F(LogTest, DamageFollowedByAValidBatchInTheLastSegmentIsCorruption) {
   {
     auto log = Open();
