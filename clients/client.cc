@@ -687,8 +687,8 @@ Result<std::vector<Row>> Client::Scan(const std::string& table, const ScanOption
       });
 }
 
-void Client::Fetch(const std::string& topic, PartitionId partition, Offset offset,
-                   const FetchOptions& o, Callback<FetchResult> done) {
+void Client::FetchInPlace(const std::string& topic, PartitionId partition, Offset offset,
+                          const FetchOptions& o, std::function<void(Result<FetchView>)> done) {
   FlatBufferBuilder fbb(128);
   auto request = fb::CreateFetchRequest(
       fbb, fbb.CreateString(topic), partition.value(), offset.value(), o.max_bytes, o.max_events,
@@ -703,14 +703,23 @@ void Client::Fetch(const std::string& topic, PartitionId partition, Offset offse
               fmt::format("a fetch response announces {} record bytes but carries {}",
                           (*body)->records_bytes(), r->attachment.size())));
         }
-        FetchResult out;
-        out.records.assign(r->attachment.begin(), r->attachment.end());
-        out.events = (*body)->events();
-        out.next_offset = Offset((*body)->next_offset());
-        out.high_watermark = Offset((*body)->high_watermark());
-        done(std::move(out));
+        done(FetchView{r->attachment, (*body)->events(), Offset((*body)->next_offset()),
+                       Offset((*body)->high_watermark())});
       },
       o.max_wait);  // a long-poll may rightly take its whole wait
+}
+
+void Client::Fetch(const std::string& topic, PartitionId partition, Offset offset,
+                   const FetchOptions& o, Callback<FetchResult> done) {
+  FetchInPlace(topic, partition, offset, o, [done = std::move(done)](Result<FetchView> r) {
+    if (!r.ok()) return done(r.status());
+    FetchResult out;
+    out.records.assign(r->records.begin(), r->records.end());
+    out.events = r->events;
+    out.next_offset = r->next_offset;
+    out.high_watermark = r->high_watermark;
+    done(std::move(out));
+  });
 }
 
 Result<FetchResult> Client::Fetch(const std::string& topic, PartitionId partition, Offset offset,

@@ -19,6 +19,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -154,6 +155,14 @@ struct FetchResult {
   Offset next_offset;
   Offset high_watermark;
 };
+// The same, without a copy: `records` points into the client's receive buffer and is valid only
+// during the callback that gets it.
+struct FetchView {
+  std::span<const std::byte> records;
+  std::uint32_t events = 0;
+  Offset next_offset;
+  Offset high_watermark;
+};
 enum class OffsetSpec : std::uint8_t { kEarliest, kLatest, kTimestamp };
 struct GroupOffset {
   std::string topic;
@@ -269,6 +278,9 @@ class Client {
              const FetchOptions& options, Callback<FetchResult> done);
   Result<FetchResult> Fetch(const std::string& topic, PartitionId partition, Offset offset,
                             const FetchOptions& options = {});
+  // A fetch whose callback reads the records in place (decode them there; keep nothing).
+  void FetchInPlace(const std::string& topic, PartitionId partition, Offset offset,
+                    const FetchOptions& options, std::function<void(Result<FetchView>)> done);
   Result<Offset> ListOffset(const std::string& topic, PartitionId partition, OffsetSpec spec,
                             std::int64_t timestamp_ms = 0);
 

@@ -9,14 +9,20 @@
 
 namespace lockstep::client {
 
+// A prefetch, decoded on the client's network thread straight from its receive buffer.
+struct Decoded {
+  std::vector<ConsumedEvent> events;
+  Offset next;  // after the last event
+};
+
 struct Consumer::Partition {
   std::string topic;
   PartitionId partition;
-  Offset position;                           // the next offset Poll delivers
-  bool fetching = false;                     // a prefetch is in flight
-  std::uint64_t epoch = 0;                   // bumped by a seek: older prefetches are dropped
-  std::optional<Result<FetchResult>> ready;  // a completed prefetch, from `position`
-  Offset committed;                          // what Commit last wrote
+  Offset position;                       // the next offset Poll delivers
+  bool fetching = false;                 // a prefetch is in flight
+  std::uint64_t epoch = 0;               // bumped by a seek: older prefetches are dropped
+  std::optional<Result<Decoded>> ready;  // a completed prefetch, from `position`
+  Offset committed;                      // what Commit last wrote
 };
 
 namespace {
@@ -25,7 +31,7 @@ std::string Str(base::Bytes b) { return {reinterpret_cast<const char*>(b.data())
 
 // Appends the events of `records` at or after `from` to `out`; returns the next offset.
 Result<Offset> Decode(const std::string& topic, PartitionId partition,
-                      const std::vector<std::byte>& records, Offset from,
+                      std::span<const std::byte> records, Offset from,
                       std::vector<ConsumedEvent>* out) {
   base::Bytes rest(records);
   Offset next = from;
@@ -329,10 +335,25 @@ void Consumer::StartFetch(const std::string& topic, PartitionId partition) {
   o.max_bytes = options_.fetch_max_bytes;
   o.max_events = options_.fetch_max_events;
   o.max_wait = options_.max_wait;
-  client_.Fetch(topic, partition, from, o, [this, part, epoch](Result<FetchResult> r) {
+  client_.FetchInPlace(topic, partition, from, o, [this, part, epoch, from](Result<FetchView> r) {
+    // Decoded outside the lock, into a batch of its own: a bad record moves no position.
+    std::optional<Result<Decoded>> ready;
+    if (!r.ok()) {
+      ready = r.status();
+    } else {
+      Decoded decoded;
+      decoded.events.reserve(r->events);
+      auto next = Decode(part->topic, part->partition, r->records, from, &decoded.events);
+      if (next.ok()) {
+        decoded.next = *next;
+        ready = std::move(decoded);
+      } else {
+        ready = next.status();
+      }
+    }
     std::lock_guard lock(mu_);
     part->fetching = false;
-    if (epoch == part->epoch) part->ready = std::move(r);
+    if (epoch == part->epoch) part->ready = std::move(ready);
     --fetches_in_flight_;
     cv_.notify_all();
   });
@@ -385,18 +406,15 @@ Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds time
       std::unique_lock lock(mu_);
       for (auto& [key, part] : partitions_) {
         if (!part->ready) continue;
-        Result<FetchResult> r = std::move(*part->ready);
+        Result<Decoded> r = std::move(*part->ready);
         part->ready.reset();
         refetch.push_back(part);  // prefetch the next batch now: Poll rarely waits
         if (r.ok()) {
-          // Decoded into a batch of its own first: a bad record moves no position.
-          std::vector<ConsumedEvent> events;
-          auto next = Decode(part->topic, part->partition, r->records, part->position, &events);
-          if (next.ok()) {
-            part->position = std::max(*next, part->position);
-            std::move(events.begin(), events.end(), std::back_inserter(out));
-          } else if (failure.ok()) {
-            failure = next.status();
+          part->position = std::max(r->next, part->position);
+          if (out.empty()) {
+            out = std::move(r->events);
+          } else {
+            std::move(r->events.begin(), r->events.end(), std::back_inserter(out));
           }
         } else if (r.status().code() == base::StatusCode::kOutOfRange) {
           reset.push_back(part);

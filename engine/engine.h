@@ -110,6 +110,18 @@ struct FetchResult {
   Offset high_watermark;  // the partition's end offset as of the visible LSN
 };
 
+// A fetch answered without copying: the event records are views into the mapped log segments,
+// in offset order, which `pins` keep mapped (also past retention) for as long as they live.
+// The server writes them to the socket with one gather write.
+struct FetchedViews {
+  std::vector<Bytes> records;
+  std::vector<std::shared_ptr<const void>> pins;
+  std::size_t bytes = 0;  // of all records
+  std::uint32_t events = 0;
+  Offset next_offset;
+  Offset high_watermark;
+};
+
 // One row's change in the change feed: `before` and `after` absent for a row that did not exist.
 struct Change {
   std::string table;
@@ -235,6 +247,9 @@ class Engine {
   // kInvalidArgument for a partition the topic does not have.
   Result<FetchResult> Fetch(std::string_view topic, PartitionId partition, Offset offset,
                             const FetchOptions& options = {}) const;
+  // The same fetch, as views into the mapped segments (no copy of the records).
+  Result<FetchedViews> FetchViews(std::string_view topic, PartitionId partition, Offset offset,
+                                  const FetchOptions& options = {}) const;
   // The first offset whose event timestamp is at or after `timestamp_ms`; the end offset when
   // there is none (Kafka's ListOffsets by timestamp). Event timestamps are the producer's, so
   // they need not grow with offsets: this is the first such offset, not the closest timestamp.

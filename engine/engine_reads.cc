@@ -180,19 +180,19 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
         return base::Internal(fmt::format("{}/{}: offset {} where {} was expected", t.name,
                                           partition.value(), event.offset().value(), want));
       }
-      if (!fn(event, ev->record)) return Status::Ok();
+      if (!fn(event, ev->record, reader)) return Status::Ok();
       if (++want == end) return Status::Ok();
     }
   }
   return Status::Ok();
 }
 
-Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition, Offset offset,
-                                  const FetchOptions& options) const {
+Result<FetchedViews> Engine::FetchViews(std::string_view topic, PartitionId partition,
+                                        Offset offset, const FetchOptions& options) const {
   LOCKSTEP_ASSIGN_OR_RETURN(auto t, FindPartition(topic, partition));
   // The end as of the visible LSN: read it before anything else, then never return past it.
   const std::uint64_t end = t->visible_end[partition.value()].load(std::memory_order_acquire);
-  FetchResult out;
+  FetchedViews out;
   out.high_watermark = Offset(end);
   out.next_offset = offset;
   if (offset.value() > end) {
@@ -207,14 +207,34 @@ Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition,
                     offset.value(), topic, partition.value(), start));
   }
   if (offset.value() == end || options.max_events == 0) return out;
+  const void* pinned = nullptr;
   LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(
       *t, partition, offset.value(), end, t->StartFor(partition.value(), offset.value()),
-      [&](const base::EventView&, Bytes record) {
-        if (out.events > 0 && out.records.size() + record.size() > options.max_bytes) return false;
-        out.records.insert(out.records.end(), record.begin(), record.end());
+      [&](const base::EventView&, Bytes record, const storage::LogReader& reader) {
+        if (out.events > 0 && out.bytes + record.size() > options.max_bytes) return false;
+        std::shared_ptr<const void> pin = reader.Pin();
+        if (pin.get() != pinned) {  // one pin per segment, not per record
+          pinned = pin.get();
+          out.pins.push_back(std::move(pin));
+        }
+        out.records.push_back(record);
+        out.bytes += record.size();
         return ++out.events < options.max_events;
       }));
   out.next_offset = Offset(offset.value() + out.events);
+  return out;
+}
+
+Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition, Offset offset,
+                                  const FetchOptions& options) const {
+  LOCKSTEP_ASSIGN_OR_RETURN(FetchedViews views, FetchViews(topic, partition, offset, options));
+  FetchResult out;
+  out.records.reserve(views.bytes);
+  for (Bytes record : views.records)
+    out.records.insert(out.records.end(), record.begin(), record.end());
+  out.events = views.events;
+  out.next_offset = views.next_offset;
+  out.high_watermark = views.high_watermark;
   return out;
 }
 
@@ -230,11 +250,12 @@ Result<std::uint64_t> Engine::FirstOffsetAtOrAfter(const TopicEntry& t, Partitio
   const Lsn begin_lsn = begin == from->offset ? from->lsn : t.StartFor(partition.value(), begin);
   std::uint64_t found = end;
   LOCKSTEP_RETURN_IF_ERROR(
-      ForEachEvent(t, partition, begin, end, begin_lsn, [&](const base::EventView& event, Bytes) {
-        if (event.timestamp_ms() < timestamp_ms) return true;
-        found = event.offset().value();
-        return false;
-      }));
+      ForEachEvent(t, partition, begin, end, begin_lsn,
+                   [&](const base::EventView& event, Bytes, const storage::LogReader&) {
+                     if (event.timestamp_ms() < timestamp_ms) return true;
+                     found = event.offset().value();
+                     return false;
+                   }));
   return found;
 }
 

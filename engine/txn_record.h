@@ -101,8 +101,9 @@ class TxnRecordWriter {
 
 // A parsed record: its fixed fields and an iterator over its operations.
 struct TxnReadOptions {
-  // False skips each event record's own checksum: only for records whose log batch checksum was
-  // verified (the fetch path, which consumers verify again end to end).
+  // False checks only each event record's extent, not its fields or its own checksum: only for
+  // records whose log batch was verified (the fetch path; the caller decodes the events it
+  // uses, and consumers verify each event's checksum end to end).
   bool verify_event_checksums = true;
 };
 

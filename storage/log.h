@@ -129,6 +129,9 @@ class LogReader {
   // kDataLoss for a damaged batch; kOutOfRange if retention deleted the next record's segment.
   Result<std::optional<LogRecord>> Next();
   Lsn next_lsn() const { return next_lsn_; }
+  // Keeps the segment of the record Next() returned last mapped: its bytes stay valid while the
+  // pin lives, also after this reader is gone and after retention deleted the file.
+  std::shared_ptr<const void> Pin() const { return segment_; }
 
  private:
   friend class Log;

@@ -40,13 +40,21 @@ struct ParkedFetch {
   std::unique_ptr<asio::steady_timer> timer;
 };
 
-// One response on its way out: the frame header, the FlatBuffers message, and an attachment
-// (the raw event records of a fetch), written with one gather write.
+// The raw event records a fetch response carries: views into the mapped log segments, kept
+// mapped by the pins until the frame is written (no copy on the server).
+struct Attachment {
+  std::vector<base::Bytes> pieces;
+  std::vector<std::shared_ptr<const void>> pins;
+  std::size_t bytes = 0;
+};
+
+// One response on its way out: the frame header, the FlatBuffers message, and an attachment,
+// written with one gather write.
 struct OutFrame {
   std::array<std::byte, wire::kFrameHeaderBytes> header;
   flatbuffers::DetachedBuffer message;
-  std::vector<std::byte> attachment;
-  std::size_t bytes() const { return header.size() + message.size() + attachment.size(); }
+  Attachment attachment;
+  std::size_t bytes() const { return header.size() + message.size() + attachment.bytes; }
 };
 
 }  // namespace
@@ -277,13 +285,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // ---- Writing --------------------------------------------------------------------------------
 
-  void Send(FlatBufferBuilder& fbb, std::vector<std::byte> attachment = {}) {
+  void Send(FlatBufferBuilder& fbb, Attachment attachment = {}) {
     if (closed_) return;
     OutFrame frame;
     frame.message = fbb.Release();
     frame.attachment = std::move(attachment);
     frame.header = wire::EncodeFrameHeader(static_cast<std::uint32_t>(frame.message.size()),
-                                           static_cast<std::uint32_t>(frame.attachment.size()));
+                                           static_cast<std::uint32_t>(frame.attachment.bytes));
     queued_bytes_ += frame.bytes();
     writes_.push_back(std::move(frame));
     if (!writing_) WriteNext();
@@ -299,15 +307,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   template <typename T>
   void SendResponse(std::uint64_t correlation_id, FlatBufferBuilder& fbb,
-                    flatbuffers::Offset<T> body, std::vector<std::byte> attachment = {}) {
+                    flatbuffers::Offset<T> body, Attachment attachment = {}) {
     fbb.Finish(fb::CreateResponseMessage(fbb, correlation_id, 0, fb::ResponseTraits<T>::enum_value,
                                          body.Union()));
-    if (fbb.GetSize() + attachment.size() + 8 > server_.options_.max_frame_bytes) {
+    if (fbb.GetSize() + attachment.bytes + 8 > server_.options_.max_frame_bytes) {
       return SendError(correlation_id,
                        base::InvalidArgument(fmt::format(
                            "the response would be {} bytes, above the frame limit of {}: ask for "
                            "less (a smaller limit or max_bytes)",
-                           fbb.GetSize() + attachment.size(), server_.options_.max_frame_bytes)));
+                           fbb.GetSize() + attachment.bytes, server_.options_.max_frame_bytes)));
     }
     Send(fbb, std::move(attachment));
   }
@@ -334,7 +342,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
       OutFrame& f = writes_[i];
       gather_.push_back(asio::buffer(f.header));
       gather_.push_back(asio::buffer(f.message.data(), f.message.size()));
-      if (!f.attachment.empty()) gather_.push_back(asio::buffer(f.attachment));
+      for (base::Bytes piece : f.attachment.pieces) {
+        gather_.push_back(asio::buffer(piece.data(), piece.size()));
+      }
     }
     asio::async_write(socket_, gather_,
                       asio::bind_executor(strand_, [self = shared_from_this()](
@@ -701,20 +711,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (saturated && !always) return false;
     engine::FetchOptions limits = p.limits;
     if (saturated) limits.max_events = 0;
-    auto got = server_.engine_.Fetch(p.topic, p.partition, p.offset, limits);
+    auto got = server_.engine_.FetchViews(p.topic, p.partition, p.offset, limits);
     const bool parked = p.timer != nullptr;
     if (!got.ok()) {
       if (parked) --inflight_;
       SendError(p.correlation_id, got.status());
       return true;
     }
-    if (!always && got->records.size() < p.min_bytes) return false;
+    if (!always && got->bytes < p.min_bytes) return false;
     if (parked) --inflight_;
     FlatBufferBuilder fbb(128);
-    const auto records = static_cast<std::uint32_t>(got->records.size());
     auto body = fb::CreateFetchResponse(fbb, got->events, got->next_offset.value(),
-                                        got->high_watermark.value(), records);
-    SendResponse(p.correlation_id, fbb, body, std::move(got->records));
+                                        got->high_watermark.value(),
+                                        static_cast<std::uint32_t>(got->bytes));
+    SendResponse(p.correlation_id, fbb, body,
+                 Attachment{std::move(got->records), std::move(got->pins), got->bytes});
     return true;
   }
 
