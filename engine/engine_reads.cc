@@ -163,12 +163,10 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
         TxnRecordReader txn,
         TxnRecordReader::Open(record->bytes, {.verify_event_checksums = false}));
     for (;;) {
-      LOCKSTEP_ASSIGN_OR_RETURN(std::optional<TxnOp> op, txn.Next());
-      if (!op) break;
-      const auto* ev = std::get_if<EventOp>(&*op);
-      if (ev == nullptr || ev->topic != t.id || ev->partition != partition) continue;
+      LOCKSTEP_ASSIGN_OR_RETURN(std::optional<Bytes> found, txn.NextEventIn(t.id, partition));
+      if (!found) break;
       LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event,
-                                base::DecodeEvent(ev->record, {.verify_checksum = false}));
+                                base::DecodeEvent(*found, {.verify_checksum = false}));
       if (event.offset().value() < want) continue;
       if (event.offset().value() != want) {  // offsets are dense, in LSN order
         const std::uint64_t retained = t.start_offset[partition.value()].load();
@@ -180,7 +178,7 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
         return base::Internal(fmt::format("{}/{}: offset {} where {} was expected", t.name,
                                           partition.value(), event.offset().value(), want));
       }
-      if (!fn(event, ev->record, reader)) return Status::Ok();
+      if (!fn(event, *found, reader)) return Status::Ok();
       if (++want == end) return Status::Ok();
     }
   }

@@ -275,4 +275,39 @@ Result<std::optional<TxnOp>> TxnRecordReader::Next() {
   return std::optional<TxnOp>(std::move(op).value());
 }
 
+Result<std::optional<Bytes>> TxnRecordReader::NextEventIn(TopicId topic, PartitionId partition) {
+  // An event operation: kind:u8, topic:u32, partition:u32, then the record (length:u32 first).
+  constexpr std::size_t kEventOpHeader = 9;
+  for (;;) {
+    if (ops_read_ == op_count_ || rest_.empty() ||
+        std::to_integer<std::uint8_t>(rest_[0]) != static_cast<std::uint8_t>(OpKind::kEvent) ||
+        rest_.size() < kEventOpHeader + 4) {
+      // Anything but a well-sized event op goes the general way, with its checks.
+      LOCKSTEP_ASSIGN_OR_RETURN(std::optional<TxnOp> op, Next());
+      if (!op) return std::optional<Bytes>();
+      const auto* ev = std::get_if<EventOp>(&*op);
+      if (ev != nullptr && ev->topic == topic && ev->partition == partition) {
+        return std::optional<Bytes>(ev->record);
+      }
+      continue;
+    }
+    const std::uint32_t op_topic = LoadLe32(rest_.data() + 1);
+    const std::uint32_t op_partition = LoadLe32(rest_.data() + 5);
+    const std::uint32_t length = LoadLe32(rest_.data() + kEventOpHeader);
+    if (length < base::kEventFixedBytes || length > rest_.size() - kEventOpHeader) {
+      return Malformed(fmt::format("event length {} outside [{}, {}]", length,
+                                   base::kEventFixedBytes, rest_.size() - kEventOpHeader));
+    }
+    const Bytes record = rest_.subspan(kEventOpHeader, length);
+    rest_ = rest_.subspan(kEventOpHeader + length);
+    ++ops_read_;
+    if (op_topic != topic.value() || op_partition != partition.value()) continue;
+    if (event_limits_.verify_checksum) {
+      auto event = base::DecodeEvent(record, event_limits_);
+      if (!event.ok()) return Malformed(event.status().message());
+    }
+    return std::optional<Bytes>(record);
+  }
+}
+
 }  // namespace lockstep::engine

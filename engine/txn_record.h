@@ -119,6 +119,9 @@ class TxnRecordReader {
   // The next operation (views into the record), nullopt after the last; kDataLoss for a
   // malformed operation or bytes left over after the last one.
   Result<std::optional<TxnOp>> Next();
+  // The next event of one partition, passing over every other operation (the fetch path's
+  // walk): nullopt after the last operation. Checked as Next() checks.
+  Result<std::optional<Bytes>> NextEventIn(TopicId topic, PartitionId partition);
 
  private:
   TxnRecordReader() = default;

@@ -137,6 +137,8 @@ class LogReader {
   friend class Log;
   LogReader(const Log* log, Lsn from) : log_(log), next_lsn_(from) {}
   Status Seek();
+  Status CatchUpVerification(std::uint64_t pos);
+  void RaiseVerified(std::uint64_t from, std::uint64_t to);
   Status EnterBatch(std::uint64_t pos);
 
   const Log* log_;

@@ -436,6 +436,20 @@ TEST_F(LogTest, AReaderVerifiesABatchWrittenByThisProcessOnItsFirstRead) {
   EXPECT_EQ(first.status().code(), StatusCode::kDataLoss) << first.status().ToString();
 }
 
+// A reader that enters a segment through its index first verifies the batches before its entry
+// point that nobody verified yet: damage there is reported, not skipped over for good.
+TEST_F(LogTest, AReaderEnteringMidSegmentVerifiesTheBatchesBeforeIt) {
+  auto log = Open();
+  for (std::uint64_t first = 1; first <= 10; first += 2) AppendSome(*log, first, 2);  // 5 batches
+  const std::string segment = "db/" + SegmentFiles().front();
+  const std::array<std::byte, 1> garbage{std::byte{0x5a}};
+  ASSERT_TRUE(io_.Corrupt(segment, kSegmentHeaderBytes + 60, garbage).ok());
+  auto reader = log->Read(Lsn(8));
+  ASSERT_TRUE(reader.ok());
+  auto next = reader->Next();
+  EXPECT_EQ(next.status().code(), StatusCode::kDataLoss) << next.status().ToString();
+}
+
 // The other side of the same rule: a batch is hashed once, not on every read (fetches walk the
 // same batches again and again). Damage after that first read is the consumer's to find.
 TEST_F(LogTest, BatchesAreVerifiedOnceNotOnEveryRead) {
