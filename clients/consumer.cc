@@ -331,10 +331,17 @@ void Consumer::StartFetch(const std::string& topic, PartitionId partition) {
     epoch = part->epoch;
     ++fetches_in_flight_;
   }
+  IssueFetch(std::move(part), from, epoch);
+}
+
+// REQUIRES: fetches_in_flight_ counts this fetch (the destructor waits for it to reach zero).
+void Consumer::IssueFetch(std::shared_ptr<Partition> part, Offset from, std::uint64_t epoch) {
   FetchOptions o;
   o.max_bytes = options_.fetch_max_bytes;
   o.max_events = options_.fetch_max_events;
   o.max_wait = options_.max_wait;
+  const std::string topic = part->topic;
+  const PartitionId partition = part->partition;
   client_.FetchInPlace(topic, partition, from, o, [this, part, epoch, from](Result<FetchView> r) {
     // Decoded outside the lock, into a batch of its own: a bad record moves no position.
     std::optional<Result<Decoded>> ready;
@@ -342,7 +349,9 @@ void Consumer::StartFetch(const std::string& topic, PartitionId partition) {
       ready = r.status();
     } else {
       Decoded decoded;
-      decoded.events.reserve(r->events);
+      // The count comes from the server: never trusted for more than the bytes can hold.
+      decoded.events.reserve(
+          std::min<std::size_t>(r->events, r->records.size() / base::kEventFixedBytes));
       auto next = Decode(part->topic, part->partition, r->records, from, &decoded.events);
       if (next.ok()) {
         decoded.next = *next;
@@ -351,11 +360,31 @@ void Consumer::StartFetch(const std::string& topic, PartitionId partition) {
         ready = next.status();
       }
     }
-    std::lock_guard lock(mu_);
-    part->fetching = false;
-    if (epoch == part->epoch) part->ready = std::move(ready);
-    --fetches_in_flight_;
-    cv_.notify_all();
+    Offset again;
+    std::uint64_t again_epoch = 0;
+    {
+      std::lock_guard lock(mu_);
+      part->fetching = false;
+      if (epoch == part->epoch) {
+        part->ready = std::move(ready);
+        --fetches_in_flight_;
+        cv_.notify_all();
+        return;
+      }
+      // A seek came while this fetch was out: fetch again from the new position, unless the
+      // partition is gone (a rebalance) or the consumer is closing. The in-flight count passes
+      // to the new fetch, so the destructor keeps waiting.
+      auto it = partitions_.find({part->topic, part->partition.value()});
+      if (closed_ || it == partitions_.end() || it->second != part || part->ready) {
+        --fetches_in_flight_;
+        cv_.notify_all();
+        return;
+      }
+      part->fetching = true;
+      again = part->position;
+      again_epoch = part->epoch;
+    }
+    IssueFetch(part, again, again_epoch);
   });
 }
 

@@ -108,6 +108,7 @@ class Consumer {
   Result<std::map<std::pair<std::string, std::uint32_t>, Offset>> Committed();
   Status AddPartitions(const std::string& topic, const std::vector<PartitionId>& partitions);
   void StartFetch(const std::string& topic, PartitionId partition);
+  void IssueFetch(std::shared_ptr<Partition> part, Offset from, std::uint64_t epoch);
   void HeartbeatLoop();
   Status ApplyMembership(const Membership& membership);
   Status ApplyPending();

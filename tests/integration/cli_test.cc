@@ -1,0 +1,285 @@
+// Proves the `lockstep` CLI against a real lockstepd: every command in the human and the JSON
+// format, exit codes (0 success, 1 failure, 2 usage) with clear messages for bad arguments,
+// produce printing exactly one "PARTITION OFFSET" per acknowledged line in input order, consume
+// from earliest / an offset / a timestamp / a group's committed offsets, and produce to a topic
+// that does not exist refused (no auto-creation).
+#include <fcntl.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "clients/client.h"
+#include "tests/integration/daemon.h"
+#include "tests/testing/temp_dir.h"
+
+namespace lockstep::integration {
+namespace {
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream s(text);
+  for (std::string line; std::getline(s, line);) out.push_back(line);
+  return out;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    daemon_ = std::make_unique<Daemon>(dir_.Sub("data"));
+    port_ = daemon_->WaitListening();
+    ASSERT_NE(port_, 0);
+    broker_ = "127.0.0.1:" + std::to_string(port_);
+  }
+
+  // Runs `lockstep --broker ... ARGS` with `input` on stdin; bounded at 30 s.
+  CliResult Run(std::vector<std::string> args, const std::string& input = "",
+                bool with_broker = true) {
+    const std::string in = dir_.Sub("stdin"), out = dir_.Sub("stdout"), err = dir_.Sub("stderr");
+    std::ofstream(in, std::ios::binary) << input;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, in.c_str(), O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    std::vector<std::string> all = {LOCKSTEP_CLI_PATH};
+    if (with_broker) {
+      all.push_back("--broker");
+      all.push_back(broker_);
+    }
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    CliResult r;
+    if (posix_spawn(&pid, LOCKSTEP_CLI_PATH, &actions, nullptr, argv.data(), environ) != 0) {
+      ADD_FAILURE() << "cannot start " << LOCKSTEP_CLI_PATH;
+      return r;
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    int status = 0;
+    bool ended = false;
+    for (int i = 0; i < 3000 && !ended; ++i) {
+      ended = waitpid(pid, &status, WNOHANG) == pid;
+      if (!ended) std::this_thread::sleep_for(10ms);
+    }
+    if (!ended) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      ADD_FAILURE() << "lockstep did not finish within 30 s";
+    }
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = ReadFile(out);
+    r.err = ReadFile(err);
+    return r;
+  }
+
+  static nlohmann::json Json(const std::string& line) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << line;
+    return j;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<Daemon> daemon_;
+  std::uint16_t port_ = 0;
+  std::string broker_;
+};
+
+TEST_F(Cli, TopicsAndTablesInBothFormats) {
+  auto created = Run({"topic", "create", "orders", "--partitions", "3"});
+  EXPECT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_EQ(created.out, "created topic orders\n");
+  auto again = Run({"topic", "create", "orders"});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.err.find("orders"), std::string::npos) << again.err;
+  EXPECT_TRUE(again.out.empty());
+
+  // A global option after the command.
+  auto list = Run({"topic", "list", "--format", "json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  auto lines = Lines(list.out);
+  ASSERT_EQ(lines.size(), 1u);
+  auto j = Json(lines[0]);
+  EXPECT_EQ(j["name"], "orders");
+  EXPECT_EQ(j["partitions"], 3);
+  EXPECT_EQ(j["end_offsets"].size(), 3u);
+
+  auto human = Run({"topic", "describe", "orders"});
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("3 partitions"), std::string::npos) << human.out;
+  EXPECT_EQ(Lines(human.out).size(), 5u);  // title, header, three partitions
+
+  EXPECT_EQ(Run({"table", "create", "accounts"}).exit_code, 0);
+  auto tables = Run({"--format", "json", "table", "list"});
+  EXPECT_EQ(tables.out, "{\"name\":\"accounts\"}\n");
+  EXPECT_EQ(Run({"table", "drop", "accounts"}).exit_code, 0);
+  EXPECT_EQ(Run({"table", "list"}).out, "TABLE\n");
+  EXPECT_EQ(Run({"topic", "drop", "orders"}).exit_code, 0);
+  auto missing = Run({"topic", "describe", "orders"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("not_found"), std::string::npos) << missing.err;
+}
+
+TEST_F(Cli, ProducePrintsOnePositionPerLineAndConsumeReadsThemBack) {
+  ASSERT_EQ(Run({"topic", "create", "log"}).exit_code, 0);
+  auto produced = Run({"produce", "log"}, "first\nsecond\nthird\n");
+  ASSERT_EQ(produced.exit_code, 0) << produced.err;
+  EXPECT_EQ(produced.out, "0 0\n0 1\n0 2\n");
+  auto json = Run({"produce", "log", "--format", "json", "--key", "k", "--type", "Note"}, "4th\n");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(json.out, "{\"partition\":0,\"offset\":3}\n");
+
+  auto raw = Run({"consume", "log"});
+  ASSERT_EQ(raw.exit_code, 0) << raw.err;
+  EXPECT_EQ(raw.out, "first\nsecond\nthird\n4th\n");  // and it ended: no --follow
+
+  auto events = Run({"consume", "log", "--format", "json", "--from", "3"});
+  ASSERT_EQ(events.exit_code, 0) << events.err;
+  auto lines = Lines(events.out);
+  ASSERT_EQ(lines.size(), 1u);
+  auto e = Json(lines[0]);
+  EXPECT_EQ(e["offset"], 3);
+  EXPECT_EQ(e["key"], "k");
+  EXPECT_EQ(e["type"], "Note");
+  EXPECT_EQ(e["payload"], "4th");
+  EXPECT_GT(e["timestamp_ms"].get<std::int64_t>(), 0);
+
+  auto limited = Run({"consume", "log", "--from", "1", "--max", "2"});
+  EXPECT_EQ(limited.out, "second\nthird\n");
+  auto latest = Run({"consume", "log", "--from", "latest"});
+  EXPECT_EQ(latest.exit_code, 0);
+  EXPECT_EQ(latest.out, "");
+  auto future = Run({"consume", "log", "--from", "@2999-01-01T00:00:00Z"});
+  EXPECT_EQ(future.exit_code, 0) << future.err;
+  EXPECT_EQ(future.out, "");
+  auto past = Run({"consume", "log", "--from", "@0"});
+  EXPECT_EQ(past.out, "first\nsecond\nthird\n4th\n");
+}
+
+TEST_F(Cli, JsonInputCarriesKeysTypesAndHeadersAndABadLineStopsAfterTheGoodOnes) {
+  ASSERT_EQ(Run({"topic", "create", "t", "--partitions", "2"}).exit_code, 0);
+  auto ok = Run({"produce", "t", "--input", "json"},
+                R"({"payload":"a","key":"x","type":"T","headers":{"h":"v"},"partition":1})"
+                "\n");
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(ok.out, "1 0\n");
+  auto consumed = Run({"consume", "t", "--partition", "1", "--format", "json"});
+  auto e = Json(Lines(consumed.out).at(0));
+  EXPECT_EQ(e["headers"]["h"], "v");
+  EXPECT_EQ(e["key"], "x");
+
+  auto bad = Run({"produce", "t", "--input", "json", "--partition", "0"},
+                 "{\"payload\":\"good\"}\nnot json\n{\"payload\":\"never\"}\n");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.out, "0 0\n");  // exactly the acknowledged line
+  EXPECT_NE(bad.err.find("input line 2"), std::string::npos) << bad.err;
+}
+
+TEST_F(Cli, BinaryPayloadsAreBase64InJsonAndEscapedForPeople) {
+  ASSERT_EQ(Run({"topic", "create", "bin"}).exit_code, 0);
+  ASSERT_EQ(Run({"produce", "bin"}, std::string("\xff\xfe ok\n", 6)).exit_code, 0);
+  auto json = Run({"consume", "bin", "--format", "json"});
+  auto e = Json(Lines(json.out).at(0));
+  EXPECT_EQ(e["payload"], "//4gb2s=");
+  EXPECT_EQ(e["payload_encoding"], "base64");
+  auto human = Run({"consume", "bin", "--format", "human"});
+  EXPECT_EQ(human.out, "0\t0\t-\t\\xff\\xfe ok\n");
+}
+
+TEST_F(Cli, ProducingToATopicThatDoesNotExistFails) {
+  auto r = Run({"produce", "nowhere"}, "lost?\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.out.empty());
+  EXPECT_NE(r.err.find("nowhere"), std::string::npos) << r.err;
+  EXPECT_EQ(Run({"topic", "list", "--format", "json"}).out, "");  // nothing was created
+}
+
+TEST_F(Cli, GetScanAndGroups) {
+  auto c = client::Client::Connect({.broker = broker_});
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE((*c)->CreateTable("accounts").ok());
+  ASSERT_TRUE(
+      (*c)->Commit(client::Transaction().Put("accounts", "a", "10").Put("accounts", "b", "20"))
+          .ok());
+  auto got = Run({"get", "accounts", "b", "--format", "json"});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  auto row = Json(Lines(got.out).at(0));
+  EXPECT_EQ(row["key"], "b");
+  EXPECT_EQ(row["value"], "20");
+  EXPECT_GT(row["version"].get<std::uint64_t>(), 0u);
+  EXPECT_EQ(Run({"get", "accounts", "zz"}).exit_code, 1);
+  auto scanned = Run({"scan", "accounts"});
+  ASSERT_EQ(scanned.exit_code, 0) << scanned.err;
+  EXPECT_EQ(Lines(scanned.out).size(), 3u);  // header and two rows
+  EXPECT_EQ(Lines(Run({"scan", "accounts", "--prefix", "a", "--format", "json"}).out).size(), 1u);
+
+  ASSERT_EQ(Run({"topic", "create", "in", "--partitions", "2"}).exit_code, 0);
+  ASSERT_EQ(Run({"produce", "in"}, "1\n2\n3\n4\n").exit_code, 0);
+  auto grouped = Run({"consume", "in", "--group", "readers"});
+  ASSERT_EQ(grouped.exit_code, 0) << grouped.err;
+  EXPECT_EQ(Lines(grouped.out).size(), 4u);
+  // The group committed: consuming again with it prints nothing; the lag is zero.
+  EXPECT_EQ(Run({"consume", "in", "--group", "readers"}).out, "");
+  auto lag = Run({"group", "lag", "readers", "--format", "json"});
+  ASSERT_EQ(lag.exit_code, 0) << lag.err;
+  auto lag_lines = Lines(lag.out);
+  ASSERT_EQ(lag_lines.size(), 2u);
+  for (const auto& l : lag_lines) EXPECT_EQ(Json(l)["lag_events"], 0);
+  EXPECT_EQ(Run({"group", "list"}).out, "GROUP\nreaders\n");
+  auto described = Run({"group", "describe", "readers"});
+  EXPECT_NE(described.out.find("generation"), std::string::npos) << described.out;
+  auto stats = Run({"stats", "--format", "json"});
+  ASSERT_EQ(stats.exit_code, 0);
+  EXPECT_GT(Json(Lines(stats.out).at(0))["visible_lsn"].get<std::uint64_t>(), 0u);
+}
+
+TEST_F(Cli, BadArgumentsExitTwoWithAMessage) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {},
+           {"frobnicate"},
+           {"topic"},
+           {"topic", "create"},
+           {"topic", "create", "t", "--partitions", "0"},
+           {"topic", "list", "--format", "xml"},
+           {"consume", "t", "--from", "yesterday"},
+           {"consume", "t", "--from", "@not-a-time"},
+           {"produce", "t", "--input", "yaml"},
+           {"get", "accounts"},
+       }) {
+    auto r = Run(args);
+    std::string joined;
+    for (const auto& a : args) joined += a + " ";
+    EXPECT_EQ(r.exit_code, 2) << joined << "\n" << r.err;
+    EXPECT_FALSE(r.err.empty()) << joined;
+    EXPECT_TRUE(r.out.empty()) << joined << ": " << r.out;
+  }
+  auto help = Run({"consume", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("--follow"), std::string::npos);
+}
+
+TEST_F(Cli, AnUnreachableBrokerFailsWithinTheTimeout) {
+  auto r = Run({"--broker", "127.0.0.1:1", "--timeout", "0.5", "topic", "list"}, "", false);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("127.0.0.1:1"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace lockstep::integration
