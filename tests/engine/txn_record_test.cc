@@ -94,8 +94,9 @@ TEST(TxnRecord, NextEventInPassesOverEverythingElse) {
   TxnRecordWriter w;
   w.Reset(1, {});
   auto add = [&](TopicId topic, PartitionId partition, std::uint64_t offset) {
+    const std::string payload = "p" + std::to_string(offset);
     base::EventFields event;
-    event.payload = AsBytes("p" + std::to_string(offset));
+    event.payload = AsBytes(payload);
     auto room = w.AddEvent(topic, partition, base::EncodedEventBytes(event));
     base::EncodeEvent(event, Offset(offset), Lsn(7), room);
   };
