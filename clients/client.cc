@@ -5,6 +5,7 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <deque>
+#include <limits>
 #include <map>
 #include <random>
 #include <span>
@@ -806,6 +807,12 @@ Result<std::vector<PartitionLag>> Client::GroupLag(const std::string& group) {
 Result<Membership> Client::JoinGroup(const std::string& group,
                                      const std::vector<std::string>& topics,
                                      const JoinOptions& options) {
+  if (options.session_timeout.count() <= 0 ||
+      options.session_timeout >
+          std::chrono::milliseconds(std::numeric_limits<std::uint32_t>::max())) {
+    return base::InvalidArgument(
+        fmt::format("session timeout {} ms is out of range", options.session_timeout.count()));
+  }
   return Request<Membership>(
       impl_.get(), fb::Request::JoinGroupRequest, true,
       [&](FlatBufferBuilder& fbb) {

@@ -194,60 +194,33 @@ Status Consumer::Subscribe(std::vector<std::string> topics) {
   JoinOptions join;
   join.session_timeout = options_.session_timeout;
   auto membership = client_.JoinGroup(options_.group, topics, join);
-  if (!membership.ok()) {
-    std::lock_guard lock(mu_);
-    topics_.clear();
-    return membership.status();
-  }
-  LOCKSTEP_RETURN_IF_ERROR(ApplyMembership(*membership));
-  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
-  return Status::Ok();
-}
-
-// The background thread of a subscribed consumer: heartbeats every interval (or at once when
-// asked), joins again when the server no longer knows the member, and hands a new generation to
-// the user's thread (pending_), which applies it.
-void Consumer::HeartbeatLoop() {
-  std::unique_lock lock(mu_);
-  for (;;) {
-    heartbeat_cv_.wait_for(lock, heartbeat_interval_, [&] { return closed_ || heartbeat_now_; });
-    if (closed_) return;
-    heartbeat_now_ = false;
-    const std::string member = member_id_;
-    lock.unlock();
-    auto membership = client_.Heartbeat(options_.group, member);
-    if (!membership.ok() && membership.status().code() == base::StatusCode::kNotFound) {
-      JoinOptions join;
-      join.session_timeout = options_.session_timeout;
-      membership = client_.JoinGroup(options_.group, topics_, join);
+  if (membership.ok()) {
+    Status applied = ApplyMembership(*membership);
+    if (applied.ok()) {
+      heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+      return Status::Ok();
     }
-    lock.lock();
-    // A failed heartbeat is tried again next interval: the client reconnects by itself.
-    if (!membership.ok()) continue;
-    member_id_ = membership->member_id;
-    heartbeat_interval_ = std::max(membership->heartbeat_interval, std::chrono::milliseconds(1));
-    if (membership->generation != generation_) {
-      pending_ = std::move(*membership);
-      cv_.notify_all();
-    }
+    // Not half-subscribed: leave, so the partitions go to the others now, not at session end.
+    (void)client_.LeaveGroup(options_.group, membership->member_id);
+    membership = applied;
   }
+  std::lock_guard lock(mu_);
+  topics_.clear();
+  member_id_.clear();
+  generation_ = 0;
+  assignment_.clear();
+  for (auto& [key, part] : partitions_) ++part->epoch;
+  partitions_.clear();
+  return membership.status();
 }
 
-Status Consumer::ApplyPending() {
-  std::optional<Membership> membership;
-  {
-    std::lock_guard lock(mu_);
-    membership.swap(pending_);
-    if (!membership || membership->generation <= generation_) return Status::Ok();
-  }
-  return ApplyMembership(*membership);
-}
-
-Status Consumer::Resync() {
+// A heartbeat, or a join when the server no longer knows the member. One at a time (the
+// heartbeat thread and Resync share it), so that two joins never race into two members.
+Result<Membership> Consumer::RenewMembership() {
+  std::lock_guard renewing(membership_mu_);
   std::string member;
   {
     std::lock_guard lock(mu_);
-    if (topics_.empty()) return Status::Ok();
     member = member_id_;
   }
   auto membership = client_.Heartbeat(options_.group, member);
@@ -256,20 +229,70 @@ Status Consumer::Resync() {
     join.session_timeout = options_.session_timeout;
     membership = client_.JoinGroup(options_.group, topics_, join);
   }
-  if (!membership.ok()) return membership.status();
-  {
+  if (membership.ok()) {
     std::lock_guard lock(mu_);
     member_id_ = membership->member_id;
-    if (membership->generation <= generation_) return Status::Ok();
+    heartbeat_interval_ = std::max(membership->heartbeat_interval, std::chrono::milliseconds(1));
   }
-  return ApplyMembership(*membership);
+  return membership;
+}
+
+// The background thread of a subscribed consumer: heartbeats every interval (or at once when
+// asked), and hands a new generation to the user's thread (pending_), which applies it.
+void Consumer::HeartbeatLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    heartbeat_cv_.wait_for(lock, heartbeat_interval_, [&] { return closed_ || heartbeat_now_; });
+    if (closed_) return;
+    heartbeat_now_ = false;
+    lock.unlock();
+    auto membership = RenewMembership();
+    lock.lock();
+    // A failed heartbeat is tried again next interval: the client reconnects by itself.
+    if (membership.ok() && membership->generation != generation_) {
+      pending_ = std::move(*membership);
+      cv_.notify_all();
+    }
+  }
+}
+
+// True when it applied a newer generation.
+Result<bool> Consumer::ApplyPending() {
+  std::optional<Membership> membership;
+  {
+    std::lock_guard lock(mu_);
+    membership.swap(pending_);
+    if (closed_ || !membership || membership->generation <= generation_) return false;
+  }
+  LOCKSTEP_RETURN_IF_ERROR(ApplyMembership(*membership));
+  return true;
+}
+
+Status Consumer::Resync() {
+  {
+    std::lock_guard lock(mu_);
+    if (topics_.empty() || closed_) return Status::Ok();
+  }
+  LOCKSTEP_ASSIGN_OR_RETURN(Membership membership, RenewMembership());
+  {
+    std::lock_guard lock(mu_);
+    if (membership.generation <= generation_) return Status::Ok();
+  }
+  return ApplyMembership(membership);
 }
 
 // Every partition restarts from the committed offset (a rebalance drops what was read but not
 // committed under the old generation), except that with auto_commit the partitions this member
 // keeps are committed under the new generation first.
 Status Consumer::ApplyMembership(const Membership& membership) {
-  if (options_.auto_commit) {
+  std::uint64_t previous = 0;
+  {
+    std::lock_guard lock(mu_);
+    previous = generation_;
+  }
+  // Only from the generation just before: had the member missed one, another member may have
+  // owned and committed the partition in between, and this commit would move it backwards.
+  if (options_.auto_commit && previous != 0 && membership.generation == previous + 1) {
     std::vector<OffsetCommit> kept;
     for (OffsetCommit& c : Uncommitted()) {
       for (const TopicPartitions& t : membership.assignment) {
@@ -292,6 +315,7 @@ Status Consumer::ApplyMembership(const Membership& membership) {
     member_id_ = membership.member_id;
     generation_ = membership.generation;
     assignment_ = membership.assignment;
+    delivered_ = false;
     heartbeat_interval_ = std::max(membership.heartbeat_interval, std::chrono::milliseconds(1));
   }
   for (const TopicPartitions& t : membership.assignment) {
@@ -422,14 +446,30 @@ Status Consumer::SeekToTimestamp(const std::string& topic, PartitionId partition
 Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds timeout) {
   if (options_.auto_commit) {
     Status s = Commit();
-    // Refused for a stale generation: the new assignment, applied below, handles it.
-    if (!s.ok() && s.code() != base::StatusCode::kFailedPrecondition) return s;
+    // Subscribed, a refusal for a stale generation is handled by the new assignment below.
+    bool subscribed = false;
+    {
+      std::lock_guard lock(mu_);
+      subscribed = !member_id_.empty();
+    }
+    if (!s.ok() && !(subscribed && s.code() == base::StatusCode::kFailedPrecondition)) return s;
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<ConsumedEvent> out;
   Status failure = Status::Ok();
   for (;;) {
-    LOCKSTEP_RETURN_IF_ERROR(ApplyPending());
+    bool delivered = false;
+    {
+      std::lock_guard lock(mu_);
+      delivered = delivered_;
+    }
+    LOCKSTEP_ASSIGN_OR_RETURN(const bool rebalanced, ApplyPending());
+    if (rebalanced && delivered && !options_.auto_commit) {
+      return base::Conflict(fmt::format(
+          "group {:?} rebalanced (generation {}): the events polled since the last commit will "
+          "come again; drop any transaction built from them and poll on",
+          options_.group, generation()));
+    }
     std::vector<std::shared_ptr<Partition>> refetch, reset;
     {
       std::unique_lock lock(mu_);
@@ -477,7 +517,11 @@ Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds time
     for (auto& part : refetch) StartFetch(part->topic, part->partition);
     // Events already taken are delivered; an error is reported by a Poll that has none (the
     // failing partition keeps fetching, so a passing error clears by itself).
-    if (!out.empty()) return out;
+    if (!out.empty()) {
+      std::lock_guard lock(mu_);
+      delivered_ = true;
+      return out;
+    }
     if (!failure.ok()) return failure;
     if (std::chrono::steady_clock::now() >= deadline) return out;
   }

@@ -12,9 +12,13 @@
 // the server advances the generation and the heartbeat brings the new assignment, which the
 // next Poll (or Resync) applies: every partition restarts from the group's committed offset.
 // Until then, offset commits carry the old generation and are refused (kFailedPrecondition) —
-// and with them any transaction holding them, so outputs are never committed twice. With
-// auto_commit, positions of partitions the member keeps are committed under the new generation
-// first, so a rebalance does not deliver them again.
+// and with them any transaction holding them, so outputs are never committed twice. A Poll
+// that applies a rebalance after events were delivered under the old generation returns
+// kConflict once, without events: drop any transaction built from events polled before (they
+// come again) and poll on. With auto_commit, positions of partitions the member keeps are
+// committed under the new generation first, so a rebalance does not deliver them again.
+// Close and the destructor wait for a heartbeat in progress, which a server that does not
+// answer holds for up to the client's retry deadline.
 //
 // Poll, Seek*, Commit, Resync and Close are called from one thread at a time (the consumer's
 // user); Positions, generation and assignment may be called from any thread.
@@ -111,7 +115,8 @@ class Consumer {
   void IssueFetch(std::shared_ptr<Partition> part, Offset from, std::uint64_t epoch);
   void HeartbeatLoop();
   Status ApplyMembership(const Membership& membership);
-  Status ApplyPending();
+  Result<bool> ApplyPending();
+  Result<Membership> RenewMembership();
   void StopHeartbeats();
   std::vector<OffsetCommit> Uncommitted() const;
 
@@ -133,6 +138,8 @@ class Consumer {
   bool left_ = false;
   std::condition_variable heartbeat_cv_;
   bool heartbeat_now_ = false;
+  bool delivered_ = false;    // Poll returned events under the current generation
+  std::mutex membership_mu_;  // one heartbeat or join at a time (RenewMembership)
   std::chrono::milliseconds heartbeat_interval_{1'000};
   std::thread heartbeat_thread_;
 };

@@ -245,6 +245,8 @@ class Engine {
   // Events of `topic`/`partition` from `offset`, up to the visible LSN. kOutOfRange above the end
   // offset (an offset equal to it returns no events); kNotFound for an unknown topic;
   // kInvalidArgument for a partition the topic does not have.
+  // The records' log batches were verified (once per process); each event's own checksum is
+  // not checked here: DecodeEvent (as the client's consumer does) checks it, end to end.
   Result<FetchResult> Fetch(std::string_view topic, PartitionId partition, Offset offset,
                             const FetchOptions& options = {}) const;
   // The same fetch, as views into the mapped segments (no copy of the records).
@@ -360,7 +362,7 @@ class Engine {
   // record) returns false to stop.
   template <typename Fn>
   Status ForEachEvent(const TopicEntry& topic, PartitionId partition, std::uint64_t from,
-                      std::uint64_t end, Lsn start, Fn&& fn) const;
+                      std::uint64_t end, Lsn start, bool trust_verified, Fn&& fn) const;
 
   EngineOptions options_;
   std::unique_ptr<storage::Log> log_;

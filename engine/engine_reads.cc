@@ -143,12 +143,12 @@ Result<std::vector<Row>> Engine::ScanAsOf(std::string_view table, const ScanOpti
 // out the partition's event records in [from, end).
 template <typename Fn>
 Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uint64_t from,
-                            std::uint64_t end, Lsn start, Fn&& fn) const {
+                            std::uint64_t end, Lsn start, bool trust_verified, Fn&& fn) const {
   if (from >= end) return Status::Ok();
   // Retention may have deleted the indexed LSN's segment; `from` itself is held (it is at or
   // above the partition's start offset), so reading from the log's start loses nothing.
   LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader,
-                            log_->Read(std::max(start, log_->first_lsn())));
+                            log_->Read(std::max(start, log_->first_lsn()), trust_verified));
   std::uint64_t want = from;
   while (want < end) {
     LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
@@ -208,6 +208,7 @@ Result<FetchedViews> Engine::FetchViews(std::string_view topic, PartitionId part
   const void* pinned = nullptr;
   LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(
       *t, partition, offset.value(), end, t->StartFor(partition.value(), offset.value()),
+      /*trust_verified=*/true,
       [&](const base::EventView&, Bytes record, const storage::LogReader& reader) {
         if (out.events > 0 && out.bytes + record.size() > options.max_bytes) return false;
         std::shared_ptr<const void> pin = reader.Pin();
@@ -248,7 +249,7 @@ Result<std::uint64_t> Engine::FirstOffsetAtOrAfter(const TopicEntry& t, Partitio
   const Lsn begin_lsn = begin == from->offset ? from->lsn : t.StartFor(partition.value(), begin);
   std::uint64_t found = end;
   LOCKSTEP_RETURN_IF_ERROR(
-      ForEachEvent(t, partition, begin, end, begin_lsn,
+      ForEachEvent(t, partition, begin, end, begin_lsn, /*trust_verified=*/false,
                    [&](const base::EventView& event, Bytes, const storage::LogReader&) {
                      if (event.timestamp_ms() < timestamp_ms) return true;
                      found = event.offset().value();

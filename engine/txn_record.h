@@ -120,7 +120,8 @@ class TxnRecordReader {
   // malformed operation or bytes left over after the last one.
   Result<std::optional<TxnOp>> Next();
   // The next event of one partition, passing over every other operation (the fetch path's
-  // walk): nullopt after the last operation. Checked as Next() checks.
+  // walk): nullopt after the last operation. Other partitions' events are checked for their
+  // extent only; the returned one as Next() checks it (per TxnReadOptions).
   Result<std::optional<Bytes>> NextEventIn(TopicId topic, PartitionId partition);
 
  private:

@@ -780,14 +780,14 @@ std::shared_ptr<Segment> Log::SegmentFor(Lsn lsn) const {
   return *(it - 1);
 }
 
-Result<LogReader> Log::Read(Lsn from) const {
+Result<LogReader> Log::Read(Lsn from, bool trust_verified) const {
   const Lsn first = first_lsn();
   const Lsn durable = durable_lsn();
   if (from < first || from.value() > durable.value() + 1) {
     return base::OutOfRange(fmt::format("LSN {} is outside the log, which holds [{}, {}]",
                                         from.value(), first.value(), durable.value()));
   }
-  return LogReader(this, from);
+  return LogReader(this, from, trust_verified);
 }
 
 Result<std::optional<LogRecord>> LogReader::Next() {
@@ -835,7 +835,7 @@ Status LogReader::Seek() {
 // never raise the verified mark, which grows only from below: it first verifies the batches
 // between the mark and `pos` (once per process), so that the mark keeps up with it.
 Status LogReader::CatchUpVerification(std::uint64_t pos) {
-  if (!log_->options_.verify_checksums_on_read) return Status::Ok();
+  if (!log_->options_.verify_checksums_on_read || !trust_verified_) return Status::Ok();
   const ParseBatchOptions options{segment_->header.salt, true, true};
   for (std::uint64_t at = segment_->verified_end.load(); at < pos;) {
     BatchView batch = ParseBatch(segment_->bytes(), at, options);
@@ -859,8 +859,8 @@ void LogReader::RaiseVerified(std::uint64_t from, std::uint64_t to) {
 }
 
 Status LogReader::EnterBatch(std::uint64_t pos) {
-  const bool verify =
-      log_->options_.verify_checksums_on_read && pos >= segment_->verified_end.load();
+  const bool verify = log_->options_.verify_checksums_on_read &&
+                      (!trust_verified_ || pos >= segment_->verified_end.load());
   const ParseBatchOptions options{segment_->header.salt, verify, verify};
   BatchView batch = ParseBatch(segment_->bytes(), pos, options);
   if (batch.state != BatchState::kValid) {

@@ -135,7 +135,8 @@ class LogReader {
 
  private:
   friend class Log;
-  LogReader(const Log* log, Lsn from) : log_(log), next_lsn_(from) {}
+  LogReader(const Log* log, Lsn from, bool trust_verified)
+      : log_(log), next_lsn_(from), trust_verified_(trust_verified) {}
   Status Seek();
   Status CatchUpVerification(std::uint64_t pos);
   void RaiseVerified(std::uint64_t from, std::uint64_t to);
@@ -143,6 +144,7 @@ class LogReader {
 
   const Log* log_;
   Lsn next_lsn_;
+  bool trust_verified_ = false;
   std::shared_ptr<Segment> segment_;
   std::uint64_t batch_pos_ = 0;  // of the batch being read
   std::uint64_t batch_end_ = 0;
@@ -204,8 +206,11 @@ class Log {
   Status status() const;
 
   // A reader from `from`. kOutOfRange when `from` is below first_lsn() or above
-  // durable_lsn() + 1.
-  Result<LogReader> Read(Lsn from) const;
+  // durable_lsn() + 1. With verify_checksums_on_read, a reader checks every batch it enters;
+  // `trust_verified` lets it skip batches below the segment's verified mark (verified once in
+  // this process) — only for readers whose own consumers verify what they read again (the
+  // fetch path: consumers check every event's checksum).
+  Result<LogReader> Read(Lsn from, bool trust_verified = false) const;
 
   Result<RetentionReport> ApplyRetention(const RetentionPolicy& policy);
   // Deletes every segment all of whose records are below `lsn` (never the active one).

@@ -30,7 +30,7 @@ GroupCoordinator::GroupCoordinator(GroupOptions options, NewGeneration new_gener
     : options_(options),
       new_generation_(std::move(new_generation)),
       partition_count_(std::move(partition_count)),
-      member_salt_(std::random_device{}()) {}
+      member_salt_((std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()) {}
 
 std::string GroupCoordinator::NewMemberId(std::string_view client) {
   // Printable and short: operators see it in `group describe`.
@@ -39,7 +39,7 @@ std::string GroupCoordinator::NewMemberId(std::string_view client) {
     prefix.push_back(std::isalnum(static_cast<unsigned char>(c)) ? c : '-');
   }
   if (prefix.empty()) prefix = "member";
-  return fmt::format("{}-{:08x}-{}", prefix, member_salt_ & 0xffffffffu, ++next_member_);
+  return fmt::format("{}-{:016x}-{}", prefix, member_salt_, ++next_member_);
 }
 
 base::Result<MemberState> GroupCoordinator::Join(const JoinRequest& request,
@@ -55,6 +55,10 @@ base::Result<MemberState> GroupCoordinator::Join(const JoinRequest& request,
         fmt::format("session timeout {} ms is outside [{}, {}] ms", request.session_timeout.count(),
                     options_.session_timeout_min.count(), options_.session_timeout_max.count()));
   }
+  if (request.topics.size() > options_.topics_max) {
+    return base::InvalidArgument(fmt::format("a member may read at most {} topics, not {}",
+                                             options_.topics_max, request.topics.size()));
+  }
   std::vector<std::string> topics = SortedUnique(request.topics);
   for (const std::string& topic : topics) {
     LOCKSTEP_RETURN_IF_ERROR(partition_count_(topic).status().WithContext(
@@ -62,6 +66,10 @@ base::Result<MemberState> GroupCoordinator::Join(const JoinRequest& request,
   }
 
   std::lock_guard lock(mu_);
+  if (!groups_.contains(request.group) && groups_.size() >= options_.groups_max) {
+    return base::ResourceExhausted(
+        fmt::format("the server holds its limit of {} groups with members", options_.groups_max));
+  }
   Group& group = groups_[request.group];
   auto it = group.members.find(request.member_id);
   const bool known = !request.member_id.empty() && it != group.members.end();
@@ -72,13 +80,15 @@ base::Result<MemberState> GroupCoordinator::Join(const JoinRequest& request,
   const std::string id = known ? request.member_id : NewMemberId(request.client);
   Member& member = group.members[id];
   const bool changed = !known || member.topics != topics;
-  member.client = request.client;
+  member.client = request.client.substr(0, 128);
   member.topics = std::move(topics);
   member.session_timeout = request.session_timeout;
   member.expires = now + request.session_timeout;
   if (changed || group.stale) {
     if (Status s = Rebalance(request.group, group); !s.ok()) {
       if (!known) group.members.erase(id);  // never told it joined
+      // A group nobody is in keeps nothing to retry (e.g. a name the engine refuses).
+      if (group.members.empty()) groups_.erase(request.group);
       return s;
     }
   }

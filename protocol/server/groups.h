@@ -34,6 +34,8 @@ struct GroupOptions {
   std::chrono::milliseconds session_timeout_min{100};
   std::chrono::milliseconds session_timeout_max{600'000};
   std::uint32_t members_max = 1'000;  // per group
+  std::uint32_t groups_max = 10'000;  // with live members
+  std::uint32_t topics_max = 1'000;   // per member
 };
 
 // The partitions of one topic a member reads.

@@ -106,7 +106,9 @@ class Server::Impl {
   asio::steady_timer accept_retry_{io_};
   std::atomic<bool> recheck_posted_{false};
   GroupCoordinator groups_;
-  asio::steady_timer expiry_timer_{io_};
+  // On a strand of its own: re-armed by its handler and cancelled by Stop, maybe on two threads.
+  asio::strand<asio::io_context::executor_type> expiry_strand_ = asio::make_strand(io_);
+  asio::steady_timer expiry_timer_{expiry_strand_};
   std::atomic<bool> expiring_{false};
 
   std::mutex conns_mu_;
@@ -418,20 +420,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
       for (const flatbuffers::String* t : *r.topics()) join.topics.push_back(Str(t));
     }
     join.session_timeout = std::chrono::milliseconds(r.session_timeout_ms());
+    // Sessions count from the request's arrival, not from when the blocking pool got to it.
     BlockingReply(
         id,
-        [&groups = server_.groups_, join = std::move(join)] {
-          return groups.Join(join, std::chrono::steady_clock::now());
-        },
+        [&groups = server_.groups_, join = std::move(join),
+         now = std::chrono::steady_clock::now()] { return groups.Join(join, now); },
         [](FlatBufferBuilder& fbb, const MemberState& m) { return Build(fbb, m); });
   }
 
   void GroupHeartbeat(std::uint64_t id, const fb::HeartbeatRequest& r) {
     BlockingReply(
         id,
-        [&groups = server_.groups_, group = Str(r.group()), member = Str(r.member_id())] {
-          return groups.Heartbeat(group, member, std::chrono::steady_clock::now());
-        },
+        [&groups = server_.groups_, group = Str(r.group()), member = Str(r.member_id()),
+         now = std::chrono::steady_clock::now()] { return groups.Heartbeat(group, member, now); },
         [](FlatBufferBuilder& fbb, const MemberState& m) { return Build(fbb, m); });
   }
 
@@ -903,8 +904,8 @@ void Server::Impl::Stop(std::chrono::milliseconds drain) {
   asio::post(io_, [this] {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
-    expiry_timer_.cancel();
   });
+  asio::post(expiry_strand_, [this] { expiry_timer_.cancel(); });
   // Parked fetches are answered now with what they have.
   for (auto& conn : Connections()) conn->Post([conn] { conn->RecheckParked(true); });
   // In-flight commits are answered and written, for up to `drain`.

@@ -129,6 +129,38 @@ TEST_F(Groups, AMemberThatStopsHeartbeatingIsRemovedAndCanCommitNothing) {
   EXPECT_EQ(out->events, 0u);
 }
 
+// Events polled under one generation, then a rebalance: the Poll that applies it says so
+// (kConflict) instead of handing the same events out again into the same open transaction.
+TEST_F(Groups, APollThatAppliesARebalanceAfterDeliveringEventsReportsAConflict) {
+  Produce(8);
+  auto c = client::Consumer::Create(*client_, Options());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE((*c)->Subscribe({"in"}).ok());
+  std::size_t read = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (read < 8 && std::chrono::steady_clock::now() < deadline) {
+    auto batch = (*c)->Poll(100ms);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    read += batch->size();
+  }
+  ASSERT_EQ(read, 8u);  // nothing committed: an open transaction would hold these
+  const std::uint64_t before = (*c)->generation();
+  client::JoinOptions join;
+  join.session_timeout = 5000ms;
+  ASSERT_TRUE(client_->JoinGroup("g", {"in"}, join).ok());  // a second member: a rebalance
+  Status seen = Status::Ok();
+  while (seen.ok() && std::chrono::steady_clock::now() < deadline) {
+    auto batch = (*c)->Poll(100ms);
+    if (!batch.ok()) {
+      seen = batch.status();
+      break;
+    }
+    ASSERT_TRUE(batch->empty()) << "events delivered again without a word";
+  }
+  EXPECT_EQ(seen.code(), StatusCode::kConflict) << seen.ToString();
+  EXPECT_GT((*c)->generation(), before);
+}
+
 TEST_F(Groups, SubscribingNeedsAGroupAndExistingTopics) {
   auto none = client::Consumer::Create(*client_, client::ConsumerOptions{});
   ASSERT_TRUE(none.ok());
@@ -200,17 +232,28 @@ TEST_F(Groups, TransformWorkersCountEveryInputExactlyOnceAcrossRebalances) {
     const auto deadline = std::chrono::steady_clock::now() + 20s;
     for (int b = 0; b < max_batches && committed_inputs.load() < kInputs &&
                     std::chrono::steady_clock::now() < deadline;) {
-      auto batch = (*consumer)->Poll(100ms);
-      ASSERT_TRUE(batch.ok()) << batch.status().ToString();
-      if (batch->empty()) continue;
+      // Every other transaction holds two polls' events: a rebalance between them must not
+      // let the first poll's outputs commit twice.
       client::Transaction txn;
-      for (const auto& e : *batch) {
-        txn.Append(Event("out", std::to_string(2 * std::stoi(e.payload))));
+      int inputs = 0;
+      bool dropped = false;
+      for (int polls = 0; polls < 1 + b % 2 && !dropped; ++polls) {
+        auto batch = (*consumer)->Poll(100ms);
+        if (!batch.ok()) {
+          ASSERT_EQ(batch.status().code(), StatusCode::kConflict) << batch.status().ToString();
+          dropped = true;  // rebalanced: what was polled comes again
+          break;
+        }
+        for (const auto& e : *batch) {
+          txn.Append(Event("out", std::to_string(2 * std::stoi(e.payload))));
+        }
+        inputs += static_cast<int>(batch->size());
       }
+      if (dropped || inputs == 0) continue;
       for (auto& p : (*consumer)->Positions()) txn.CommitOffset(std::move(p));
       auto r = c->Commit(std::move(txn));
       if (r.ok()) {
-        committed_inputs += static_cast<int>(batch->size());
+        committed_inputs += inputs;
         ++b;
       } else {
         ASSERT_EQ(r.status().code(), StatusCode::kFailedPrecondition) << r.status().ToString();

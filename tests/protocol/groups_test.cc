@@ -23,6 +23,9 @@ class GroupsTest : public ::testing::Test {
       : groups_(
             GroupOptions{},
             [this](std::string_view group) -> base::Result<std::uint64_t> {
+              if (group.find(' ') != std::string_view::npos) {
+                return base::InvalidArgument("group names have no spaces");
+              }
               if (fail_bumps_) return base::IoError("the log is failed");
               return ++generations_[std::string(group)];
             },
@@ -173,6 +176,19 @@ TEST_F(GroupsTest, BadJoinsAreRefusedWithAReason) {
   r.group = "";
   EXPECT_EQ(groups_.Join(r, now_).status().code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(generations_.empty());  // nothing was rebalanced
+}
+
+// A name the engine refuses leaves nothing behind to retry (no stale group, no log flood).
+TEST_F(GroupsTest, AGroupNameTheEngineRefusesLeavesNothingBehind) {
+  JoinRequest r;
+  r.group = "my group";
+  r.topics = {"orders"};
+  EXPECT_EQ(groups_.Join(r, now_).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(groups_.Members("my group").empty());
+  EXPECT_EQ(groups_.NextExpiry(), Clock::time_point::max());  // nothing to retry
+  r.topics = std::vector<std::string>(1001, "orders");
+  r.group = "g";
+  EXPECT_EQ(groups_.Join(r, now_).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(GroupsTest, TheMemberLimitIsKept) {
