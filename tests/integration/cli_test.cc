@@ -250,6 +250,62 @@ TEST_F(Cli, GetScanAndGroups) {
   EXPECT_GT(Json(Lines(stats.out).at(0))["visible_lsn"].get<std::uint64_t>(), 0u);
 }
 
+TEST_F(Cli, TxnCommitsRowsAndEventsTogetherAndChangesShowsThem) {
+  ASSERT_EQ(Run({"table", "create", "accounts"}).exit_code, 0);
+  ASSERT_EQ(Run({"topic", "create", "transfers"}).exit_code, 0);
+  const std::string open = R"({
+    "preconditions": [{"table": "accounts", "key": "a", "absent": true}],
+    "puts": [{"table": "accounts", "key": "a", "value": "100"}],
+    "events": [{"topic": "transfers", "payload": "opened a", "type": "AccountOpened"}],
+    "idempotency_key": "open-a"
+  })";
+  auto first = Run({"txn", "--format", "json"}, open);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  auto result = Json(Lines(first.out).at(0));
+  EXPECT_GT(result["lsn"].get<std::uint64_t>(), 0u);
+  EXPECT_EQ(result["events"][0]["offset"], 0);
+  // The same idempotency key: the original result, not a second commit.
+  auto retried = Run({"txn", "--format", "json"}, open);
+  ASSERT_EQ(retried.exit_code, 0) << retried.err;
+  EXPECT_EQ(Json(Lines(retried.out).at(0))["lsn"], result["lsn"]);
+  // Without the key the precondition fails: a conflict, exit 1, nothing written.
+  const std::string again =
+      R"({"preconditions": [{"table": "accounts", "key": "a", "absent": true}],
+          "puts": [{"table": "accounts", "key": "a", "value": "0"}]})";
+  auto conflict = Run({"txn"}, again);
+  EXPECT_EQ(conflict.exit_code, 1);
+  EXPECT_NE(conflict.err.find("conflict"), std::string::npos) << conflict.err;
+  EXPECT_EQ(Json(Lines(Run({"get", "accounts", "a", "--format", "json"}).out).at(0))["value"],
+            "100");
+  auto unknown = Run({"txn"}, R"({"putz": []})");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("putz"), std::string::npos) << unknown.err;
+  EXPECT_EQ(Run({"txn"}, "not json").exit_code, 1);
+  const std::string path = dir_.Sub("txn.json");
+  std::ofstream(path) << R"({"deletes": [{"table": "accounts", "key": "a"}]})";
+  auto from_file = Run({"txn", "--file", path});
+  EXPECT_EQ(from_file.exit_code, 0) << from_file.err;
+  EXPECT_EQ(from_file.out.rfind("committed at LSN", 0), 0u) << from_file.out;
+
+  auto changes = Run({"changes", "--format", "json"});
+  ASSERT_EQ(changes.exit_code, 0) << changes.err;
+  bool saw_open = false, saw_delete = false;
+  for (const auto& line : Lines(changes.out)) {
+    auto t = Json(line);
+    for (const auto& c : t["changes"]) {
+      if (c["table"] != "accounts") continue;
+      if (c["before"].is_null() && c["after"] == "100") {
+        saw_open = true;
+        EXPECT_EQ(t["events"][0]["payload"], "opened a");
+        EXPECT_EQ(t["events"][0]["type"], "AccountOpened");
+      }
+      if (c["before"] == "100" && c["after"].is_null()) saw_delete = true;
+    }
+  }
+  EXPECT_TRUE(saw_open) << changes.out;
+  EXPECT_TRUE(saw_delete) << changes.out;
+}
+
 TEST_F(Cli, BadArgumentsExitTwoWithAMessage) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {},

@@ -42,6 +42,7 @@ using Run = std::function<int()>;
 void AddCatalogCommands(CLI::App& app, Context& ctx, Run* run);
 void AddDataCommands(CLI::App& app, Context& ctx, Run* run);
 void AddGroupCommands(CLI::App& app, Context& ctx, Run* run);
+void AddTxnCommands(CLI::App& app, Context& ctx, Run* run);
 
 // ---- Output ---------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   AddCatalogCommands(app, ctx, &run);
   AddDataCommands(app, ctx, &run);
   AddGroupCommands(app, ctx, &run);
+  AddTxnCommands(app, ctx, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
