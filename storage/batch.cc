@@ -1,6 +1,7 @@
 #include "storage/batch.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include <fmt/format.h>
@@ -114,6 +115,24 @@ void AppendFrame(std::vector<std::byte>& frames, ConstBytes record) {
   base::StoreLe32(length.data(), static_cast<std::uint32_t>(record.size()));
   frames.insert(frames.end(), length.begin(), length.end());
   frames.insert(frames.end(), record.begin(), record.end());
+}
+
+std::optional<std::uint64_t> FindValidBatchAfter(ConstBytes segment, std::uint64_t pos,
+                                                 std::uint64_t salt) {
+  std::array<std::byte, 4> magic{};
+  base::StoreLe32(magic.data(), kBatchMagic);
+  const ParseBatchOptions options{salt, true, true};
+  for (std::uint64_t q = pos + 1; q + kBatchHeaderBytes <= segment.size(); ++q) {
+    const void* hit = std::memchr(segment.data() + q, static_cast<int>(magic[0]),
+                                  segment.size() - q - kBatchHeaderBytes + 1);
+    if (hit == nullptr) return std::nullopt;
+    q = static_cast<std::uint64_t>(static_cast<const std::byte*>(hit) - segment.data());
+    if (std::memcmp(segment.data() + q, magic.data(), magic.size()) == 0 &&
+        ParseBatch(segment, q, options).state == BatchState::kValid) {
+      return q;
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace lockstep::storage

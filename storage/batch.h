@@ -20,6 +20,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -75,6 +76,11 @@ struct ParseBatchOptions {
 // Parses the batch that starts at `pos` of `segment` (the whole mapped segment). Never reads
 // outside `segment`, whatever the bytes say.
 BatchView ParseBatch(ConstBytes segment, std::uint64_t pos, const ParseBatchOptions& options);
+
+// The first position after `pos` where a whole, valid batch starts, if any: damage followed by
+// a valid batch is damage to durable data, not a torn tail (recovery and `lockstep verify`).
+std::optional<std::uint64_t> FindValidBatchAfter(ConstBytes segment, std::uint64_t pos,
+                                                 std::uint64_t salt);
 
 // Walks the framed records of a valid batch. Each call returns the next record, or false.
 class FrameCursor {

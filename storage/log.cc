@@ -42,25 +42,6 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-// The first position after `pos` where a whole, valid batch starts, if any.
-std::optional<std::uint64_t> FindValidBatchAfter(ConstBytes segment, std::uint64_t pos,
-                                                 std::uint64_t salt) {
-  std::array<std::byte, 4> magic{};
-  base::StoreLe32(magic.data(), kBatchMagic);
-  const ParseBatchOptions options{salt, true, true};
-  for (std::uint64_t q = pos + 1; q + kBatchHeaderBytes <= segment.size(); ++q) {
-    const void* hit = std::memchr(segment.data() + q, static_cast<int>(magic[0]),
-                                  segment.size() - q - kBatchHeaderBytes + 1);
-    if (hit == nullptr) return std::nullopt;
-    q = static_cast<std::uint64_t>(static_cast<const std::byte*>(hit) - segment.data());
-    if (std::memcmp(segment.data() + q, magic.data(), magic.size()) == 0 &&
-        ParseBatch(segment, q, options).state == BatchState::kValid) {
-      return q;
-    }
-  }
-  return std::nullopt;
-}
-
 }  // namespace
 
 Preallocation ChoosePreallocation(Preallocation configured, double bytes_per_s,

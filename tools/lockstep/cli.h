@@ -43,6 +43,7 @@ void AddCatalogCommands(CLI::App& app, Context& ctx, Run* run);
 void AddDataCommands(CLI::App& app, Context& ctx, Run* run);
 void AddGroupCommands(CLI::App& app, Context& ctx, Run* run);
 void AddTxnCommands(CLI::App& app, Context& ctx, Run* run);
+void AddOfflineCommands(CLI::App& app, Context& ctx, Run* run);
 
 // ---- Output ---------------------------------------------------------------------------------
 

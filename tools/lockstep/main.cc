@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   AddDataCommands(app, ctx, &run);
   AddGroupCommands(app, ctx, &run);
   AddTxnCommands(app, ctx, &run);
+  AddOfflineCommands(app, ctx, &run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
