@@ -140,6 +140,7 @@ struct ConsumeArgs {
 // "@1700000000000" (ms since the epoch) or "@2026-11-27T10:00:00[.123][Z]" (UTC).
 Result<std::int64_t> ParseTimestamp(const std::string& text) {
   if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) {
+    if (text.size() > 18) return base::InvalidArgument(fmt::format("{:?} is too large", text));
     return std::stoll(text);
   }
   std::tm tm{};
@@ -210,19 +211,30 @@ Status SeekAll(client::Consumer& consumer, const ConsumeArgs& a,
       LOCKSTEP_ASSIGN_OR_RETURN(std::int64_t ms, ParseTimestamp(a.from.substr(1)));
       LOCKSTEP_RETURN_IF_ERROR(consumer.SeekToTimestamp(topic, p, ms));
     } else {
-      LOCKSTEP_RETURN_IF_ERROR(consumer.Seek(topic, p, Offset(std::stoull(a.from))));
+      LOCKSTEP_RETURN_IF_ERROR(
+          consumer.Seek(topic, p, Offset(std::strtoull(a.from.c_str(), nullptr, 10))));
     }
   }
   return Status::Ok();
 }
 
+// Commits, for --group, the position after the last printed event of each partition.
+Status CommitPrinted(client::Client& client, const ConsumeArgs& a, std::uint64_t generation,
+                     const std::map<std::uint32_t, std::uint64_t>& reached) {
+  std::vector<client::OffsetCommit> commits;
+  for (const auto& [p, next] : reached) {
+    commits.push_back({a.group, generation, a.topic, PartitionId(p), Offset(next)});
+  }
+  return commits.empty() ? Status::Ok() : client.CommitOffsets(std::move(commits));
+}
+
 int Consume(const Context& ctx, const ConsumeArgs& a) {
   if (!a.from.empty() && a.from != "earliest" && a.from != "latest" && a.from[0] != '@' &&
-      a.from.find_first_not_of("0123456789") != std::string::npos) {
+      (a.from.find_first_not_of("0123456789") != std::string::npos || a.from.size() > 19)) {
     return UsageError(
         fmt::format("--from {:?}: earliest, latest, an offset, or @TIMESTAMP", a.from));
   }
-  if (a.from.size() > 1 && a.from[0] == '@' && !ParseTimestamp(a.from.substr(1)).ok()) {
+  if (!a.from.empty() && a.from[0] == '@' && !ParseTimestamp(a.from.substr(1)).ok()) {
     return UsageError(std::string(ParseTimestamp(a.from.substr(1)).status().message()));
   }
   if (!a.group.empty() && a.partition) {
@@ -289,7 +301,13 @@ int Consume(const Context& ctx, const ConsumeArgs& a) {
     }
     std::fflush(stdout);
     if (!a.group.empty()) {
-      if (Status s = (*consumer)->Commit(); !s.ok()) return Fail(s);
+      // Exactly what was printed: not the consumer's position, which is past the whole batch
+      // (events beyond --max, or past the end as of the start, were not printed).
+      if (Status s = CommitPrinted(**client, a, (*consumer)->generation(), reached); !s.ok()) {
+        return Fail(
+            s.WithContext("committing the group's offsets (a rebalance fences this "
+                          "reader: run it again)"));
+      }
     }
   }
   if (!a.group.empty()) {

@@ -243,7 +243,8 @@ int Changes(const Context& ctx, std::uint64_t from, bool follow) {
   auto stats = (*client)->Stats();
   if (!stats.ok()) return Fail(stats.status());
   const Lsn end = stats->visible_lsn;
-  Lsn next(from == 0 ? 1 : from);
+  // By default from the oldest transaction whose before-images the server still keeps.
+  Lsn next(from != 0 ? from : std::max<std::uint64_t>(1, stats->oldest_readable_lsn.value() + 1));
   for (;;) {
     if (!follow && next > end) return kExitOk;
     auto feed = (*client)->Changes(next);
@@ -275,7 +276,7 @@ void AddTxnCommands(CLI::App& app, Context& ctx, Run* run) {
   static bool follow = false;
   auto* c = app.add_subcommand(
       "changes", "the change feed: per transaction its row changes (before, after) and events");
-  c->add_option("--from", from, "first LSN (default 1)");
+  c->add_option("--from", from, "first LSN (default: the oldest the server can show)");
   c->add_flag("--follow", follow, "keep waiting for new transactions");
   c->callback([&ctx, run] { *run = [&ctx] { return Changes(ctx, from, follow); }; });
 }
