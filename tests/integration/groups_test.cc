@@ -49,6 +49,21 @@ class Groups : public ServerTest {
     return done();
   }
 
+  // Polls until `want` events came (bounded: 10 s); returns how many did.
+  static std::size_t PollEvents(client::Consumer& consumer, std::size_t want) {
+    std::size_t read = 0;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (read < want && std::chrono::steady_clock::now() < deadline) {
+      auto batch = consumer.Poll(100ms);
+      if (!batch.ok()) {
+        ADD_FAILURE() << batch.status().ToString();
+        break;
+      }
+      read += batch->size();
+    }
+    return read;
+  }
+
   void Produce(int count) {
     for (int i = 0; i < count; ++i) {
       client::Transaction txn;
@@ -136,19 +151,13 @@ TEST_F(Groups, APollThatAppliesARebalanceAfterDeliveringEventsReportsAConflict) 
   auto c = client::Consumer::Create(*client_, Options());
   ASSERT_TRUE(c.ok());
   ASSERT_TRUE((*c)->Subscribe({"in"}).ok());
-  std::size_t read = 0;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (read < 8 && std::chrono::steady_clock::now() < deadline) {
-    auto batch = (*c)->Poll(100ms);
-    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
-    read += batch->size();
-  }
-  ASSERT_EQ(read, 8u);  // nothing committed: an open transaction would hold these
+  ASSERT_EQ(PollEvents(**c, 8), 8u);  // nothing committed: an open transaction would hold these
   const std::uint64_t before = (*c)->generation();
   client::JoinOptions join;
   join.session_timeout = 5000ms;
   ASSERT_TRUE(client_->JoinGroup("g", {"in"}, join).ok());  // a second member: a rebalance
   Status seen = Status::Ok();
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
   while (seen.ok() && std::chrono::steady_clock::now() < deadline) {
     auto batch = (*c)->Poll(100ms);
     if (!batch.ok()) {
@@ -188,14 +197,7 @@ TEST_F(Groups, AdminDescribesTopicsAndAGroupsMembersAndLag) {
   auto c = client::Consumer::Create(*client_, Options());
   ASSERT_TRUE(c.ok());
   ASSERT_TRUE((*c)->Subscribe({"in"}).ok());
-  std::size_t read = 0;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (read < 8 && std::chrono::steady_clock::now() < deadline) {
-    auto batch = (*c)->Poll(100ms);
-    ASSERT_TRUE(batch.ok());
-    read += batch->size();
-  }
-  ASSERT_EQ(read, 8u);
+  ASSERT_EQ(PollEvents(**c, 8), 8u);
   ASSERT_TRUE((*c)->Commit().ok());
   Produce(4);  // one more per partition, not read yet
 
@@ -272,17 +274,7 @@ TEST_F(Groups, TransformWorkersCountEveryInputExactlyOnceAcrossRebalances) {
   late.join();
 
   EXPECT_EQ(committed_inputs.load(), kInputs);
-  std::multiset<int> outputs;
-  Offset next(0);
-  for (;;) {
-    auto f = client_->Fetch("out", PartitionId(0), next);
-    ASSERT_TRUE(f.ok());
-    if (f->events == 0) break;
-    for (const auto& p : Payloads(*f)) outputs.insert(std::stoi(p));
-    next = f->next_offset;
-  }
-  ASSERT_EQ(outputs.size(), static_cast<std::size_t>(kInputs));
-  for (int i = 0; i < kInputs; ++i) EXPECT_EQ(outputs.count(2 * i), 1u) << i;
+  ExpectEveryInputDoubledOnce(kInputs);
   std::printf("transform: %d transactions refused for a stale generation\n", refused.load());
 }
 

@@ -96,6 +96,21 @@ class ServerTest : public ::testing::Test {
     }
     return out;
   }
+  // Consume-transform-produce tests: topic "out" (one partition) holds 2 * i for every input
+  // i < inputs, each exactly once.
+  void ExpectEveryInputDoubledOnce(int inputs) {
+    std::multiset<int> outputs;
+    Offset next(0);
+    for (;;) {
+      auto f = client_->Fetch("out", PartitionId(0), next);
+      ASSERT_TRUE(f.ok()) << f.status().ToString();
+      if (f->events == 0) break;
+      for (const auto& p : Payloads(*f)) outputs.insert(std::stoi(p));
+      next = f->next_offset;
+    }
+    ASSERT_EQ(outputs.size(), static_cast<std::size_t>(inputs));
+    for (int i = 0; i < inputs; ++i) EXPECT_EQ(outputs.count(2 * i), 1u) << i;
+  }
   // The server still serves, and what was committed before is all there.
   void ExpectHealthy() {
     auto c = Connect();

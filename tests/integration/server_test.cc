@@ -298,17 +298,7 @@ TEST_F(ServerTest, ConsumeTransformProduceCountsEveryInputExactlyOnce) {
   EXPECT_EQ(stale.code(), StatusCode::kFailedPrecondition) << stale.ToString();
   ASSERT_TRUE(process(*generation, 1000, true).ok());
   // Every input doubled exactly once.
-  std::multiset<int> outputs;
-  Offset next(0);
-  for (;;) {
-    auto f = client_->Fetch("out", PartitionId(0), next);
-    ASSERT_TRUE(f.ok());
-    if (f->events == 0) break;
-    for (const auto& p : Payloads(*f)) outputs.insert(std::stoi(p));
-    next = f->next_offset;
-  }
-  ASSERT_EQ(outputs.size(), static_cast<std::size_t>(kInputs));
-  for (int i = 0; i < kInputs; ++i) EXPECT_EQ(outputs.count(2 * i), 1u) << i;
+  ExpectEveryInputDoubledOnce(kInputs);
 }
 
 // Batches are hashed once per process on the server; each event's own checksum is verified by
