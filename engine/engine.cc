@@ -11,6 +11,7 @@
 
 #include "base/checksum.h"
 #include "base/clock.h"
+#include "base/planted_bug.h"
 
 namespace lockstep::engine {
 
@@ -169,7 +170,8 @@ Status Engine::ApplyRecord(Lsn lsn, Bytes record) {
       TableEntry* t = table_by_id(del->table);
       if (!t) return base::DataLoss(fmt::format("delete in unknown table {}", del->table.value()));
       t->table->Delete(del->key, lsn);
-    } else if (auto* ev = std::get_if<EventOp>(&*op)) {
+    } else if (auto* ev = std::get_if<EventOp>(&*op);
+               ev && !base::Planted(base::PlantedBug::kStateWithoutEvents)) {
       TopicEntry* t = topic_by_id(ev->topic);
       if (!t || ev->partition.value() >= t->partitions) {
         return base::DataLoss(fmt::format("event for unknown topic {} partition {}",
@@ -729,6 +731,9 @@ void Engine::Append(const std::shared_ptr<Pending>& p, Bytes record, Lsn expecte
         });
     if (appended.ok()) {
       expected_next_ = Lsn(expected.value() + 1);
+      if (base::Planted(base::PlantedBug::kReadPastDurable)) {
+        visible_lsn_.store(std::max(visible_lsn_.load(), expected.value()));
+      }
       return;
     }
     p->self.reset();

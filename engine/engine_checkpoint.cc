@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 
 #include "base/endian.h"
+#include "base/planted_bug.h"
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
 
@@ -208,6 +209,12 @@ Result<Lsn> Engine::Checkpoint() {
       starts[i].push_back(start);
       if (live && start < end) keep = std::min(keep, t.entry->StartFor(p, start));
     }
+  }
+  if (base::Planted(base::PlantedBug::kDeleteSegmentBeforeCheckpoint) && keep > log_->first_lsn()) {
+    storage::RetentionPolicy early;
+    early.delete_below_lsn = keep;
+    early.keep_from_lsn = keep;
+    LOCKSTEP_RETURN_IF_ERROR(log_->ApplyRetention(early).status());
   }
   // 4. Write it, durably.
   LOCKSTEP_RETURN_IF_ERROR(WriteCheckpoint(capture, keep, starts));

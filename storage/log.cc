@@ -9,6 +9,7 @@
 
 #include "base/clock.h"
 #include "base/endian.h"
+#include "base/planted_bug.h"
 
 namespace lockstep::storage {
 namespace {
@@ -198,7 +199,8 @@ Status Log::LoadSegment(const std::string& name, Lsn expected_first, bool is_las
   auto segment =
       std::make_shared<Segment>(path, *header, std::move(mapping), options_.index_interval_bytes);
   const ConstBytes bytes = segment->bytes();
-  const ParseBatchOptions parse{header->salt, true, true};
+  const bool trust = is_last && base::Planted(base::PlantedBug::kTrustTornTail);
+  const ParseBatchOptions parse{header->salt, !trust, !trust};
   std::uint64_t pos = kSegmentHeaderBytes;
   Lsn next = header->first_lsn;
   for (;;) {
@@ -219,8 +221,11 @@ Status Log::LoadSegment(const std::string& name, Lsn expected_first, bool is_las
                                         batch.header.first_lsn.value(), next.value());
     // Only the newest batch can be torn: a batch is written after the previous one was synced,
     // and the log rolls only after a sync. Damage anywhere else is damage to durable data.
-    if (!is_last) return corrupt(pos, "damaged batch (" + why + ") before the newest segment");
-    if (auto after = FindValidBatchAfter(bytes, pos, header->salt)) {
+    const bool truncate = base::Planted(base::PlantedBug::kTruncateAtMidLogCorruption);
+    if (!is_last && !truncate) {
+      return corrupt(pos, "damaged batch (" + why + ") before the newest segment");
+    }
+    if (auto after = FindValidBatchAfter(bytes, pos, header->salt); after && !truncate) {
       return corrupt(pos, fmt::format("damaged batch ({}) followed by a valid batch at position {}",
                                       why, *after));
     }
@@ -381,8 +386,12 @@ bool Log::CommitOneGroup() {
 
   segment.index.OnBatch(header.first_lsn, pos);
   const std::array<ConstBytes, 2> parts{ConstBytes(header_bytes), frames};
-  Status status = options_.sync ? io_.WriteAndSync(*active_file_, pos, parts)
-                                : io_.Write(*active_file_, pos, parts);
+  const bool sync = options_.sync && !base::Planted(base::PlantedBug::kAckBeforeSync);
+  Status status =
+      sync ? io_.WriteAndSync(*active_file_, pos, parts) : io_.Write(*active_file_, pos, parts);
+  if (!status.ok() && base::Planted(base::PlantedBug::kRetryFsyncAfterEio)) {
+    status = io_.Sync(*active_file_);
+  }
   if (!status.ok()) {
     FailStop(status);
     return true;
@@ -483,7 +492,9 @@ Status Log::InstallSegment(SpareFile spare, Lsn first_lsn) {
   // The segment gets its name only now, complete: a *.seg file always has a valid header.
   const std::string path = JoinPath(options_.dir, SegmentFileName(first_lsn));
   LOCKSTEP_RETURN_IF_ERROR(io_.Rename(spare.path, path));
-  LOCKSTEP_RETURN_IF_ERROR(io_.SyncDir(options_.dir));
+  if (!base::Planted(base::PlantedBug::kSkipSegmentDirSync)) {
+    LOCKSTEP_RETURN_IF_ERROR(io_.SyncDir(options_.dir));
+  }
   spare.file.reset();
   LOCKSTEP_ASSIGN_OR_RETURN(std::unique_ptr<File> file, io_.OpenFile(path));
   LOCKSTEP_ASSIGN_OR_RETURN(std::shared_ptr<const Mapping> mapping,

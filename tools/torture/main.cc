@@ -1,0 +1,119 @@
+// lockstep-torture: crash-recovery torture (docs/testing.md). Exit codes: 0 every invariant held,
+// 1 an invariant broke, 2 usage or infrastructure error. The last line on stdout is the summary.
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+
+#include "base/planted_bug.h"
+#include "tools/torture/simulation.h"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitBroken = 1;
+constexpr int kExitUsage = 2;
+
+int Usage(const std::string& message) {
+  std::fprintf(stderr, "lockstep-torture: %s\n", message.c_str());
+  return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace lockstep::torture;
+  spdlog::set_level(spdlog::level::off);  // the engine's logs would drown the report
+
+  CLI::App app(
+      "lockstep-torture: crashes Lockstep at random moments and checks, after every recovery, "
+      "that nothing acknowledged was lost and nothing half-committed is seen",
+      "lockstep-torture");
+  std::string mode = "simulation";
+  std::uint64_t seed = 0;
+  std::uint64_t iterations = 0;
+  double minutes = 1;
+  std::string dir;
+  std::string lockstepd;
+  bool verbose = false;
+  std::string plant;
+  app.add_option("--mode", mode,
+                 "simulation: the engine in-process over the fault-injecting I/O (default); "
+                 "process: lockstepd as a child, killed with SIGKILL")
+      ->check(CLI::IsMember({"simulation", "process"}));
+  auto* seed_opt = app.add_option("--seed", seed, "the seed (default: a random one, printed)");
+  auto* iterations_opt = app.add_option("--iterations", iterations, "crash-recovery cycles to run")
+                             ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
+  auto* minutes_opt = app.add_option("--minutes", minutes, "time budget (default 1; fractions too)")
+                          ->check(CLI::Range(0.001, 100000.0));
+  iterations_opt->excludes(minutes_opt);
+  app.add_option("--dir", dir,
+                 "where process mode keeps its data (default: a new folder in the current "
+                 "directory); simulation mode keeps its files in memory");
+  app.add_option("--lockstepd", lockstepd,
+                 "process mode: the lockstepd to run (default: the one beside this binary)");
+  app.add_flag("--verbose", verbose, "a line per iteration on stderr");
+  std::string bug_names;
+  for (auto bug : lockstep::base::kPlantedBugs) {
+    bug_names += std::string(bug_names.empty() ? "" : ", ") +
+                 std::string(lockstep::base::PlantedBugName(bug));
+  }
+  app.add_option("--plant", plant,
+                 "run with one planted bug, which must be caught (builds configured with "
+                 "-DLOCKSTEP_PLANTED_BUGS=ON only): " +
+                     bug_names);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (seed_opt->count() == 0)
+    seed = std::random_device()() ^ (std::uint64_t{std::random_device()()} << 32);
+  if (!plant.empty()) {
+    if (!lockstep::base::kPlantedBugsBuilt) {
+      return Usage("this build has no planted bugs (configure with -DLOCKSTEP_PLANTED_BUGS=ON)");
+    }
+    auto bug = lockstep::base::ParsePlantedBug(plant);
+    if (!bug) return Usage("--plant: unknown bug " + plant + " (one of: " + bug_names + ")");
+    lockstep::base::PlantBug(*bug);
+  }
+  if (mode == "process") {
+    return Usage("--mode process is not built yet (issue 6); use --mode simulation");
+  }
+
+  RunOptions options;
+  options.seed = seed;
+  options.verbose = verbose;
+  if (iterations_opt->count() > 0) options.iterations = iterations;
+  options.deadline = std::chrono::steady_clock::now() +
+                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                         std::chrono::duration<double, std::ratio<60>>(minutes));
+  std::printf("lockstep-torture: mode %s, seed %llu%s%s\n", mode.c_str(),
+              static_cast<unsigned long long>(seed), plant.empty() ? "" : ", planted bug ",
+              plant.c_str());
+  std::fflush(stdout);
+  const Summary s = RunSimulation(options);
+  for (const auto& [what, n] : s.hits) {
+    std::printf("  %-48s %llu\n", what.c_str(), static_cast<unsigned long long>(n));
+  }
+  if (!s.failure.empty()) {
+    std::printf("FAILED (seed %llu, iteration %llu): %s\n", static_cast<unsigned long long>(seed),
+                static_cast<unsigned long long>(s.iterations), s.failure.c_str());
+  }
+  std::printf(
+      "mode %s: %llu iterations, %llu crash points, %llu acknowledged transactions checked, "
+      "seed %llu: %llu passed, %llu failed\n",
+      mode.c_str(), static_cast<unsigned long long>(s.iterations),
+      static_cast<unsigned long long>(s.crash_points),
+      static_cast<unsigned long long>(s.acknowledged_checked),
+      static_cast<unsigned long long>(seed), static_cast<unsigned long long>(s.passed),
+      static_cast<unsigned long long>(s.failed));
+  std::fflush(stdout);
+  return s.failed == 0 ? kExitOk : kExitBroken;
+}
