@@ -11,6 +11,7 @@
 
 #include "base/checksum.h"
 #include "base/clock.h"
+#include "base/crash_site.h"
 #include "base/planted_bug.h"
 
 namespace lockstep::engine {
@@ -113,6 +114,7 @@ Status Engine::Replay() {
   for (;;) {
     LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
     if (!record) break;
+    base::CrashSite("recovery.replaying");
     Status applied = ApplyRecord(record->lsn, record->bytes);
     if (!applied.ok()) {
       return applied.WithContext(

@@ -22,6 +22,7 @@
 
 #include <fmt/format.h>
 
+#include "base/crash_site.h"
 #include "base/endian.h"
 #include "base/planted_bug.h"
 #include "engine/engine.h"
@@ -190,6 +191,7 @@ Result<Lsn> Engine::Checkpoint() {
   const std::int64_t now = options_.now_ms();
   std::vector<std::vector<std::uint64_t>> starts(capture.topics.size());
   Lsn keep = Lsn(checkpoint_lsn().value() + 1);
+  Lsn unguarded_keep = lsn.Next();  // without the fallback checkpoint: for a planted bug only
   for (std::size_t i = 0; i < capture.topics.size(); ++i) {
     const CheckpointCapture::TopicState& t = capture.topics[i];
     const bool live = t.dropped == Lsn() || t.dropped > lsn;
@@ -207,17 +209,23 @@ Result<Lsn> Engine::Checkpoint() {
                          FirstOffsetWithin(*t.entry, p, t.bytes[p], lsn, t.entry->retention_bytes));
       }
       starts[i].push_back(start);
-      if (live && start < end) keep = std::min(keep, t.entry->StartFor(p, start));
+      if (live && start < end) {
+        keep = std::min(keep, t.entry->StartFor(p, start));
+        unguarded_keep = std::min(unguarded_keep, t.entry->StartFor(p, start));
+      }
     }
   }
-  if (base::Planted(base::PlantedBug::kDeleteSegmentBeforeCheckpoint) && keep > log_->first_lsn()) {
+  if (base::Planted(base::PlantedBug::kDeleteSegmentBeforeCheckpoint) &&
+      unguarded_keep > log_->first_lsn()) {
+    // Deletes what only this checkpoint, not yet written, makes unnecessary.
     storage::RetentionPolicy early;
-    early.delete_below_lsn = keep;
-    early.keep_from_lsn = keep;
+    early.delete_below_lsn = unguarded_keep;
+    early.keep_from_lsn = unguarded_keep;
     LOCKSTEP_RETURN_IF_ERROR(log_->ApplyRetention(early).status());
   }
   // 4. Write it, durably.
   LOCKSTEP_RETURN_IF_ERROR(WriteCheckpoint(capture, keep, starts));
+  base::CrashSite("checkpoint.written");
   // 5. Publish: start offsets, then delete what nothing needs any more.
   for (std::size_t i = 0; i < capture.topics.size(); ++i) {
     for (std::uint32_t p = 0; p < capture.topics[i].entry->partitions; ++p) {
@@ -294,6 +302,7 @@ Status Engine::WriteCheckpoint(const CheckpointCapture& capture, Lsn keep,
     LOCKSTEP_RETURN_IF_ERROR(bad);
     out.U8(0);
   }
+  base::CrashSite("checkpoint.mid-write");
   out.U32(static_cast<std::uint32_t>(capture.topics.size()));
   for (std::size_t i = 0; i < capture.topics.size(); ++i) {
     const CheckpointCapture::TopicState& t = capture.topics[i];

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "base/clock.h"
+#include "base/crash_site.h"
 #include "base/endian.h"
 #include "base/planted_bug.h"
 
@@ -283,6 +284,7 @@ Status Log::ReplaceWithDurableCopy() {
     (void)io_.Remove(tmp);  // best effort; the next recovery removes it otherwise
     return status;
   }
+  base::CrashSite("recovery.copy-synced");
   LOCKSTEP_RETURN_IF_ERROR(io_.Rename(tmp, old->path));
   LOCKSTEP_RETURN_IF_ERROR(io_.SyncDir(options_.dir));
   // Load the copy as the newest segment (it holds exactly what the old one held up to `end`).
@@ -396,6 +398,7 @@ bool Log::CommitOneGroup() {
     FailStop(status);
     return true;
   }
+  base::CrashSite("log.batch-written");
   segment.end_pos.store(pos + header.total_bytes, std::memory_order_release);
   segment.last_lsn.store(header.last_lsn.value(), std::memory_order_release);
   segment.last_timestamp_ms.store(header.timestamp_ms, std::memory_order_relaxed);
@@ -492,6 +495,7 @@ Status Log::InstallSegment(SpareFile spare, Lsn first_lsn) {
   // The segment gets its name only now, complete: a *.seg file always has a valid header.
   const std::string path = JoinPath(options_.dir, SegmentFileName(first_lsn));
   LOCKSTEP_RETURN_IF_ERROR(io_.Rename(spare.path, path));
+  base::CrashSite("log.segment-renamed");
   if (!base::Planted(base::PlantedBug::kSkipSegmentDirSync)) {
     LOCKSTEP_RETURN_IF_ERROR(io_.SyncDir(options_.dir));
   }
@@ -754,6 +758,7 @@ Result<RetentionReport> Log::ApplyRetention(const RetentionPolicy& policy) {
                        doomed.end());
       return removed;
     }
+    base::CrashSite("retention.segment-deleted");
     ++report.segments_deleted;
     report.bytes_deleted += doomed[i]->header.capacity_bytes;
   }

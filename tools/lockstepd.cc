@@ -13,12 +13,14 @@
 #include <CLI/CLI.hpp>
 
 #include <toml++/toml.h>
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <map>
 #include <optional>
 #include <string>
 
+#include "base/crash_site.h"
 #include "engine/engine.h"
 #include "protocol/server/server.h"
 #include "storage/io.h"
@@ -40,6 +42,10 @@ struct Settings {
   std::uint32_t io_threads = 1;
   std::int64_t version_window_ms = 10'000;
   std::uint64_t table_bytes_max = 0;
+  std::uint64_t segment_bytes = 64ull << 20;
+  std::uint32_t batch_bytes_max = 4u << 20;
+  std::uint64_t checkpoint_every_bytes = 256ull << 20;
+  std::int64_t checkpoint_every_ms = 600'000;
   std::string log_level = "info";
 };
 
@@ -123,6 +129,15 @@ int main(int argc, char** argv) {
   add("version-window-ms", s.version_window_ms,
       "how far back reads as of an LSN and the change feed reach");
   add("table-bytes-max", s.table_bytes_max, "memory budget of the tables (0: none)");
+  add("segment-bytes", s.segment_bytes,
+      "size of each new log segment file (existing segments keep theirs)");
+  add("batch-bytes-max", s.batch_bytes_max,
+      "most bytes one group commit writes; also bounds one transaction (at most segment-bytes "
+      "- 4 KiB)");
+  add("checkpoint-every-bytes", s.checkpoint_every_bytes,
+      "take a checkpoint after this much log (0: never by size)");
+  add("checkpoint-every-ms", s.checkpoint_every_ms,
+      "take a checkpoint this long after the last one if anything changed (0: never by time)");
   add("log-level", s.log_level, "trace, debug, info, warn, error");
   app.add_option("--config", config_path, "TOML file of settings (keys as the flags, with _)")
       ->envname("LOCKSTEP_CONFIG");
@@ -217,6 +232,10 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   RaiseFileLimit();
+  // lockstep-torture's process mode arms a named crash site through the environment.
+  std::string crash_site;
+  if (auto error = lockstep::base::ArmCrashSiteFromEnvironment(&crash_site)) return Usage(*error);
+  if (!crash_site.empty()) spdlog::warn("crash site armed: {}", crash_site);
 
   auto io = lockstep::storage::MakeIo();
   if (!io.ok()) {
@@ -228,8 +247,16 @@ int main(int argc, char** argv) {
   eo.io = io->get();
   eo.version_window_ms = s.version_window_ms;
   eo.table_bytes_max = s.table_bytes_max;
+  eo.log.segment_bytes = s.segment_bytes;
+  eo.log.batch_bytes_max = s.batch_bytes_max;
+  eo.log.staging_bytes_max = std::max<std::uint64_t>(eo.log.staging_bytes_max, s.batch_bytes_max);
+  eo.checkpoint.every_log_bytes = s.checkpoint_every_bytes;
+  eo.checkpoint.every_ms = s.checkpoint_every_ms;
   spdlog::info("opening {}", s.data_dir);
   auto engine = lockstep::engine::Engine::Open(eo);
+  if (!engine.ok() && engine.status().code() == lockstep::base::StatusCode::kInvalidArgument) {
+    return Usage(engine.status().ToString());  // settings the engine refuses
+  }
   if (!engine.ok()) {
     spdlog::error("cannot open the data directory {}: {}", s.data_dir, engine.status().ToString());
     std::fprintf(stderr, "lockstepd: cannot open the data directory %s: %s\n", s.data_dir.c_str(),

@@ -40,6 +40,16 @@ std::string Where(const TopicPartition& tp) { return fmt::format("{}/{}", tp.fir
 
 std::string AccountKey(int account) { return fmt::format("acct-{:02}", account); }
 
+std::optional<int> AccountIndex(std::string_view key) {
+  int account = 0;
+  if (key.substr(0, 5) != "acct-") return std::nullopt;
+  auto [end, ec] = std::from_chars(key.data() + 5, key.data() + key.size(), account);
+  if (ec != std::errc() || end != key.data() + key.size() || account < 0 || account >= kAccounts) {
+    return std::nullopt;
+  }
+  return account;
+}
+
 std::string EncodeAccount(const Account& a) {
   return fmt::format("balance={};last={}", a.balance, a.last_transfer);
 }

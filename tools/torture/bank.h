@@ -46,6 +46,7 @@ inline constexpr std::int64_t kAuditRetentionMs = 2'000;
 inline constexpr std::int64_t kRetentionMs = 30'000;
 
 std::string AccountKey(int account);
+std::optional<int> AccountIndex(std::string_view key);  // of AccountKey's result
 
 struct Account {
   std::int64_t balance = 0;

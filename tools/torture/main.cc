@@ -3,12 +3,17 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <fmt/format.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <random>
 #include <string>
 
 #include "base/planted_bug.h"
+#include "tools/torture/process.h"
 #include "tools/torture/simulation.h"
 
 namespace {
@@ -83,8 +88,18 @@ int main(int argc, char** argv) {
     if (!bug) return Usage("--plant: unknown bug " + plant + " (one of: " + bug_names + ")");
     lockstep::base::PlantBug(*bug);
   }
+  ProcessOptions process;
   if (mode == "process") {
-    return Usage("--mode process is not built yet (issue 6); use --mode simulation");
+    std::error_code ec;
+    process.lockstepd =
+        lockstepd.empty()
+            ? (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "lockstepd")
+                  .string()
+            : lockstepd;
+    if (::access(process.lockstepd.c_str(), X_OK) != 0) {
+      return Usage("no lockstepd at " + process.lockstepd + " (give --lockstepd PATH)");
+    }
+    process.dir = dir.empty() ? fmt::format("lockstep-torture-{}", seed) : dir;
   }
 
   RunOptions options;
@@ -98,7 +113,10 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(seed), plant.empty() ? "" : ", planted bug ",
               plant.c_str());
   std::fflush(stdout);
-  const Summary s = RunSimulation(options);
+  const Summary s = mode == "process" ? RunProcess(options, process) : RunSimulation(options);
+  if (!s.infrastructure.empty()) {
+    std::printf("lockstep-torture: cannot go on: %s\n", s.infrastructure.c_str());
+  }
   for (const auto& [what, n] : s.hits) {
     std::printf("  %-48s %llu\n", what.c_str(), static_cast<unsigned long long>(n));
   }
@@ -115,5 +133,15 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(seed), static_cast<unsigned long long>(s.passed),
       static_cast<unsigned long long>(s.failed));
   std::fflush(stdout);
-  return s.failed == 0 ? kExitOk : kExitBroken;
+  if (mode == "process") {
+    if (s.failed == 0 && s.infrastructure.empty() && dir.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(process.dir, ec);
+    } else if (s.failed > 0) {
+      std::fprintf(stderr, "lockstep-torture: the data and lockstepd.log are in %s\n",
+                   process.dir.c_str());
+    }
+  }
+  if (s.failed > 0) return kExitBroken;
+  return s.infrastructure.empty() ? kExitOk : kExitUsage;
 }

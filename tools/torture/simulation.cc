@@ -25,6 +25,7 @@
 #include "storage/fault_io.h"
 #include "storage/segment.h"
 #include "tools/torture/bank.h"
+#include "tools/torture/observe.h"
 
 namespace lockstep::torture {
 namespace {
@@ -115,7 +116,9 @@ class Machine {
       bool ok = true;
       if (what == 0) {
         ok = BumpGeneration(*engine);
-      } else if (what <= 2) {
+      } else if (what == 1) {
+        ok = IdleThenCheckpoint(*engine);
+      } else if (what == 2) {
         ok = TakeCheckpoint(*engine);
       } else {
         ok = RunBatch(*engine);
@@ -242,7 +245,10 @@ class Machine {
         return std::move(e).value();
       }
       if (!io_.crashed()) {
-        Fail("recovery failed without a crash: " + e.status().ToString());
+        Fail(
+            "invariant 1 (every acknowledged transaction is present, whole): recovery refused "
+            "the files a crash left: " +
+            e.status().ToString());
         return nullptr;
       }
       e = base::Result<std::unique_ptr<Engine>>(base::Internal("dropped"));  // close first
@@ -265,41 +271,10 @@ class Machine {
     return true;
   }
 
-  Status Read(Engine& engine, Observed& o) {
-    o = Observed();
+  static Status Read(Engine& engine, Observed& o) {
+    LOCKSTEP_RETURN_IF_ERROR(
+        (ReadObserved<Engine, engine::ScanOptions, engine::FetchOptions>(engine, o)));
     o.lsn = engine.visible_lsn().value();
-    LOCKSTEP_ASSIGN_OR_RETURN(auto rows, engine.Scan(kAccountsTable, {}));
-    for (const engine::Row& row : rows) o.accounts[row.key] = {row.value, row.version.value()};
-    for (const engine::TopicInfo& topic : engine.ListTopics()) {
-      for (std::uint32_t p = 0; p < topic.partitions; ++p) {
-        ObservedPartition& part = o.partitions[{topic.name, p}];
-        part.start = topic.start_offsets[p].value();
-        Offset next = topic.start_offsets[p];
-        while (next < topic.end_offsets[p]) {
-          LOCKSTEP_ASSIGN_OR_RETURN(auto fetched, engine.Fetch(topic.name, PartitionId(p), next));
-          if (fetched.events == 0) return base::Internal("a fetch below the end returned nothing");
-          base::Bytes rest = fetched.records;
-          while (!rest.empty()) {
-            LOCKSTEP_ASSIGN_OR_RETURN(base::EventView e, base::DecodeEvent(rest));
-            const base::Bytes payload = e.payload();
-            part.events.push_back(
-                {e.offset().value(), e.lsn().value(), std::string(e.type()),
-                 std::string(reinterpret_cast<const char*>(payload.data()), payload.size())});
-            rest = rest.subspan(e.record().size());
-          }
-          next = fetched.next_offset;
-        }
-      }
-    }
-    auto group = engine.DescribeGroup(kTransformGroup);
-    if (group.ok()) {
-      o.generation = group->generation;
-      for (const auto& g : group->offsets) {
-        o.group_offsets[{g.topic, g.partition.value()}] = g.offset.value();
-      }
-    } else if (group.status().code() != StatusCode::kNotFound) {
-      return group.status();
-    }
     return Status::Ok();
   }
 
@@ -558,7 +533,56 @@ class Machine {
     return Unanswered(engine, got.status(), "a group generation bump");
   }
 
-  bool TakeCheckpoint(Engine& engine) {
+  // The service sits idle longer than every retention, then checkpoints: every event has
+  // expired, so the checkpoint lets retention delete every segment below it (the case where
+  // deleting before the checkpoint is durable loses the log recovery needs). Only once the
+  // transform has consumed every order, so that it never finds its position expired.
+  bool IdleThenCheckpoint(Engine& engine) {
+    for (int attempt = 0;; ++attempt) {
+      bool caught_up = true;
+      for (const engine::TopicInfo& topic : engine.ListTopics()) {
+        if (topic.name != kOrdersTopic) continue;
+        for (std::uint32_t p = 0; p < topic.partitions; ++p) {
+          caught_up = caught_up && transform_offsets_[p] == topic.end_offsets[p].value();
+        }
+      }
+      if (caught_up) break;
+      if (attempt == 2 || !engine.status().ok() || io_.crashed()) return true;
+      std::vector<Submitted> batch;
+      if (auto t = MakeTransform(engine)) batch.push_back(std::move(*t));
+      for (Submitted& s : batch) s.answer = engine.Commit(s.txn);
+      if (!Collect(engine, batch, /*resent=*/false)) return false;
+    }
+    // A checkpoint, then enough audit events to roll to a new segment, so that the next
+    // checkpoint has a whole segment behind it to delete.
+    if (!TakeCheckpoint(engine, /*crash_one_in=*/0)) return false;
+    std::vector<Submitted> burst;
+    for (int i = 0; i < 10; ++i) {
+      Submitted s{Submitted::kAudit, {}, {}, {}};
+      for (int j = 0; j < 5; ++j) {
+        engine::EventAppend e;
+        e.topic = kAuditTopic;
+        e.partition = PartitionId(0);
+        e.type = "Audit";
+        e.payload = std::string(1500, 'b');
+        s.txn.Append(std::move(e));
+      }
+      burst.push_back(std::move(s));
+    }
+    for (Submitted& s : burst) s.answer = engine.Commit(s.txn);
+    if (!Collect(engine, burst, /*resent=*/false)) return false;
+    now_ += kRetentionMs + 1000;
+    ++summary_.hits["workload: idle past every retention"];
+    return TakeCheckpoint(engine, /*crash_one_in=*/2);
+  }
+
+  // Takes a checkpoint; one in `crash_one_in` (0: never) with a crash armed inside it.
+  bool TakeCheckpoint(Engine& engine, std::uint64_t crash_one_in = 4) {
+    if (crash_one_in > 0 && Uniform(1, crash_one_in) == 1 && !io_.crashed()) {
+      // A crash site of its own: somewhere inside the checkpoint (and the retention after it).
+      io_.CrashAtOperation(io_.operations() + Uniform(1, 40));
+      ++summary_.hits["crash armed inside a checkpoint"];
+    }
     auto taken = engine.Checkpoint();
     if (taken.ok()) {
       ++summary_.hits["workload: checkpoints taken"];
@@ -633,26 +657,15 @@ class Machine {
 
   void Acknowledge(const Submitted& s, const engine::CommitResult& got) {
     const std::uint64_t lsn = got.lsn.value();
-    ledger_.max_lsn = std::max(ledger_.max_lsn, lsn);
-    ++ledger_.transactions;
-    for (std::size_t i = 0; i < got.events.size(); ++i) {
-      const auto& e = got.events[i];
-      if (e.topic == kAuditTopic) continue;  // padding, not worth the memory
-      ledger_.events.push_back(
-          {{e.topic, e.partition.value()}, e.offset.value(), lsn, s.txn.events()[i].payload});
-    }
-    for (const auto& o : s.txn.offsets()) {
-      std::uint64_t& acked = ledger_.group_offsets[{o.topic, o.partition.value()}];
-      acked = std::max(acked, o.offset.value());
+    RecordAcknowledged(ledger_, s.txn, got);
+    for (const auto& o : s.txn.offsets())
       transform_offsets_[o.partition.value()] = o.offset.value();
-    }
     if (s.kind == Submitted::kTransfer) {
       const Transfer& t = s.transfer;
       // A resent transfer may have committed before the crash: the retry's answer is the
       // original LSN, and the accounts may have moved on since. Only a newer write updates.
       for (auto [account, balance] : {std::pair{t.from, t.from_balance}, {t.to, t.to_balance}}) {
         auto& [state, version] = accounts_[static_cast<std::size_t>(account)];
-        ledger_.account_versions[account] = std::max(ledger_.account_versions[account], lsn);
         if (lsn >= version) {
           state = {balance, t.id};
           version = lsn;

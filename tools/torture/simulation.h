@@ -22,7 +22,8 @@ struct Summary {
   std::uint64_t acknowledged_checked = 0;  // acknowledged transactions checked, summed over checks
   std::uint64_t passed = 0;                // recovery checks that held every invariant
   std::uint64_t failed = 0;
-  std::string failure;                        // the first broken invariant
+  std::string failure;         // the first broken invariant
+  std::string infrastructure;  // why the run could not go on (exit 2), if it could not
   std::map<std::string, std::uint64_t> hits;  // per kind of crash or fault
 };
 

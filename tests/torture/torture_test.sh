@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# lockstep-torture's command line and its proof that it can fail.
+#
+#   torture_test.sh LOCKSTEP_TORTURE PLANTED
+#
+# Usage errors exit 2; a short seeded run exits 0 with the summary as its last line. PLANTED=1
+# (a build with -DLOCKSTEP_PLANTED_BUGS=ON): every planted bug must be caught (exit 1, naming the
+# broken invariant) within its budget. PLANTED=0: --plant is refused with exit 2.
+set -uo pipefail
+torture=$1
+planted=$2
+status=0
+fail() { echo "FAIL: $*" >&2; status=1; }
+
+expect_exit() {  # expect_exit CODE ARGS...
+  local want=$1; shift
+  "$torture" "$@" >/tmp/torture-test.$$ 2>&1
+  local got=$?
+  [[ $got -eq $want ]] || { fail "lockstep-torture $* exited $got, expected $want"; cat /tmp/torture-test.$$ >&2; }
+}
+
+expect_exit 2 --mode nonsense
+expect_exit 2 --iterations 5 --minutes 1
+expect_exit 2 --minutes -1
+expect_exit 2 --iterations 0
+expect_exit 2 --no-such-flag
+
+out=$("$torture" --seed 1 --iterations 20)
+code=$?
+last=$(tail -n 1 <<<"$out")
+[[ $code -eq 0 ]] || fail "a 20-iteration run exited $code: $out"
+[[ $last =~ ^mode\ simulation:\ 20\ iterations,\ [0-9]+\ crash\ points,\ [0-9]+\ acknowledged\ transactions\ checked,\ seed\ 1:\ 20\ passed,\ 0\ failed$ ]] ||
+  fail "unexpected summary line: $last"
+
+if [[ $planted == 0 ]]; then
+  expect_exit 2 --plant ack-before-sync
+else
+  expect_exit 2 --plant no-such-bug
+  bugs=(ack-before-sync skip-segment-dir-sync trust-torn-tail truncate-at-mid-log-corruption
+        retry-fsync-after-eio read-past-durable state-without-events
+        delete-segment-before-checkpoint)
+  for bug in "${bugs[@]}"; do
+    seed=$(( (RANDOM << 15) | RANDOM ))
+    start=$SECONDS
+    out=$("$torture" --plant "$bug" --seed "$seed" --minutes 3 2>&1)
+    code=$?
+    found=$(grep -m1 '^FAILED' <<<"$out")
+    if [[ $code -ne 1 || -z $found ]]; then
+      fail "planted bug $bug was not caught in 3 minutes (seed $seed, exit $code): $(tail -n 1 <<<"$out")"
+    else
+      echo "caught $bug in $((SECONDS - start)) s: ${found:0:220}"
+    fi
+  done
+fi
+rm -f /tmp/torture-test.$$
+exit $status
