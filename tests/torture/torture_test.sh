@@ -24,6 +24,7 @@ expect_exit 2 --iterations 5 --minutes 1
 expect_exit 2 --minutes -1
 expect_exit 2 --iterations 0
 expect_exit 2 --no-such-flag
+expect_exit 2 --mode process --lockstepd /nonexistent/lockstepd --iterations 1
 
 out=$("$torture" --seed 1 --iterations 20)
 code=$?
