@@ -389,6 +389,8 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
   if (wake) queue_cv_.notify_one();
 }
 
+void Engine::HoldLogWrites(bool hold) { log_->HoldWrites(hold); }
+
 void Engine::SequencerLoop() {
   std::deque<std::shared_ptr<Pending>> batch;
   for (;;) {
@@ -413,6 +415,7 @@ void Engine::SequencerLoop() {
       if (const Lsn next = log_->next_lsn(); next != expected_next_) RollBack(next);
     }
     for (auto& pending : batch) Process(pending);
+    sequenced_.fetch_add(batch.size(), std::memory_order_acq_rel);
     Reclaim(reclaim, batch.size());
     batch.clear();
   }

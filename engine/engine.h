@@ -305,6 +305,13 @@ class Engine {
   // Ok, or why the engine stopped.
   Status status() const;
 
+  // Test hooks for a deterministic simulation (lockstep-torture, docs/testing.md): hold the
+  // log's writer (storage::Log::HoldWrites), and count the submissions (commits, catalog
+  // changes, generation bumps, checkpoint captures) the sequencer has finished with, so that
+  // a driver can let a whole batch reach the log before any of it is written.
+  void HoldLogWrites(bool hold);
+  std::uint64_t sequenced() const { return sequenced_.load(std::memory_order_acquire); }
+
  private:
   struct Pending;
   struct TableEntry;
@@ -395,6 +402,7 @@ class Engine {
   std::multimap<std::uint64_t, std::shared_ptr<Pending>> parked_;
 
   std::atomic<std::uint64_t> visible_lsn_{0};
+  std::atomic<std::uint64_t> sequenced_{0};  // submissions processed (sequenced())
   // Long-polling fetchers sleep here; OnDurable notifies when events became visible.
   mutable std::mutex events_mu_;
   mutable std::condition_variable events_cv_;

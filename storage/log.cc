@@ -350,14 +350,23 @@ Result<Log::PendingAppend> Log::AppendWithFuture(ConstBytes record) {
   return PendingAppend{lsn, std::move(future)};
 }
 
+void Log::HoldWrites(bool hold) {
+  {
+    std::lock_guard lock(mu_);
+    hold_ = hold;
+  }
+  writer_cv_.notify_all();
+}
+
 void Log::WriterLoop() {
   for (;;) {
     if (CommitOneGroup()) continue;
     std::unique_lock lock(mu_);
-    if (!staging_.callbacks.empty()) continue;
+    if (!staging_.callbacks.empty() && (!hold_ || stopping_)) continue;
     if (stopping_) return;
     writer_idle_ = true;
-    writer_cv_.wait(lock, [this] { return stopping_ || !staging_.callbacks.empty(); });
+    writer_cv_.wait(lock,
+                    [this] { return stopping_ || (!staging_.callbacks.empty() && !hold_); });
     writer_idle_ = false;
   }
 }
@@ -366,7 +375,7 @@ bool Log::CommitOneGroup() {
   if (writing_.exhausted()) {
     writing_.Clear();
     std::lock_guard lock(mu_);
-    if (staging_.callbacks.empty()) return false;
+    if (staging_.callbacks.empty() || (hold_ && !stopping_)) return false;
     std::swap(staging_, writing_);
   }
   std::size_t frame_bytes = 0;

@@ -196,6 +196,10 @@ class Log {
   // Makes everything appended so far durable and waits until its callbacks have run (in
   // manual mode: by doing the writes itself). Must not be called from a callback.
   Status Flush();
+  // Test hook for deterministic simulation (lockstep-torture, docs/testing.md): while held, the
+  // writer starts no new group commit, so that what is appended meanwhile goes out together,
+  // in batches that depend on sizes alone, not on thread timing. Closing writes regardless.
+  void HoldWrites(bool hold);
 
   // The oldest LSN still held (retention moves it up).
   Lsn first_lsn() const;
@@ -286,6 +290,7 @@ class Log {
   std::uint64_t next_lsn_ = 1;  // guarded by mu_
   bool writer_idle_ = false;    // guarded by mu_
   bool stopping_ = false;       // guarded by mu_
+  bool hold_ = false;           // guarded by mu_: HoldWrites
   Status failure_;              // guarded by mu_; sticky
   std::atomic<bool> failed_{false};
 

@@ -33,6 +33,11 @@ last=$(tail -n 1 <<<"$out")
 [[ $last =~ ^mode\ simulation:\ 20\ iterations,\ [0-9]+\ crash\ points,\ [0-9]+\ acknowledged\ transactions\ checked,\ seed\ 1:\ 20\ passed,\ 0\ failed$ ]] ||
   fail "unexpected summary line: $last"
 
+# Simulation mode is deterministic: the same seed gives the same run, line for line.
+first=$("$torture" --seed 42 --iterations 150 --verbose 2>&1)
+second=$("$torture" --seed 42 --iterations 150 --verbose 2>&1)
+[[ "$first" == "$second" ]] || fail "the same seed gave two different runs: $(diff <(echo "$first") <(echo "$second") | head -5)"
+
 if [[ $planted == 0 ]]; then
   expect_exit 2 --plant ack-before-sync
 else
