@@ -16,6 +16,14 @@ case "$target" in
   frame|records|segment|checkpoint) ;;
   *) echo "tools/fuzz.sh: unknown target $target (frame, records, segment, checkpoint)" >&2; exit 2 ;;
 esac
+tools/setup.sh --no-build  # the build's own dependencies
+if ! command -v clang++ >/dev/null; then  # libFuzzer comes with Debian's clang
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "fuzz: installing clang" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clang >/dev/null
+fi
 CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DLOCKSTEP_FUZZ=ON -DLOCKSTEP_SANITIZE=address,undefined -DLOCKSTEP_BUILD_BENCH=OFF \
   -DLOCKSTEP_WERROR=OFF -DLOCKSTEP_PLANTED_BUGS=OFF >/dev/null

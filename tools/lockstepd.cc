@@ -100,6 +100,9 @@ void RaiseFileLimit() {
 int main(int argc, char** argv) {
   Settings s;
   CLI::App app{"lockstepd: the Lockstep server (tables and event streams in one commit)"};
+  app.footer(
+      "Testing: LOCKSTEP_CRASH_AT=SITE:N kills the server at the N-th pass through a named "
+      "crash site (lockstep-torture --mode process; docs/testing.md).");
   std::string config_path;
   std::map<std::string, CLI::Option*> options;
   auto add = [&](const std::string& name, auto& value, const std::string& help) {

@@ -25,6 +25,7 @@ expect_exit 2 --minutes -1
 expect_exit 2 --iterations 0
 expect_exit 2 --no-such-flag
 expect_exit 2 --mode process --lockstepd /nonexistent/lockstepd --iterations 1
+expect_exit 2 --mode process --lockstepd /bin/true --iterations 1  # no crash sites in it
 
 out=$("$torture" --seed 1 --iterations 20)
 code=$?

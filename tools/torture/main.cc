@@ -27,6 +27,19 @@ int Usage(const std::string& message) {
   return kExitUsage;
 }
 
+// Whether `lockstepd --help` documents LOCKSTEP_CRASH_AT (every build since crash sites exist).
+bool HasCrashSites(const std::string& lockstepd) {
+  const std::string command = "'" + lockstepd + "' --help 2>&1";
+  std::FILE* help = ::popen(command.c_str(), "r");
+  if (help == nullptr) return false;
+  std::string text;
+  char chunk[1024];
+  std::size_t n = 0;
+  while ((n = std::fread(chunk, 1, sizeof chunk, help)) > 0) text.append(chunk, n);
+  ::pclose(help);
+  return text.find("LOCKSTEP_CRASH_AT") != std::string::npos;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,6 +111,10 @@ int main(int argc, char** argv) {
             : lockstepd;
     if (::access(process.lockstepd.c_str(), X_OK) != 0) {
       return Usage("no lockstepd at " + process.lockstepd + " (give --lockstepd PATH)");
+    }
+    if (!HasCrashSites(process.lockstepd)) {
+      return Usage(process.lockstepd +
+                   " has no crash sites (LOCKSTEP_CRASH_AT): build a newer one");
     }
     process.dir = dir.empty() ? fmt::format("lockstep-torture-{}", seed) : dir;
   }
