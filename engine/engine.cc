@@ -366,7 +366,10 @@ std::future<Result<CommitResult>> Engine::Commit(Transaction txn) {
 
 void Engine::Commit(Transaction txn, CommitCallback done) {
   Status valid = Validate(txn);
-  if (!valid.ok()) return done(Result<CommitResult>(valid));
+  if (!valid.ok()) {
+    sequenced_.fetch_add(1, std::memory_order_acq_rel);  // finished with, at once
+    return done(Result<CommitResult>(valid));
+  }
   auto pending = std::make_shared<Pending>();
   pending->txn = std::move(txn);
   pending->done = std::move(done);
@@ -375,12 +378,16 @@ void Engine::Commit(Transaction txn, CommitCallback done) {
 
 void Engine::Submit(std::shared_ptr<Pending> pending) {
   Status failed = status();
-  if (!failed.ok()) return pending->done(Result<CommitResult>(failed));
+  if (!failed.ok()) {
+    sequenced_.fetch_add(1, std::memory_order_acq_rel);  // finished with, at once
+    return pending->done(Result<CommitResult>(failed));
+  }
   bool wake = false;
   {
     std::unique_lock lock(queue_mu_);
     if (stopping_) {
       lock.unlock();
+      sequenced_.fetch_add(1, std::memory_order_acq_rel);
       return pending->done(Result<CommitResult>(base::Unavailable("engine is closing")));
     }
     queue_.push_back(std::move(pending));

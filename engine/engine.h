@@ -307,8 +307,9 @@ class Engine {
 
   // Test hooks for a deterministic simulation (lockstep-torture, docs/testing.md): hold the
   // log's writer (storage::Log::HoldWrites), and count the submissions (commits, catalog
-  // changes, generation bumps, checkpoint captures) the sequencer has finished with, so that
-  // a driver can let a whole batch reach the log before any of it is written.
+  // changes, generation bumps, checkpoint captures) the engine has finished with — processed by
+  // the sequencer, or refused at once (invalid, engine stopped or closing) — so that a driver
+  // can let a whole batch reach the log before any of it is written.
   void HoldLogWrites(bool hold);
   std::uint64_t sequenced() const { return sequenced_.load(std::memory_order_acquire); }
 

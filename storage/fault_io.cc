@@ -166,6 +166,7 @@ Status FaultInjectingIo::Begin(OpKind kind, const std::string& path, FaultKind* 
   }
   for (auto it = rules_.begin(); it != rules_.end(); ++it) {
     if (it->at_operation != 0 && it->at_operation != n) continue;
+    if (n <= it->after_operation) continue;
     if (it->kind != OpKind::kAny && it->kind != kind) continue;
     if (!it->path_contains.empty() && path.find(it->path_contains) == std::string::npos) continue;
     *fault = it->fault;

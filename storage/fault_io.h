@@ -69,7 +69,8 @@ struct FaultRule {
   OpKind kind = OpKind::kAny;
   std::string path_contains;
   FaultKind fault = FaultKind::kEio;
-  bool sticky = false;  // keep failing every matching operation, not only the first
+  bool sticky = false;                // keep failing every matching operation, not only the first
+  std::uint64_t after_operation = 0;  // only operations numbered above this one
 };
 
 // How a crash treats each unsynced write. Probabilities of the three outcomes; the rest of the

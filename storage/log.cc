@@ -365,8 +365,7 @@ void Log::WriterLoop() {
     if (!staging_.callbacks.empty() && (!hold_ || stopping_)) continue;
     if (stopping_) return;
     writer_idle_ = true;
-    writer_cv_.wait(lock,
-                    [this] { return stopping_ || (!staging_.callbacks.empty() && !hold_); });
+    writer_cv_.wait(lock, [this] { return stopping_ || (!staging_.callbacks.empty() && !hold_); });
     writer_idle_ = false;
   }
 }

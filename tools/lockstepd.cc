@@ -16,11 +16,13 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <string>
 
 #include "base/crash_site.h"
+#include "base/planted_bug.h"
 #include "engine/engine.h"
 #include "protocol/server/server.h"
 #include "storage/io.h"
@@ -239,6 +241,16 @@ int main(int argc, char** argv) {
   std::string crash_site;
   if (auto error = lockstep::base::ArmCrashSiteFromEnvironment(&crash_site)) return Usage(*error);
   if (!crash_site.empty()) spdlog::warn("crash site armed: {}", crash_site);
+  // lockstep-torture --plant in process mode: only a build with planted bugs has them.
+  if (const char* bug = std::getenv("LOCKSTEP_PLANTED_BUG"); bug != nullptr && *bug != '\0') {
+    const auto planted = lockstep::base::ParsePlantedBug(bug);
+    if (!lockstep::base::kPlantedBugsBuilt || !planted) {
+      return Usage(fmt::format("LOCKSTEP_PLANTED_BUG={}: {}", bug,
+                               planted ? "this build has no planted bugs" : "unknown bug"));
+    }
+    lockstep::base::PlantBug(*planted);
+    spdlog::warn("planted bug: {}", bug);
+  }
 
   auto io = lockstep::storage::MakeIo();
   if (!io.ok()) {

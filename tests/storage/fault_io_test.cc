@@ -175,6 +175,12 @@ TEST(FaultIo, InjectedFaults) {
   EXPECT_TRUE(io.ListDir("d").ok());
   EXPECT_FALSE(io.ListDir("d").ok());
   EXPECT_TRUE(io.ListDir("d").ok());
+  // The first matching operation after a given one: earlier matches are left alone.
+  io.AddFault(FaultRule{0, OpKind::kListDir, "", FaultKind::kEio, false, io.operations() + 2});
+  EXPECT_TRUE(io.ListDir("d").ok());
+  EXPECT_TRUE(io.ListDir("d").ok());
+  EXPECT_FALSE(io.ListDir("d").ok());
+  EXPECT_TRUE(io.ListDir("d").ok());
 }
 
 TEST(FaultIo, LocksAreExclusiveAndDieWithTheProcess) {

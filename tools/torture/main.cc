@@ -29,7 +29,9 @@ int Usage(const std::string& message) {
 
 // Whether `lockstepd --help` documents LOCKSTEP_CRASH_AT (every build since crash sites exist).
 bool HasCrashSites(const std::string& lockstepd) {
-  const std::string command = "'" + lockstepd + "' --help 2>&1";
+  std::string quoted = "'";
+  for (char c : lockstepd) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  const std::string command = quoted + "' --help 2>&1";
   std::FILE* help = ::popen(command.c_str(), "r");
   if (help == nullptr) return false;
   std::string text;
@@ -69,8 +71,9 @@ int main(int argc, char** argv) {
                           ->check(CLI::Range(0.001, 100000.0));
   iterations_opt->excludes(minutes_opt);
   app.add_option("--dir", dir,
-                 "where process mode keeps its data (default: a new folder in the current "
-                 "directory); simulation mode keeps its files in memory");
+                 "where process mode keeps its data and lockstepd.log, and where simulation mode "
+                 "(whose files live in memory) writes a failing machine's files (default: "
+                 "./lockstep-torture-SEED)");
   app.add_option("--lockstepd", lockstepd,
                  "process mode: the lockstepd to run (default: the one beside this binary)");
   app.add_flag("--verbose", verbose, "a line per iteration on stderr");
@@ -117,12 +120,14 @@ int main(int argc, char** argv) {
                    " has no crash sites (LOCKSTEP_CRASH_AT): build a newer one");
     }
     process.dir = dir.empty() ? fmt::format("lockstep-torture-{}", seed) : dir;
+    process.planted_bug = plant;  // the server must carry it, not this driver
   }
 
   RunOptions options;
   options.seed = seed;
   options.verbose = verbose;
   if (iterations_opt->count() > 0) options.iterations = iterations;
+  options.failure_dir = dir.empty() ? fmt::format("lockstep-torture-{}", seed) : dir;
   options.deadline = std::chrono::steady_clock::now() +
                      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                          std::chrono::duration<double, std::ratio<60>>(minutes));

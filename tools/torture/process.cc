@@ -43,11 +43,20 @@ using client::Client;
 
 constexpr int kIterationsPerMachine = 25;
 // Small segments and frequent checkpoints, so that rolls, checkpoints and retention happen
-// within the second or two an iteration runs.
-const std::vector<std::string> kServerFlags = {
-    "--log-level",           "warn",  "--segment-bytes",          "262144",
-    "--batch-bytes-max",     "65536", "--checkpoint-every-bytes", "131072",
-    "--checkpoint-every-ms", "1000"};
+// within the second or two an iteration runs. While the checker reads (and compares two
+// recoveries), no checkpoint may move start offsets under it: then checkpoints are off.
+std::vector<std::string> ServerFlags(bool checkpoints) {
+  return {"--log-level",
+          "warn",
+          "--segment-bytes",
+          "262144",
+          "--batch-bytes-max",
+          "65536",
+          "--checkpoint-every-bytes",
+          checkpoints ? "131072" : "0",
+          "--checkpoint-every-ms",
+          checkpoints ? "1000" : "0"};
+}
 // Wall-clock retention: audit events expire fast; the others slowly enough that the transform
 // keeps up, so retention deletes segments only once the long-kept topics moved past them.
 constexpr std::int64_t kProcessAuditRetentionMs = 2'000;
@@ -58,7 +67,7 @@ constexpr std::int64_t kProcessRetentionMs = 20'000;
 class Daemon {
  public:
   Daemon(const ProcessOptions& process, const std::string& data_dir, std::uint16_t port,
-         const std::string& crash_at) {
+         const std::string& crash_at, bool checkpoints) {
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) return;
     posix_spawn_file_actions_t actions;
@@ -69,7 +78,7 @@ class Daemon {
                                      O_WRONLY | O_CREAT | O_APPEND, 0644);
     std::vector<std::string> args = {process.lockstepd, "--data-dir", data_dir, "--listen",
                                      fmt::format("127.0.0.1:{}", port)};
-    args.insert(args.end(), kServerFlags.begin(), kServerFlags.end());
+    for (auto& flag : ServerFlags(checkpoints)) args.push_back(std::move(flag));
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -78,6 +87,7 @@ class Daemon {
       if (std::strncmp(*e, "LOCKSTEP_", 9) != 0) env.emplace_back(*e);  // no stray settings
     }
     if (!crash_at.empty()) env.push_back("LOCKSTEP_CRASH_AT=" + crash_at);
+    if (!process.planted_bug.empty()) env.push_back("LOCKSTEP_PLANTED_BUG=" + process.planted_bug);
     std::vector<char*> envp;
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
@@ -163,6 +173,7 @@ struct Shared {
   std::atomic<std::uint64_t> next_id{0};
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> conflicts{0};
+  std::atomic<std::uint64_t> transform_stalls{0};
 };
 
 // What to do with a commit's answer. Returns false when the worker should stop (server gone).
@@ -298,7 +309,10 @@ void TransformWorker(Shared& shared, std::uint16_t port) {
       auto fetched =
           (*c)->Fetch(kOrdersTopic, base::PartitionId(p), base::Offset(offsets[p]), options);
       if (!fetched.ok()) {
-        if (fetched.status().code() == StatusCode::kOutOfRange) continue;  // expired: stuck
+        if (fetched.status().code() == StatusCode::kOutOfRange) {
+          ++shared.transform_stalls;  // its position expired: it cannot go on exactly once
+          continue;
+        }
         return;
       }
       if (fetched->events == 0) continue;
@@ -350,19 +364,19 @@ void TransformWorker(Shared& shared, std::uint16_t port) {
 class ProcessMachine {
  public:
   ProcessMachine(const ProcessOptions& process, std::string data_dir, std::uint64_t seed,
-                 Summary& summary, bool verbose)
+                 Summary& summary, const RunOptions& options)
       : process_(process),
         data_dir_(std::move(data_dir)),
         rng_(seed),
         summary_(summary),
-        verbose_(verbose) {}
+        verbose_(options.verbose),
+        deadline_(options.iterations ? std::chrono::steady_clock::time_point::max()
+                                     : options.deadline) {}
 
   bool Setup() {
     std::filesystem::remove_all(data_dir_);
-    Daemon d(process_, data_dir_, port_, "");
-    auto port = d.WaitListening(30s);
-    if (!port.ok()) return Infrastructure("lockstepd: " + port.status().ToString());
-    port_ = *port;
+    auto d = Start("", /*checkpoints=*/true);
+    if (!d) return false;
     auto c = Connect();
     if (!c) return false;
     Status s = c->CreateTable(kAccountsTable);
@@ -393,7 +407,7 @@ class ProcessMachine {
                   s.ToString());
     }
     if (Uniform(0, 3) == 0 && !CrashInRecovery()) return false;
-    auto daemon = StartRecovered();
+    auto daemon = Start("", /*checkpoints=*/false);
     if (!daemon) return false;
     Observed observed;
     if (!Observe(observed)) return false;
@@ -403,7 +417,7 @@ class ProcessMachine {
       // Invariant 5: killed right after recovery, recovered again: the same state.
       daemon->Kill();
       Crashed("SIGKILL right after recovery");
-      daemon = StartRecovered();
+      daemon = Start("", /*checkpoints=*/false);
       if (!daemon) return false;
       Observed again;
       if (!Observe(again)) return false;
@@ -450,18 +464,53 @@ class ProcessMachine {
     return std::move(c).value();
   }
 
-  // Starts lockstepd on the machine's port with nothing armed.
-  std::unique_ptr<Daemon> StartRecovered() {
-    auto d = std::make_unique<Daemon>(process_, data_dir_, port_, "");
-    auto port = d->WaitListening(60s);
-    if (!port.ok()) {
-      Fail(
-          "invariant 1 (every acknowledged transaction is present, whole): lockstepd did not "
-          "recover: " +
-          port.status().ToString() + " (see lockstepd.log)");
-      return nullptr;
+  // Starts lockstepd on the machine's port (the first start picks one) and waits until it
+  // listens. On failure returns null, having recorded why: a refused recovery breaks invariant 1;
+  // a port someone else took is retried on a fresh one; anything else is infrastructure. With a
+  // crash site armed inside recovery, a death by it is no failure: `*killed` says so.
+  std::unique_ptr<Daemon> Start(const std::string& crash_at, bool checkpoints,
+                                bool* killed = nullptr) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      auto d = std::make_unique<Daemon>(process_, data_dir_, port_, crash_at, checkpoints);
+      auto port = d->WaitListening(60s);
+      if (port.ok()) {
+        port_ = *port;
+        return d;
+      }
+      if (killed != nullptr && d->Killed()) {
+        *killed = true;
+        return nullptr;
+      }
+      const std::string last = LastLogLine();
+      if (last.find("cannot open the data directory") != std::string::npos) {
+        Fail(
+            "invariant 1 (every acknowledged transaction is present, whole): recovery refused "
+            "the files the crash left: " +
+            last);
+        return nullptr;
+      }
+      if (last.find("Address already in use") == std::string::npos) {
+        Infrastructure("lockstepd did not start (" + port.status().ToString() + "): " + last);
+        return nullptr;
+      }
+      port_ = 0;  // another process took the port while the server was down
     }
-    return d;
+    Infrastructure("lockstepd found no free port");
+    return nullptr;
+  }
+
+  std::string LastLogLine() const {
+    std::FILE* f = std::fopen((std::filesystem::path(process_.dir) / "lockstepd.log").c_str(), "r");
+    if (f == nullptr) return "";
+    std::string line, last;
+    char buffer[4096];
+    while (std::fgets(buffer, sizeof buffer, f) != nullptr) {
+      line = buffer;
+      if (!line.empty() && line.back() == '\n') line.pop_back();
+      if (!line.empty()) last = line;
+    }
+    std::fclose(f);
+    return last;
   }
 
   // Recovery with a crash site armed inside it; if the site is not reached, the server is
@@ -469,21 +518,16 @@ class ProcessMachine {
   bool CrashInRecovery() {
     const bool replaying = Uniform(0, 1) == 0;
     const std::string site = replaying ? "recovery.replaying" : "recovery.copy-synced";
-    Daemon d(process_, data_dir_, port_,
-             fmt::format("{}:{}", site, replaying ? Uniform(1, 400) : 1));
-    auto port = d.WaitListening(60s);
-    if (port.ok()) {
-      d.Kill();
-      Crashed("SIGKILL right after recovery");
+    bool killed = false;
+    auto d = Start(fmt::format("{}:{}", site, replaying ? Uniform(1, 400) : 1),
+                   /*checkpoints=*/false, &killed);
+    if (killed) {
+      Crashed("crash site " + site);
       return true;
     }
-    if (!d.Killed()) {
-      return Fail(
-          "invariant 1 (every acknowledged transaction is present, whole): lockstepd "
-          "did not recover: " +
-          port.status().ToString() + " (see lockstepd.log)");
-    }
-    Crashed("crash site " + site);
+    if (!d) return false;
+    d->Kill();
+    Crashed("SIGKILL right after recovery");
     return true;
   }
 
@@ -500,14 +544,9 @@ class ProcessMachine {
       site = name;
       crash_at = fmt::format("{}:{}", name, Uniform(1, most));
     }
-    Daemon d(process_, data_dir_, port_, crash_at);
-    auto port = d.WaitListening(60s);
-    if (!port.ok()) {
-      return Fail(
-          "invariant 1 (every acknowledged transaction is present, whole): lockstepd "
-          "did not recover: " +
-          port.status().ToString() + " (see lockstepd.log)");
-    }
+    auto started = Start(crash_at, /*checkpoints=*/true);
+    if (!started) return false;
+    Daemon& d = *started;
     shared_.stop = false;
     std::vector<std::thread> workers;
     workers.emplace_back(TransferWorker, std::ref(shared_), port_, rng_());
@@ -515,8 +554,10 @@ class ProcessMachine {
     workers.emplace_back(AppendWorker, std::ref(shared_), port_, rng_());
     workers.emplace_back(TransformWorker, std::ref(shared_), port_);
     // A random kill: within 1.5 s. A crash site: up to 4 s to reach it, then a kill anyway.
-    const auto limit = std::chrono::steady_clock::now() +
-                       (site.empty() ? std::chrono::milliseconds(Uniform(50, 1500)) : 4000ms);
+    // Never past the run's deadline.
+    const auto limit = std::min(
+        deadline_, std::chrono::steady_clock::now() +
+                       (site.empty() ? std::chrono::milliseconds(Uniform(50, 1500)) : 4000ms));
     while (!d.Ended() && std::chrono::steady_clock::now() < limit) {
       std::this_thread::sleep_for(5ms);
     }
@@ -527,6 +568,9 @@ class ProcessMachine {
     if (died_by_itself && !d.Killed()) {
       return Fail("lockstepd ended on its own (" + d.How() +
                   ") under the workload: see lockstepd.log");
+    }
+    if (const std::uint64_t stalls = shared_.transform_stalls.exchange(0)) {
+      summary_.hits["transform fetches below retention (stalled)"] += stalls;
     }
     Crashed(died_by_itself ? "crash site " + site
                            : (site.empty() ? "SIGKILL at a random moment"
@@ -616,6 +660,7 @@ class ProcessMachine {
   std::mt19937_64 rng_;
   Summary& summary_;
   bool verbose_;
+  std::chrono::steady_clock::time_point deadline_;
   std::uint16_t port_ = 0;  // chosen by the first start, kept across restarts
   Shared shared_;
   Checker checker_;
@@ -631,6 +676,11 @@ Summary RunProcess(const RunOptions& options, const ProcessOptions& process) {
     summary.infrastructure = "cannot create " + process.dir + ": " + ec.message();
     return summary;
   }
+  // lockstepd.log holds this run's servers only.
+  if (std::FILE* log =
+          std::fopen((std::filesystem::path(process.dir) / "lockstepd.log").c_str(), "w")) {
+    std::fclose(log);
+  }
   std::mt19937_64 seeds(options.seed);
   auto more = [&] {
     if (!summary.failure.empty() || !summary.infrastructure.empty()) return false;
@@ -640,7 +690,7 @@ Summary RunProcess(const RunOptions& options, const ProcessOptions& process) {
   for (int m = 0; more(); ++m) {
     const std::string data_dir =
         (std::filesystem::path(process.dir) / fmt::format("machine-{}", m)).string();
-    ProcessMachine machine(process, data_dir, seeds(), summary, options.verbose);
+    ProcessMachine machine(process, data_dir, seeds(), summary, options);
     if (!machine.Setup()) break;
     for (int i = 0; i < kIterationsPerMachine && more(); ++i) {
       if (!machine.Iterate()) break;

@@ -9,8 +9,9 @@
 namespace lockstep::torture {
 
 struct ProcessOptions {
-  std::string lockstepd;  // the binary
-  std::string dir;        // the run's folder: data directories and lockstepd.log
+  std::string lockstepd;    // the binary
+  std::string dir;          // the run's folder: data directories and lockstepd.log
+  std::string planted_bug;  // passed to lockstepd as LOCKSTEP_PLANTED_BUG (planted builds)
 };
 
 Summary RunProcess(const RunOptions& options, const ProcessOptions& process);

@@ -13,8 +13,11 @@
 #include <array>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <future>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -53,8 +56,12 @@ struct Submitted {
 
 class Machine {
  public:
-  Machine(std::uint64_t seed, Summary& summary, bool verbose)
-      : rng_(seed), io_(seed ^ 0x6a09e667f3bcc909ull), summary_(summary), verbose_(verbose) {}
+  Machine(std::uint64_t seed, Summary& summary, const RunOptions& options)
+      : rng_(seed),
+        io_(seed ^ 0x6a09e667f3bcc909ull),
+        summary_(summary),
+        verbose_(options.verbose),
+        failure_dir_(options.failure_dir) {}
 
   // Creates the tables and topics and deposits the opening balances (no fault armed).
   bool Setup() {
@@ -83,6 +90,9 @@ class Machine {
   bool Iterate() {
     ++summary_.iterations;
     if (Uniform(0, 7) == 0 && !ProbeMediaCorruption()) return false;
+    // Invariant 6 on the files exactly as the crash left them (LSNs dense, checksums), before
+    // recovery touches them; a torn newest batch is what recovery cuts, and allowed.
+    if (!Verify("as the crash left them")) return false;
     std::unique_ptr<Engine> engine = Recover();
     if (!engine) return false;
     Observed observed;
@@ -147,8 +157,34 @@ class Machine {
 
   bool Fail(const std::string& what) {
     ++summary_.failed;
-    if (summary_.failure.empty()) summary_.failure = what;
+    if (summary_.failure.empty()) {
+      summary_.failure = what;
+      DumpFiles();
+    }
     return false;
+  }
+
+  // Writes the machine's files, as reads see them now, under failure_dir_ (db/...).
+  void DumpFiles() {
+    if (failure_dir_.empty()) return;
+    for (const std::string& dir : {std::string(kDir), storage::JoinPath(kDir, "log"),
+                                   storage::JoinPath(kDir, "checkpoints")}) {
+      auto names = io_.ListDir(dir);
+      if (!names.ok()) continue;
+      for (const std::string& name : *names) {
+        const std::string path = storage::JoinPath(dir, name);
+        auto bytes = io_.ReadAll(path);
+        if (!bytes.ok()) continue;  // a directory
+        const auto out = std::filesystem::path(failure_dir_) / path;
+        std::error_code ec;
+        std::filesystem::create_directories(out.parent_path(), ec);
+        std::FILE* f = std::fopen(out.c_str(), "wb");
+        if (f == nullptr) continue;
+        std::fwrite(bytes->data(), 1, bytes->size(), f);
+        std::fclose(f);
+      }
+    }
+    summary_.failure += " (the files are in " + failure_dir_ + ")";
   }
 
   engine::EngineOptions Options() {
@@ -265,12 +301,19 @@ class Machine {
   bool CheckRecovered(Engine& engine, Observed& observed) {
     if (Status s = Read(engine, observed); !s.ok()) return Fail("reading: " + s.ToString());
     if (Status s = checker_.Check(observed, ledger_); !s.ok()) return Fail(s.ToString());
+    if (!Verify("after recovery")) return false;
+    summary_.acknowledged_checked += ledger_.transactions;
+    return true;
+  }
+
+  bool Verify(const std::string& when) {
     engine::VerifyReport report;
     if (Status s = engine::VerifyDataDir(io_, kDir, report); !s.ok()) {
-      return Fail("invariant 6 (every segment and checkpoint passes the offline verifier): " +
-                  s.ToString());
+      return Fail(
+          "invariant 6 (every segment and checkpoint passes the offline verifier), on "
+          "the files " +
+          when + ": " + s.ToString());
     }
-    summary_.acknowledged_checked += ledger_.transactions;
     return true;
   }
 
@@ -331,7 +374,7 @@ class Machine {
 
   std::string ArmFault() {
     fault_armed_ = true;
-    sync_fault_at_ = 0;
+    struck_.reset();
     const std::uint64_t at = io_.operations() + Uniform(1, 80);
     const std::uint64_t dice = Uniform(0, 19);
     if (dice < 7) {
@@ -349,22 +392,17 @@ class Machine {
       rule.fault = storage::FaultKind::kEnospc;
       what = "ENOSPC at an I/O operation";
     } else if (dice < 13) {
+      rule.after_operation = at - 1;
       rule.kind = storage::OpKind::kWrite;
       rule.fault = storage::FaultKind::kShortWrite;
-      what = "short write";
+      what = "a short write";
     } else if (dice < 15) {
       // fdatasync fails on a log segment: the engine must stop (guarantee 7), and the power
-      // loss that follows loses what that sync was for. (A spare being prepared, which holds
-      // nothing yet, may fail its sync and be thrown away instead.)
+      // loss that follows loses what that sync was for.
+      rule.after_operation = at - 1;
       rule.kind = storage::OpKind::kSync;
       rule.path_contains = ".seg";
       rule.fault = storage::FaultKind::kEio;
-      io_.SetObserver([this](std::uint64_t n, storage::OpKind kind, const std::string& path) {
-        if (kind == storage::OpKind::kSync && path.find(".seg") != std::string::npos &&
-            sync_fault_at_.load() == 0) {
-          sync_fault_at_.store(n);
-        }
-      });
       what = "fdatasync EIO on a log segment";
     } else if (dice < 17) {
       rule.kind = storage::OpKind::kAllocate;
@@ -376,24 +414,46 @@ class Machine {
       fault_armed_ = false;
       return "no fault";
     }
+    // Which operation the fault struck decides what the engine must do next (CheckFailStop).
+    io_.SetObserver([this, rule](std::uint64_t n, storage::OpKind kind, const std::string& path) {
+      std::lock_guard lock(struck_mu_);
+      const bool matches = (rule.at_operation == 0 || rule.at_operation == n) &&
+                           n > rule.after_operation &&
+                           (rule.kind == storage::OpKind::kAny || rule.kind == kind) &&
+                           path.find(rule.path_contains) != std::string::npos;
+      if (matches && !struck_) struck_ = Struck{kind, path, rule.fault};
+    });
     io_.AddFault(rule);
     return what;
   }
 
-  // Guarantee 7: after a failed fdatasync of the log, the engine has stopped.
+  // Guarantee 7: after an I/O error (EIO) on a write or fdatasync of a log segment, the engine
+  // has stopped and refuses commits: the disk can no longer be trusted with what it acknowledges.
   bool CheckFailStop(Engine& engine) {
-    if (sync_fault_at_.load() == 0 || io_.crashed()) return true;
-    ++summary_.hits["fault armed: fdatasync EIO on a log segment, struck"];
+    std::optional<Struck> struck;
+    {
+      std::lock_guard lock(struck_mu_);
+      struck = struck_;
+    }
+    if (!struck || io_.crashed() || struck->fault != storage::FaultKind::kEio ||
+        !struck->path.ends_with(".seg") ||
+        (struck->kind != storage::OpKind::kWrite && struck->kind != storage::OpKind::kSync)) {
+      return true;
+    }
+    ++summary_.hits[fmt::format("fail-stop checked after EIO on a log {}",
+                                storage::OpKindName(struck->kind))];
     if (engine.status().ok()) {
       return Fail(
-          "fail-stop (guarantee 7): the engine went on after an fdatasync of its log "
-          "failed");
+          fmt::format("fail-stop (guarantee 7): the engine went on after a {} of its log "
+                      "failed with EIO",
+                      storage::OpKindName(struck->kind)));
     }
     Transaction probe;
     probe.Put(kAccountsTable, AccountKey(0), "must not land");
     auto got = engine.Commit(std::move(probe)).get();
     if (got.ok()) {
-      return Fail("fail-stop (guarantee 7): a commit succeeded after an fdatasync failure");
+      return Fail("fail-stop (guarantee 7): a commit succeeded after a failed log " +
+                  std::string(storage::OpKindName(struck->kind)));
     }
     return true;
   }
@@ -701,6 +761,7 @@ class Machine {
   storage::FaultInjectingIo io_;
   Summary& summary_;
   bool verbose_;
+  std::string failure_dir_;
   std::atomic<std::int64_t> now_{1'000'000};
   Ledger ledger_;
   Checker checker_;
@@ -715,7 +776,13 @@ class Machine {
   std::vector<std::pair<Transaction, std::uint64_t>> remembered_;  // acknowledged, with LSN
   bool fault_armed_ = false;
   int disk_full_batches_ = 0;
-  std::atomic<std::uint64_t> sync_fault_at_{0};  // set by the I/O observer (engine threads)
+  struct Struck {
+    storage::OpKind kind;
+    std::string path;
+    storage::FaultKind fault;
+  };
+  std::mutex struck_mu_;
+  std::optional<Struck> struck_;  // the operation the armed fault hit (set by the I/O observer)
 };
 
 }  // namespace
@@ -729,7 +796,7 @@ Summary RunSimulation(const RunOptions& options) {
     return std::chrono::steady_clock::now() < options.deadline;
   };
   while (more()) {
-    Machine machine(seeds(), summary, options.verbose);
+    Machine machine(seeds(), summary, options);
     if (!machine.Setup()) break;
     for (int i = 0; i < kIterationsPerMachine && more(); ++i) {
       if (!machine.Iterate()) break;

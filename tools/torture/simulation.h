@@ -14,6 +14,9 @@ struct RunOptions {
   std::optional<std::uint64_t> iterations;  // else run until the deadline
   std::chrono::steady_clock::time_point deadline;
   bool verbose = false;  // a line per iteration on stderr
+  // Simulation mode: where the failing machine's files are written when an invariant breaks
+  // (its data directory as `db/`, for `lockstep verify` and `lockstep dump`-style inspection).
+  std::string failure_dir;
 };
 
 struct Summary {
