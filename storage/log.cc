@@ -397,10 +397,14 @@ bool Log::CommitOneGroup() {
   segment.index.OnBatch(header.first_lsn, pos);
   const std::array<ConstBytes, 2> parts{ConstBytes(header_bytes), frames};
   const bool sync = options_.sync && !base::Planted(base::PlantedBug::kAckBeforeSync);
-  Status status =
-      sync ? io_.WriteAndSync(*active_file_, pos, parts) : io_.Write(*active_file_, pos, parts);
-  if (!status.ok() && base::Planted(base::PlantedBug::kRetryFsyncAfterEio)) {
-    status = io_.Sync(*active_file_);
+  Status status;
+  if (sync && base::Planted(base::PlantedBug::kRetryFsyncAfterEio)) {
+    // The planted bug: a write that went fine, an fdatasync that failed, and a retry believed.
+    status = io_.Write(*active_file_, pos, parts);
+    if (status.ok() && !io_.Sync(*active_file_).ok()) status = io_.Sync(*active_file_);
+  } else {
+    status =
+        sync ? io_.WriteAndSync(*active_file_, pos, parts) : io_.Write(*active_file_, pos, parts);
   }
   if (!status.ok()) {
     FailStop(status);
