@@ -123,27 +123,63 @@ Status Engine::Replay() {
   }
   std::unique_lock lock(catalog_mu_);
   const Lsn first = log_->first_lsn();
+  // A start offset whose events the log no longer holds (possible only after falling back to an
+  // older checkpoint than retention assumed) moves up to the first offset the log holds. The
+  // sparse index only says where to look: its entry at or below the start may point below the
+  // log's start while the event at the start itself is held (a partition that retention
+  // emptied keeps the entry that located its start, and events appended since get no entry of
+  // their own until 64 more), so the log decides.
+  std::vector<HeldStart> suspects;
   for (auto& [name, topic] : topics_) {
     for (std::uint32_t p = 0; p < topic->partitions; ++p) {
       topic->visible_end[p].store(topic->next_offset[p]);
-      // A start offset whose events the log no longer holds (possible only after falling back to
-      // an older checkpoint than retention assumed) moves up to the first offset surely held.
-      auto& start = topic->start_offset[p];
-      if (start.load() < topic->next_offset[p] && topic->StartFor(p, start.load()) < first) {
-        std::uint64_t held = topic->next_offset[p];
-        for (const auto& e : topic->index[p]) {
-          if (e.lsn >= first && e.offset > start.load()) {
-            held = e.offset;
-            break;
-          }
-        }
-        spdlog::warn("engine {}: topic {} partition {}: events below offset {} are gone",
-                     options_.dir, name, p, held);
-        start.store(held);
+      const std::uint64_t start = topic->start_offset[p].load();
+      if (start < topic->next_offset[p] && topic->StartFor(p, start) < first) {
+        suspects.push_back({topic.get(), PartitionId(p), start, topic->next_offset[p]});
       }
     }
   }
+  LOCKSTEP_RETURN_IF_ERROR(FindHeldStarts(first, suspects));
+  for (const HeldStart& s : suspects) {
+    if (s.held == s.start) continue;
+    spdlog::warn("engine {}: topic {} partition {}: events below offset {} are gone", options_.dir,
+                 s.topic->name, s.partition.value(), s.held);
+    s.topic->start_offset[s.partition.value()].store(s.held);
+  }
   visible_lsn_.store(log_->durable_lsn().value());
+  return Status::Ok();
+}
+
+// Reads the log from `first` and sets each suspect's `held` to the first offset at or above its
+// start that the log still holds (its end offset when none). One pass for all of them.
+Status Engine::FindHeldStarts(Lsn first, std::vector<HeldStart>& suspects) const {
+  std::size_t open = 0;
+  for (HeldStart& s : suspects) {
+    s.held = s.end;
+    s.found = false;
+    ++open;
+  }
+  if (open == 0) return Status::Ok();
+  LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader, log_->Read(first));
+  while (open > 0) {
+    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
+    if (!record) break;
+    LOCKSTEP_ASSIGN_OR_RETURN(TxnRecordReader txn, TxnRecordReader::Open(record->bytes));
+    for (;;) {
+      LOCKSTEP_ASSIGN_OR_RETURN(std::optional<TxnOp> op, txn.Next());
+      if (!op) break;
+      const auto* ev = std::get_if<EventOp>(&*op);
+      if (ev == nullptr) continue;
+      for (HeldStart& s : suspects) {
+        if (s.found || s.topic->id != ev->topic || s.partition != ev->partition) continue;
+        LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event, base::DecodeEvent(ev->record));
+        if (event.offset().value() < s.start) continue;
+        s.held = event.offset().value();
+        s.found = true;
+        --open;
+      }
+    }
+  }
   return Status::Ok();
 }
 

@@ -321,6 +321,15 @@ class Engine {
 
   explicit Engine(EngineOptions options);
   Status Replay();
+  struct HeldStart {
+    TopicEntry* topic;
+    PartitionId partition;
+    std::uint64_t start;  // the start offset recovery found
+    std::uint64_t end;    // the partition's end offset
+    std::uint64_t held = 0;
+    bool found = false;
+  };
+  Status FindHeldStarts(Lsn first, std::vector<HeldStart>& suspects) const;
   Status ApplyRecord(Lsn lsn, Bytes record);
   Status ApplyCatalogLocked(const CatalogOp& op, Lsn lsn);
   // Recovery from the newest valid checkpoint (older ones if it is damaged); sets *replay_from.

@@ -106,8 +106,8 @@ std::string FirstDifference(const Observed& a, const Observed& b) {
   return "nothing";
 }
 
-Status Checker::Check(const Observed& now, const Ledger& ledger) {
-  LOCKSTEP_RETURN_IF_ERROR(CheckAcknowledged(now, ledger));
+Status Checker::Check(const Observed& now, const Ledger& ledger, std::int64_t now_ms) {
+  LOCKSTEP_RETURN_IF_ERROR(CheckAcknowledged(now, ledger, now_ms));
   LOCKSTEP_RETURN_IF_ERROR(CheckWhole(now));
   LOCKSTEP_RETURN_IF_ERROR(CheckOrder(now));
   LOCKSTEP_RETURN_IF_ERROR(CheckOnce(now, ledger));
@@ -116,8 +116,9 @@ Status Checker::Check(const Observed& now, const Ledger& ledger) {
 }
 
 // Invariant 1: what was acknowledged (or read) is there, and so is what an earlier recovery
-// showed.
-Status Checker::CheckAcknowledged(const Observed& now, const Ledger& ledger) const {
+// showed; retention removed no acknowledged event younger than its topic's retention.
+Status Checker::CheckAcknowledged(const Observed& now, const Ledger& ledger,
+                                  std::int64_t now_ms) const {
   if (now.lsn < ledger.max_lsn) {
     return Broken(
         1, kAcknowledged,
@@ -139,7 +140,17 @@ Status Checker::CheckAcknowledged(const Observed& now, const Ledger& ledger) con
       return Broken(1, kAcknowledged, "partition " + Where(e.where) + " is missing");
     }
     const ObservedPartition& p = it->second;
-    if (e.offset < p.start) continue;  // retention removed it
+    if (e.offset < p.start) {
+      auto retention = retention_ms_.find(e.where.first);
+      if (retention == retention_ms_.end() || retention->second == 0 ||
+          e.acked_ms - slack_ms_ >= now_ms - retention->second) {
+        return Broken(1, kAcknowledged,
+                      fmt::format("{} offset {} (LSN {}, acknowledged at {} ms) is below the "
+                                  "start offset {} at {} ms, within its retention",
+                                  Where(e.where), e.offset, e.lsn, e.acked_ms, p.start, now_ms));
+      }
+      continue;  // retention removed it, as it may
+    }
     const std::uint64_t index = e.offset - p.start;
     if (index >= p.events.size()) {
       return Broken(1, kAcknowledged,

@@ -77,6 +77,7 @@ struct AckedEvent {
   std::uint64_t offset = 0;
   std::uint64_t lsn = 0;
   std::string payload;
+  std::int64_t acked_ms = 0;  // the driver's clock when the commit was acknowledged
 };
 
 // Everything the clients saw acknowledged (or read), since the data directory was created.
@@ -124,17 +125,25 @@ std::string FirstDifference(const Observed& a, const Observed& b);
 
 class Checker {
  public:
-  // Invariants 1 to 4 on `now` against the ledger and the previous observation. Returns
-  // kDataLoss "invariant N (...): ..." for the first one broken. On success `now` becomes the
-  // previous observation.
-  Status Check(const Observed& now, const Ledger& ledger);
+  // `retention_ms` per topic (absent or 0: forever). An acknowledged event younger than its
+  // topic's retention by more than `slack_ms` (the driver's clock against the server's) must
+  // still be there.
+  Checker(std::map<std::string, std::int64_t> retention_ms, std::int64_t slack_ms)
+      : retention_ms_(std::move(retention_ms)), slack_ms_(slack_ms) {}
+
+  // Invariants 1 to 4 on `now` against the ledger and the previous observation, at the driver's
+  // time `now_ms`. Returns kDataLoss "invariant N (...): ..." for the first one broken. On
+  // success `now` becomes the previous observation.
+  Status Check(const Observed& now, const Ledger& ledger, std::int64_t now_ms);
 
  private:
-  Status CheckAcknowledged(const Observed& now, const Ledger& ledger) const;
+  Status CheckAcknowledged(const Observed& now, const Ledger& ledger, std::int64_t now_ms) const;
   Status CheckWhole(const Observed& now) const;
   Status CheckOrder(const Observed& now) const;
   Status CheckOnce(const Observed& now, const Ledger& ledger) const;
 
+  std::map<std::string, std::int64_t> retention_ms_;
+  std::int64_t slack_ms_;
   std::optional<Observed> previous_;
 };
 

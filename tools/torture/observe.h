@@ -66,10 +66,12 @@ Status ReadObserved(Api& api, Observed& o) {
   return Status::Ok();
 }
 
-// Records an acknowledged commit of `txn` in the ledger: its LSN, its events (but audit
-// padding), its offset commits and the accounts it wrote.
+// Records an acknowledged commit of `txn` in the ledger, acknowledged at `now_ms` on the
+// driver's clock: its LSN, its events (but audit padding), its offset commits and the accounts
+// it wrote.
 template <typename Txn, typename CommitResult>
-void RecordAcknowledged(Ledger& ledger, const Txn& txn, const CommitResult& got) {
+void RecordAcknowledged(Ledger& ledger, const Txn& txn, const CommitResult& got,
+                        std::int64_t now_ms) {
   const std::uint64_t lsn = got.lsn.value();
   ledger.max_lsn = std::max(ledger.max_lsn, lsn);
   ++ledger.transactions;
@@ -77,7 +79,7 @@ void RecordAcknowledged(Ledger& ledger, const Txn& txn, const CommitResult& got)
     const auto& e = got.events[i];
     if (e.topic == kAuditTopic) continue;  // padding, not worth the memory
     ledger.events.push_back(
-        {{e.topic, e.partition.value()}, e.offset.value(), lsn, txn.events()[i].payload});
+        {{e.topic, e.partition.value()}, e.offset.value(), lsn, txn.events()[i].payload, now_ms});
   }
   for (const auto& o : txn.offsets()) {
     std::uint64_t& acked = ledger.group_offsets[{o.topic, o.partition.value()}];

@@ -162,6 +162,12 @@ class Daemon {
   bool ended_ = false;
 };
 
+std::int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // ---- The clients -------------------------------------------------------------------------------
 
 struct Shared {
@@ -181,7 +187,7 @@ bool Answered(Shared& shared, const client::Transaction& txn,
               const Result<client::CommitResult>& got) {
   std::lock_guard lock(shared.mu);
   if (got.ok()) {
-    RecordAcknowledged(shared.ledger, txn, *got);
+    RecordAcknowledged(shared.ledger, txn, *got, WallMs());
     if (txn.idempotency_key()) {
       if (shared.remembered.size() >= 256) shared.remembered.erase(shared.remembered.begin());
       shared.remembered.emplace_back(txn, got->lsn.value());
@@ -391,7 +397,7 @@ class ProcessMachine {
     }
     auto got = c->Commit(deposit);
     if (!got.ok()) return Infrastructure("setup: " + got.status().ToString());
-    RecordAcknowledged(shared_.ledger, deposit, *got);
+    RecordAcknowledged(shared_.ledger, deposit, *got, WallMs());
     return true;
   }
 
@@ -411,7 +417,9 @@ class ProcessMachine {
     if (!daemon) return false;
     Observed observed;
     if (!Observe(observed)) return false;
-    if (Status s = checker_.Check(observed, shared_.ledger); !s.ok()) return Fail(s.ToString());
+    if (Status s = checker_.Check(observed, shared_.ledger, WallMs()); !s.ok()) {
+      return Fail(s.ToString());
+    }
     summary_.acknowledged_checked += shared_.ledger.transactions;
     if (Uniform(0, 1) == 0) {
       // Invariant 5: killed right after recovery, recovered again: the same state.
@@ -663,7 +671,13 @@ class ProcessMachine {
   std::chrono::steady_clock::time_point deadline_;
   std::uint16_t port_ = 0;  // chosen by the first start, kept across restarts
   Shared shared_;
-  Checker checker_;
+  // The server's clock is the wall clock too; 5 s covers the time from its commit to the
+  // acknowledgement and the retention check's own time.
+  Checker checker_{{{kTransfersTopic, kProcessRetentionMs},
+                    {kOrdersTopic, kProcessRetentionMs},
+                    {kDoubledTopic, kProcessRetentionMs},
+                    {kAuditTopic, kProcessAuditRetentionMs}},
+                   5'000};
 };
 
 }  // namespace
