@@ -80,7 +80,12 @@ struct Engine::TopicEntry {
   void Index(std::uint32_t partition, std::uint64_t offset, Lsn lsn, std::int64_t timestamp_ms,
              std::uint64_t record_bytes) {
     std::uint64_t& last = last_indexed[partition];
-    if (last == kNotIndexed || offset >= last + kIndexEveryEvents) {
+    // The first event at a partition's start offset is always indexed: after retention emptied
+    // the partition, the entry left from before points into segments retention may delete, and
+    // StartFor(start) would hold every later checkpoint's `keep` below the log's start (nothing
+    // deleted any more) until 64 more events.
+    if (last == kNotIndexed || offset >= last + kIndexEveryEvents ||
+        offset == start_offset[partition].load(std::memory_order_acquire)) {
       std::unique_lock lock(index_mu);
       index[partition].push_back({offset, lsn, max_ts[partition], bytes[partition]});
       last = offset;

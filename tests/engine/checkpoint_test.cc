@@ -256,6 +256,40 @@ TEST_F(CheckpointTest, EventsAppendedToAPartitionEmptiedByRetentionSurviveAReope
   EXPECT_EQ(Payloads(*e, "orders", 0, 3), (std::vector<std::string>{"new0", "new1"}));
 }
 
+// The same stale entry, at run time: once the emptied partition had events again, every
+// checkpoint's `keep` (the LSN below which segments go) came from that entry, below the log's
+// start, so retention deleted nothing more for any topic until 64 more events.
+TEST_F(CheckpointTest, RetentionGoesOnAfterAnEmptiedPartitionFillsAgain) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTopic("orders", 1, /*retention_ms=*/1'000).ok());
+  ASSERT_TRUE(e->CreateTopic("padding", 1, /*retention_ms=*/1'000).ok());
+  auto pad = [&] {
+    for (int i = 0; i < 100; ++i) {
+      ASSERT_TRUE(Commit(*e, Transaction().Append(Event("padding", std::string(1000, 'p')))).ok());
+    }
+  };
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(Commit(*e, Transaction().Append(Event("orders", "old"))).ok());
+  pad();
+  now_ += 5'000;
+  ASSERT_TRUE(e->Checkpoint().ok());
+  ASSERT_TRUE(Commit(*e, Transaction().Append(Event("padding", "tick"))).ok());
+  ASSERT_TRUE(e->Checkpoint().ok());
+  ASSERT_EQ(e->ListTopics()[0].start_offsets[0].value(), 3u);  // orders emptied
+  // More padding (segments to delete later), then one order that stays.
+  const Lsn padding_from = e->visible_lsn();
+  pad();
+  now_ += 5'000;
+  ASSERT_TRUE(Commit(*e, Transaction().Append(Event("orders", "new"))).ok());
+  ASSERT_TRUE(e->Checkpoint().ok());
+  ASSERT_TRUE(Commit(*e, Transaction().Append(Event("padding", "tick"))).ok());
+  ASSERT_TRUE(e->Checkpoint().ok());
+  // The expired padding's segments went: the log (and with it what idempotency remembers)
+  // starts past them.
+  EXPECT_GT(e->idempotency_floor(), padding_from);
+  EXPECT_EQ(Payloads(*e, "orders", 0, 3), (std::vector<std::string>{"new"}));
+}
+
 TEST_F(CheckpointTest, ByteRetentionKeepsAboutTheBudget) {
   constexpr std::uint64_t kBudget = 10'000;
   auto e = Open();
