@@ -10,6 +10,7 @@ find_package(Boost 1.81 REQUIRED)
 find_package(FlatBuffers REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(tomlplusplus REQUIRED)
+find_package(prometheus-cpp REQUIRED)  # the metrics listener (core only: no civetweb)
 find_package(nlohmann_json REQUIRED)  # the lockstep CLI, the bench, tests
 if(LOCKSTEP_BUILD_TESTS)
   find_package(GTest REQUIRED)

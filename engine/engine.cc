@@ -37,7 +37,8 @@ Status ValidateName(std::string_view what, std::string_view name, std::uint32_t 
   return Status::Ok();
 }
 
-Engine::Engine(EngineOptions options) : options_(std::move(options)) {
+Engine::Engine(EngineOptions options)
+    : options_(std::move(options)), metrics_(std::make_unique<EngineMetrics>()) {
   auto internal = [this](TableId id, const char* name) {
     auto entry = std::make_shared<TableEntry>();
     entry->id = id;
@@ -408,11 +409,12 @@ void Engine::Commit(Transaction txn, CommitCallback done) {
   Status valid = Validate(txn);
   if (!valid.ok()) {
     sequenced_.fetch_add(1, std::memory_order_acq_rel);  // finished with, at once
+    metrics_->CountAnswer(valid);
     return done(Result<CommitResult>(valid));
   }
   auto pending = std::make_shared<Pending>();
   pending->txn = std::move(txn);
-  pending->done = std::move(done);
+  pending->done.Bind(std::move(done), metrics_.get());
   Submit(std::move(pending));
 }
 
@@ -437,6 +439,20 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
 }
 
 void Engine::HoldLogWrites(bool hold) { log_->HoldWrites(hold); }
+
+EngineCounters Engine::counters() const {
+  const EngineMetrics& m = *metrics_;
+  EngineCounters c;
+  c.commits = m.commits.load(std::memory_order_relaxed);
+  c.answered_ok = m.answered_ok.load(std::memory_order_relaxed);
+  c.conflicts = m.conflicts.load(std::memory_order_relaxed);
+  c.errors = m.errors.load(std::memory_order_relaxed);
+  c.events = m.events.load(std::memory_order_relaxed);
+  c.event_bytes = m.event_bytes.load(std::memory_order_relaxed);
+  return c;
+}
+
+const base::AtomicHistogram& Engine::commit_latency_ns() const { return metrics_->commit_ns; }
 
 void Engine::SequencerLoop() {
   std::deque<std::shared_ptr<Pending>> batch;
@@ -1012,11 +1028,18 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
     AnswerParked(lsn, this->status());
     return;
   }
+  std::uint64_t event_bytes = 0;
   for (std::size_t i = 0; i < p->event_slots.size(); ++i) {
     const EventPosition& e = p->result.events[i];
     auto& end = p->event_slots[i].topic->visible_end[e.partition.value()];
     end.store(std::max(end.load(std::memory_order_relaxed), e.offset.value() + 1),
               std::memory_order_release);
+    event_bytes += p->event_slots[i].record_bytes;
+  }
+  if (!p->catalog && p->group_bump.empty()) {
+    metrics_->commits.fetch_add(1, std::memory_order_relaxed);
+    metrics_->events.fetch_add(p->event_slots.size(), std::memory_order_relaxed);
+    metrics_->event_bytes.fetch_add(event_bytes, std::memory_order_relaxed);
   }
   visible_lsn_.store(lsn.value(), std::memory_order_seq_cst);
   if (!p->event_slots.empty() && event_waiters_.load(std::memory_order_seq_cst) > 0) {

@@ -193,6 +193,18 @@ struct PartitionLag {
   std::int64_t ms = 0;  // age of the oldest event not yet consumed (now - its timestamp); 0 if none
 };
 
+// What the engine counted since it opened, for metrics (docs/operations.md, "Metrics").
+struct EngineCounters {
+  std::uint64_t commits = 0;      // transactions newly committed (durable)
+  std::uint64_t answered_ok = 0;  // transactions answered with a result (retries included)
+  std::uint64_t conflicts = 0;    // ... with a conflict
+  std::uint64_t errors = 0;       // ... with any other error (invalid, disk full, stopped)
+  std::uint64_t events = 0;       // events appended by durable commits
+  std::uint64_t event_bytes = 0;  // their record bytes
+};
+
+struct EngineMetrics;  // engine_internal.h
+
 class Engine {
  public:
   // Opens (creating if missing) and recovers by replaying the log.
@@ -302,6 +314,11 @@ class Engine {
   std::string DebugState() const;
 
   Lsn visible_lsn() const { return Lsn(visible_lsn_.load(std::memory_order_acquire)); }
+  EngineCounters counters() const;
+  // Nanoseconds from Commit() to a transaction's answer with a result (its durability).
+  const base::AtomicHistogram& commit_latency_ns() const;
+  // The log, for its figures (stats(), write_sync_ns(), batch_records()).
+  const storage::Log& log() const { return *log_; }
   // Ok, or why the engine stopped.
   Status status() const;
 
@@ -412,6 +429,7 @@ class Engine {
   std::multimap<std::uint64_t, std::shared_ptr<Pending>> parked_;
 
   std::atomic<std::uint64_t> visible_lsn_{0};
+  std::unique_ptr<EngineMetrics> metrics_;
   std::atomic<std::uint64_t> sequenced_{0};  // submissions processed (sequenced())
   // Long-polling fetchers sleep here; OnDurable notifies when events became visible.
   mutable std::mutex events_mu_;

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "base/clock.h"
+#include "base/histogram.h"
 #include "engine/engine.h"
 
 namespace lockstep::engine {
@@ -148,13 +150,43 @@ struct Engine::TopicEntry {
 // A commit's callback, called exactly once; what it captured is released as soon as it has run,
 // not when its Pending goes (a Pending stays in inflight_ a while after its answer, and a
 // callback may hold a server's connection).
+// The counters behind Engine::counters(): relaxed atomics, bumped on the commit path.
+struct EngineMetrics {
+  std::atomic<std::uint64_t> commits{0};
+  std::atomic<std::uint64_t> answered_ok{0};
+  std::atomic<std::uint64_t> conflicts{0};
+  std::atomic<std::uint64_t> errors{0};
+  std::atomic<std::uint64_t> events{0};
+  std::atomic<std::uint64_t> event_bytes{0};
+  base::AtomicHistogram commit_ns = base::LatencyHistogramNs();
+
+  void CountAnswer(const Status& status) {
+    auto& counter = status.ok()                                    ? answered_ok
+                    : status.code() == base::StatusCode::kConflict ? conflicts
+                                                                   : errors;
+    counter.fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
 class OnceCallback {
  public:
   OnceCallback& operator=(Engine::CommitCallback fn) {
     fn_ = std::move(fn);
     return *this;
   }
+  // A transaction's callback: its answer is counted and, with a result, timed from now.
+  void Bind(Engine::CommitCallback fn, EngineMetrics* metrics) {
+    fn_ = std::move(fn);
+    metrics_ = metrics;
+    started_ns_ = base::MonotonicNs();
+  }
   void operator()(Result<CommitResult> result) {
+    if (metrics_ != nullptr) {
+      metrics_->CountAnswer(result.status());
+      if (result.ok()) {
+        metrics_->commit_ns.Record(static_cast<std::uint64_t>(base::MonotonicNs() - started_ns_));
+      }
+    }
     Engine::CommitCallback fn = std::move(fn_);
     fn_ = nullptr;
     fn(std::move(result));
@@ -162,6 +194,8 @@ class OnceCallback {
 
  private:
   Engine::CommitCallback fn_;
+  EngineMetrics* metrics_ = nullptr;
+  std::int64_t started_ns_ = 0;
 };
 
 struct Engine::Pending {

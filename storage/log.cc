@@ -398,6 +398,7 @@ bool Log::CommitOneGroup() {
   const std::array<ConstBytes, 2> parts{ConstBytes(header_bytes), frames};
   const bool sync = options_.sync && !base::Planted(base::PlantedBug::kAckBeforeSync);
   Status status;
+  const std::int64_t started_ns = base::MonotonicNs();
   if (sync && base::Planted(base::PlantedBug::kRetryFsyncAfterEio)) {
     // The planted bug: a write that went fine, an fdatasync that failed, and a retry believed.
     status = io_.Write(*active_file_, pos, parts);
@@ -411,6 +412,8 @@ bool Log::CommitOneGroup() {
     return true;
   }
   base::CrashSite("log.batch-written");
+  write_sync_ns_.Record(static_cast<std::uint64_t>(base::MonotonicNs() - started_ns));
+  batch_records_.Record(count);
   segment.end_pos.store(pos + header.total_bytes, std::memory_order_release);
   segment.last_lsn.store(header.last_lsn.value(), std::memory_order_release);
   segment.last_timestamp_ms.store(header.timestamp_ms, std::memory_order_relaxed);

@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/histogram.h"
 #include "base/strong_id.h"
 #include "storage/batch.h"
 #include "storage/io.h"
@@ -225,6 +226,10 @@ class Log {
   }
 
   LogStats stats() const;
+  // Per batch: nanoseconds to write it and fdatasync it (one io operation; without sync, the
+  // write alone), and how many records it carried (the group commit's size).
+  const base::AtomicHistogram& write_sync_ns() const { return write_sync_ns_; }
+  const base::AtomicHistogram& batch_records() const { return batch_records_; }
   const LogOptions& options() const { return options_; }
 
  private:
@@ -326,6 +331,8 @@ class Log {
   std::atomic<std::uint64_t> stat_records_{0};
   std::atomic<std::uint64_t> stat_bytes_{0};
   std::atomic<std::uint64_t> stat_rolls_{0};
+  base::AtomicHistogram write_sync_ns_ = base::LatencyHistogramNs();
+  base::AtomicHistogram batch_records_ = base::CountHistogram();
 
   std::thread writer_;
   std::thread preparer_;

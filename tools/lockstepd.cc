@@ -20,10 +20,12 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include "base/crash_site.h"
 #include "base/planted_bug.h"
 #include "engine/engine.h"
+#include "protocol/server/metrics.h"
 #include "protocol/server/server.h"
 #include "storage/io.h"
 
@@ -49,6 +51,7 @@ struct Settings {
   std::uint64_t checkpoint_every_bytes = 256ull << 20;
   std::int64_t checkpoint_every_ms = 600'000;
   std::string log_level = "info";
+  std::string metrics;  // HOST:PORT of the HTTP metrics listener; empty: none
 };
 
 int Usage(const std::string& message) {
@@ -58,6 +61,35 @@ int Usage(const std::string& message) {
 
 bool IsLoopback(const std::string& host) {
   return host == "127.0.0.1" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+// "HOST:PORT" or "[V6]:PORT", the port from 0 to 65535; else an error naming the flag.
+std::variant<HostPort, std::string> ParseHostPort(const char* flag, const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return fmt::format("{} {:?} is not HOST:PORT", flag, text);
+  }
+  HostPort hp;
+  hp.host = text.substr(0, colon);
+  if (hp.host.size() > 2 && hp.host.front() == '[' && hp.host.back() == ']') {
+    hp.host = hp.host.substr(1, hp.host.size() - 2);
+  }
+  const std::string port = text.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {
+    return fmt::format("{} {:?}: the port must be a number from 0 to 65535", flag, text);
+  }
+  hp.port = static_cast<std::uint16_t>(std::stoul(port));
+  return hp;
+}
+
+std::string Bracketed(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
 
 // Applies the config file's keys to every setting that no flag or variable set. Unknown keys
@@ -144,6 +176,9 @@ int main(int argc, char** argv) {
   add("checkpoint-every-ms", s.checkpoint_every_ms,
       "take a checkpoint this long after the last one if anything changed (0: never by time)");
   add("log-level", s.log_level, "trace, debug, info, warn, error");
+  add("metrics", s.metrics,
+      "HOST:PORT of an HTTP listener for /metrics (Prometheus), /livez and /readyz; empty: "
+      "none (e.g. 127.0.0.1:9464)");
   app.add_option("--config", config_path, "TOML file of settings (keys as the flags, with _)")
       ->envname("LOCKSTEP_CONFIG");
   try {
@@ -191,21 +226,22 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(level);
 
-  const auto colon = s.listen.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return Usage(fmt::format("--listen {:?} is not HOST:PORT", s.listen));
-  }
+  auto listen = ParseHostPort("--listen", s.listen);
+  if (auto* error = std::get_if<std::string>(&listen)) return Usage(*error);
   lockstep::server::ServerOptions so;
-  so.host = s.listen.substr(0, colon);
-  if (so.host.size() > 2 && so.host.front() == '[' && so.host.back() == ']') {
-    so.host = so.host.substr(1, so.host.size() - 2);
+  so.host = std::get<HostPort>(listen).host;
+  so.port = std::get<HostPort>(listen).port;
+  std::optional<HostPort> metrics;
+  if (!s.metrics.empty()) {
+    auto parsed = ParseHostPort("--metrics", s.metrics);
+    if (auto* error = std::get_if<std::string>(&parsed)) return Usage(*error);
+    metrics = std::get<HostPort>(parsed);
+    if (!IsLoopback(metrics->host) && !s.allow_remote) {
+      return Usage(fmt::format(
+          "--metrics {} is not a loopback address: add --allow-remote to serve other machines",
+          s.metrics));
+    }
   }
-  const std::string port = s.listen.substr(colon + 1);
-  if (port.empty() || port.size() > 5 ||
-      port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {
-    return Usage(fmt::format("--listen {:?}: the port must be a number from 0 to 65535", s.listen));
-  }
-  so.port = static_cast<std::uint16_t>(std::stoul(port));
   if (s.max_frame_bytes < (64u << 10)) {
     return Usage(fmt::format("--max-frame-bytes {} is below 64 KiB", s.max_frame_bytes));
   }
@@ -252,6 +288,18 @@ int main(int argc, char** argv) {
     spdlog::warn("planted bug: {}", bug);
   }
 
+  // Before recovery, so that /livez answers and /readyz says "recovering" meanwhile.
+  std::unique_ptr<lockstep::server::MetricsServer> metrics_server;
+  if (metrics) {
+    auto started = lockstep::server::MetricsServer::Start(metrics->host, metrics->port);
+    if (!started.ok()) {
+      std::fprintf(stderr, "lockstepd: %s\n", started.status().ToString().c_str());
+      return 1;
+    }
+    metrics_server = std::move(*started);
+    spdlog::info("metrics listening on {}:{}", Bracketed(metrics->host), metrics_server->port());
+  }
+
   auto io = lockstep::storage::MakeIo();
   if (!io.ok()) {
     spdlog::error("storage: {}", io.status().ToString());
@@ -284,9 +332,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lockstepd: %s\n", server.status().ToString().c_str());
     return 1;
   }
-  const std::string host = (*server)->host().find(':') != std::string::npos
-                               ? "[" + (*server)->host() + "]"
-                               : (*server)->host();
+  const std::string host = Bracketed((*server)->host());
+  if (metrics_server) metrics_server->Attach(**engine, **server);
   std::printf("listening on %s:%u\n", host.c_str(), static_cast<unsigned>((*server)->port()));
   std::fflush(stdout);
   spdlog::info("listening on {}:{}", host, (*server)->port());
@@ -295,6 +342,7 @@ int main(int argc, char** argv) {
   sigwait(&stop_signals, &signal);
   spdlog::info("{}: stopping (in-flight commits finish, parked fetches are answered)",
                signal == SIGTERM ? "SIGTERM" : "SIGINT");
+  if (metrics_server) metrics_server->Detach();
   (*server)->Stop();
   server->reset();
   engine->reset();  // syncs and closes the log

@@ -16,6 +16,7 @@ packages=(
   libflatbuffers-dev flatbuffers-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
+  prometheus-cpp-dev prometheus  # metrics (core library), promtool (the metrics lint test)
   jq
 )
 

@@ -81,6 +81,8 @@ class Server::Impl {
     s.requests = requests_.load();
     s.refused_connections = refused_.load();
     s.bad_frames = bad_frames_.load();
+    s.events_out = events_out_.load(std::memory_order_relaxed);
+    s.event_bytes_out = event_bytes_out_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -119,6 +121,8 @@ class Server::Impl {
   std::atomic<std::uint64_t> requests_{0};
   std::atomic<std::uint64_t> refused_{0};
   std::atomic<std::uint64_t> bad_frames_{0};
+  std::atomic<std::uint64_t> events_out_{0};
+  std::atomic<std::uint64_t> event_bytes_out_{0};
 
   void Accept();
   void OnEventsVisible();
@@ -721,6 +725,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     if (!always && got->bytes < p.min_bytes) return false;
     if (parked) --inflight_;
+    server_.events_out_.fetch_add(got->events, std::memory_order_relaxed);
+    server_.event_bytes_out_.fetch_add(got->bytes, std::memory_order_relaxed);
     FlatBufferBuilder fbb(128);
     auto body = fb::CreateFetchResponse(fbb, got->events, got->next_offset.value(),
                                         got->high_watermark.value(),

@@ -47,6 +47,8 @@ struct ServerStats {
   std::uint64_t requests = 0;
   std::uint64_t refused_connections = 0;  // over max_connections
   std::uint64_t bad_frames = 0;           // malformed, oversized, or invalid messages
+  std::uint64_t events_out = 0;           // events sent in fetch responses
+  std::uint64_t event_bytes_out = 0;      // their record bytes
 };
 
 class Server {
