@@ -88,6 +88,18 @@ std::variant<HostPort, std::string> ParseHostPort(const char* flag, const std::s
   return hp;
 }
 
+// CLI11 checks a value with it wherever it comes from (flag, variable, config file).
+CLI::Validator HostPortCheck(const char* what) {
+  return CLI::Validator(
+      [what](std::string& text) -> std::string {
+        if (text.empty()) return {};  // --metrics "" switches it off
+        auto parsed = ParseHostPort(what, text);
+        auto* error = std::get_if<std::string>(&parsed);
+        return error != nullptr ? *error : std::string();
+      },
+      "HOST:PORT");
+}
+
 std::string Bracketed(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -146,39 +158,59 @@ int main(int argc, char** argv) {
     std::string key = name;
     for (char& c : key) c = c == '-' ? '_' : c;
     options[key] = o;
+    return o;
   };
+  // Ranges are checked wherever a value comes from (flag, variable or config file). The log's
+  // own sizes (segment-bytes, batch-bytes-max) are checked by the engine, which knows how they
+  // relate.
+  constexpr std::uint64_t kDay = 24ull * 3600 * 1000;
+  constexpr std::uint64_t kPiB = 1ull << 50;
   add("data-dir", s.data_dir, "data directory (created if missing)");
-  add("listen", s.listen, "HOST:PORT to listen on; port 0 picks a free one");
+  add("listen", s.listen, "HOST:PORT to listen on; port 0 picks a free one")
+      ->check(HostPortCheck("--listen"));
   options["allow_remote"] =
       app.add_flag("--allow-remote", s.allow_remote,
                    "allow a non-loopback --listen address (no authentication: trusted networks "
                    "only)")
           ->envname("LOCKSTEP_ALLOW_REMOTE");
-  add("max-connections", s.max_connections, "connection limit");
-  add("max-frame-bytes", s.max_frame_bytes, "largest frame accepted or sent");
+  add("max-connections", s.max_connections, "connection limit")->check(CLI::Range(1u, 1000000u));
+  add("max-frame-bytes", s.max_frame_bytes, "largest frame accepted or sent")
+      ->check(CLI::Range(64u << 10, 1u << 30));
   add("max-inflight-requests", s.max_inflight_requests,
-      "requests in progress per connection before it stops being read");
+      "requests in progress per connection before it stops being read")
+      ->check(CLI::Range(1u, 1000000u));
   add("max-queued-bytes", s.max_queued_bytes,
-      "unwritten response bytes per connection before it stops being read");
-  add("idle-timeout-ms", s.idle_timeout_ms, "close connections idle this long");
-  add("handshake-timeout-ms", s.handshake_timeout_ms, "close connections without a handshake");
-  add("io-threads", s.io_threads, "network threads");
+      "unwritten response bytes per connection before it stops being read")
+      ->check(CLI::Range(std::uint64_t{64} << 10, kPiB));
+  add("idle-timeout-ms", s.idle_timeout_ms, "close connections idle this long")
+      ->check(CLI::Range(1000u, static_cast<std::uint32_t>(7 * kDay)));
+  add("handshake-timeout-ms", s.handshake_timeout_ms, "close connections without a handshake")
+      ->check(CLI::Range(100u, 3'600'000u));
+  add("io-threads", s.io_threads, "network threads")->check(CLI::Range(1u, 256u));
   add("version-window-ms", s.version_window_ms,
-      "how far back reads as of an LSN and the change feed reach");
-  add("table-bytes-max", s.table_bytes_max, "memory budget of the tables (0: none)");
+      "how far back reads as of an LSN and the change feed reach")
+      ->check(CLI::Range(std::int64_t{0}, static_cast<std::int64_t>(7 * kDay)));
+  add("table-bytes-max", s.table_bytes_max, "memory budget of the tables (0: none)")
+      ->check(CLI::Range(std::uint64_t{0}, kPiB));
   add("segment-bytes", s.segment_bytes,
-      "size of each new log segment file (existing segments keep theirs)");
+      "size of each new log segment file (existing segments keep theirs)")
+      ->check(CLI::Range(std::uint64_t{64} << 10, std::uint64_t{1} << 40));
   add("batch-bytes-max", s.batch_bytes_max,
       "most bytes one group commit writes; also bounds one transaction (at most segment-bytes "
-      "- 4 KiB)");
+      "- 4 KiB; unset, it is lowered to that for small segments)")
+      ->check(CLI::Range(4u << 10, 1u << 30));
   add("checkpoint-every-bytes", s.checkpoint_every_bytes,
-      "take a checkpoint after this much log (0: never by size)");
+      "take a checkpoint after this much log (0: never by size)")
+      ->check(CLI::Range(std::uint64_t{0}, kPiB));
   add("checkpoint-every-ms", s.checkpoint_every_ms,
-      "take a checkpoint this long after the last one if anything changed (0: never by time)");
-  add("log-level", s.log_level, "trace, debug, info, warn, error");
+      "take a checkpoint this long after the last one if anything changed (0: never by time)")
+      ->check(CLI::Range(std::int64_t{0}, static_cast<std::int64_t>(30 * kDay)));
+  add("log-level", s.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   add("metrics", s.metrics,
       "HOST:PORT of an HTTP listener for /metrics (Prometheus), /livez and /readyz; empty: "
-      "none (e.g. 127.0.0.1:9464)");
+      "none (e.g. 127.0.0.1:9464)")
+      ->check(HostPortCheck("--metrics"));
   app.add_option("--config", config_path, "TOML file of settings (keys as the flags, with _)")
       ->envname("LOCKSTEP_CONFIG");
   try {
@@ -221,29 +253,21 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("ts=%Y-%m-%dT%H:%M:%S.%e level=%l msg=\"%v\"");
   const auto level = spdlog::level::from_str(s.log_level);
-  if (level == spdlog::level::off && s.log_level != "off") {
-    return Usage(fmt::format("unknown --log-level {:?}", s.log_level));
-  }
   spdlog::set_level(level);
 
-  auto listen = ParseHostPort("--listen", s.listen);
-  if (auto* error = std::get_if<std::string>(&listen)) return Usage(*error);
+  // Checked by HostPortCheck already.
+  const auto listen = std::get<HostPort>(ParseHostPort("--listen", s.listen));
   lockstep::server::ServerOptions so;
-  so.host = std::get<HostPort>(listen).host;
-  so.port = std::get<HostPort>(listen).port;
+  so.host = listen.host;
+  so.port = listen.port;
   std::optional<HostPort> metrics;
   if (!s.metrics.empty()) {
-    auto parsed = ParseHostPort("--metrics", s.metrics);
-    if (auto* error = std::get_if<std::string>(&parsed)) return Usage(*error);
-    metrics = std::get<HostPort>(parsed);
+    metrics = std::get<HostPort>(ParseHostPort("--metrics", s.metrics));
     if (!IsLoopback(metrics->host) && !s.allow_remote) {
       return Usage(fmt::format(
           "--metrics {} is not a loopback address: add --allow-remote to serve other machines",
           s.metrics));
     }
-  }
-  if (s.max_frame_bytes < (64u << 10)) {
-    return Usage(fmt::format("--max-frame-bytes {} is below 64 KiB", s.max_frame_bytes));
   }
   if (!IsLoopback(so.host)) {
     if (!s.allow_remote) {
@@ -255,6 +279,16 @@ int main(int argc, char** argv) {
         "serving {} beyond this machine: Lockstep has no authentication; use it only "
         "on a trusted network",
         s.listen);
+  }
+  // A batch must fit in a segment with room for its header; unless asked for, the default
+  // batch bound follows small segments down.
+  const std::uint64_t batch_room = s.segment_bytes - (4u << 10);
+  if (s.batch_bytes_max > batch_room) {
+    if (options["batch_bytes_max"]->count() > 0) {
+      return Usage(fmt::format("--batch-bytes-max {} must be at most --segment-bytes - 4 KiB ({})",
+                               s.batch_bytes_max, batch_room));
+    }
+    s.batch_bytes_max = static_cast<std::uint32_t>(batch_room);
   }
   so.max_connections = s.max_connections;
   so.max_frame_bytes = s.max_frame_bytes;

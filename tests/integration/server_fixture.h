@@ -123,9 +123,9 @@ class ServerTest : public ::testing::Test {
   }
 
   // A raw TCP connection for hostile input.
-  tcp::socket Raw() {
+  tcp::socket Raw(std::uint16_t port = 0) {  // 0: the server's
     tcp::socket s(raw_io_);
-    s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_));
+    s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port != 0 ? port : port_));
     return s;
   }
   static std::vector<std::byte> Frame(flatbuffers::FlatBufferBuilder& fbb) {
