@@ -23,9 +23,11 @@ Status Problem(const std::string& where, const std::string& what) {
 
 // One transaction record: it parses, its events decode with their checksums, carry its LSN, and
 // continue their partition's offsets.
-Status VerifyRecord(ConstBytes record, Lsn lsn, const std::string& where, VerifyReport& r) {
+Status VerifyRecord(ConstBytes record, Lsn lsn, const std::string& where, VerifyReport& r,
+                    VerifyVisitor& visitor) {
   auto txn = TxnRecordReader::Open(record);
   if (!txn.ok()) return Problem(where, txn.status().ToString());
+  const TxnRecordReader fresh = *txn;
   for (;;) {
     auto op = txn->Next();
     if (!op.ok()) return Problem(where, op.status().ToString());
@@ -48,11 +50,12 @@ Status VerifyRecord(ConstBytes record, Lsn lsn, const std::string& where, Verify
     ++r.events;
   }
   ++r.transactions;
+  visitor.Transaction(lsn, fresh);
   return Status::Ok();
 }
 
 Status VerifySegment(storage::Io& io, const std::string& dir, const std::string& name, bool last,
-                     VerifyReport& r) {
+                     VerifyReport& r, VerifyVisitor& visitor) {
   const std::string path = storage::JoinPath(dir, name);
   LOCKSTEP_ASSIGN_OR_RETURN(auto file, io.OpenFile(path));
   LOCKSTEP_ASSIGN_OR_RETURN(std::uint64_t size, io.FileSize(*file));
@@ -70,6 +73,7 @@ Status VerifySegment(storage::Io& io, const std::string& dir, const std::string&
   }
   if (r.segments == 0) r.first_lsn = header->first_lsn;
   ++r.segments;
+  visitor.Segment(name, *header, size);
   Lsn next = header->first_lsn;
   std::uint64_t pos = storage::kSegmentHeaderBytes;
   for (;;) {
@@ -91,12 +95,13 @@ Status VerifySegment(storage::Io& io, const std::string& dir, const std::string&
       return Problem(where, fmt::format("batch starts at LSN {}, expected {}",
                                         batch.header.first_lsn.value(), next.value()));
     }
+    visitor.Batch(pos, batch.header);
     storage::FrameCursor cursor(batch.frames);
     ConstBytes record;
     for (Lsn lsn = next; lsn <= batch.header.last_lsn; lsn = lsn.Next()) {
       if (!cursor.Next(&record)) return Problem(where, "fewer records than the batch says");
       LOCKSTEP_RETURN_IF_ERROR(
-          VerifyRecord(record, lsn, fmt::format("{}, LSN {}", where, lsn.value()), r));
+          VerifyRecord(record, lsn, fmt::format("{}, LSN {}", where, lsn.value()), r, visitor));
     }
     ++r.batches;
     next = batch.header.last_lsn.Next();
@@ -108,7 +113,10 @@ Status VerifySegment(storage::Io& io, const std::string& dir, const std::string&
 
 }  // namespace
 
-base::Status VerifyDataDir(storage::Io& io, const std::string& data_dir, VerifyReport& r) {
+base::Status VerifyDataDir(storage::Io& io, const std::string& data_dir, VerifyReport& r,
+                           VerifyVisitor* visitor) {
+  VerifyVisitor quiet;
+  VerifyVisitor& v = visitor != nullptr ? *visitor : quiet;
   const std::string log_dir = storage::JoinPath(data_dir, "log");
   auto names = io.ListDir(log_dir);
   if (!names.ok()) {
@@ -120,8 +128,21 @@ base::Status VerifyDataDir(storage::Io& io, const std::string& data_dir, VerifyR
     if (storage::ParseSegmentFileName(n)) segments.push_back(n);
   }
   std::sort(segments.begin(), segments.end());  // zero-padded LSNs sort by name
+  std::vector<std::uint64_t> sizes;
+  std::uint64_t total = 0;
+  for (const std::string& name : segments) {
+    LOCKSTEP_ASSIGN_OR_RETURN(auto file, io.OpenFile(storage::JoinPath(log_dir, name)));
+    LOCKSTEP_ASSIGN_OR_RETURN(std::uint64_t size, io.FileSize(*file));
+    sizes.push_back(size);
+    total += size;
+  }
+  v.Start(segments.size(), total);
+  std::uint64_t done = 0;
   for (std::size_t i = 0; i < segments.size(); ++i) {
-    LOCKSTEP_RETURN_IF_ERROR(VerifySegment(io, log_dir, segments[i], i + 1 == segments.size(), r));
+    LOCKSTEP_RETURN_IF_ERROR(
+        VerifySegment(io, log_dir, segments[i], i + 1 == segments.size(), r, v));
+    done += sizes[i];
+    v.Progress(done);
   }
   const std::string checkpoint_dir = storage::JoinPath(data_dir, "checkpoints");
   LOCKSTEP_ASSIGN_OR_RETURN(auto checkpoints, storage::ListCheckpoints(io, checkpoint_dir));
@@ -131,6 +152,7 @@ base::Status VerifyDataDir(storage::Io& io, const std::string& data_dir, VerifyR
       return Problem(storage::CheckpointFileName(lsn), stream.status().ToString());
     }
     ++r.checkpoints;
+    v.Checkpoint(lsn, stream->size());
   }
   return Status::Ok();
 }

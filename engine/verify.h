@@ -13,7 +13,10 @@
 
 #include "base/status.h"
 #include "engine/ids.h"
+#include "engine/txn_record.h"
+#include "storage/batch.h"
 #include "storage/io.h"
+#include "storage/segment.h"
 
 namespace lockstep::engine {
 
@@ -30,9 +33,28 @@ struct VerifyReport {
   std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint64_t> next_offset;
 };
 
+// What the verifier walks, in log order, for a caller that shows it (`lockstep dump`) or
+// reports progress. Each item is given once verified (a record: once its batch's checksum held
+// and the record parsed); views are valid during the call only.
+class VerifyVisitor {
+ public:
+  virtual ~VerifyVisitor() = default;
+  // `total_bytes`: of all segment files, for progress.
+  virtual void Start(std::uint64_t /*segment_count*/, std::uint64_t /*total_bytes*/) {}
+  virtual void Segment(const std::string& /*name*/, const storage::SegmentHeader& /*header*/,
+                       std::uint64_t /*file_bytes*/) {}
+  virtual void Batch(std::uint64_t /*position*/, const storage::BatchHeader& /*header*/) {}
+  // `txn` is positioned before its first operation; the visitor may read them (Next()).
+  virtual void Transaction(Lsn /*lsn*/, TxnRecordReader /*txn*/) {}
+  // After each segment: the bytes of segment files walked so far.
+  virtual void Progress(std::uint64_t /*done_bytes*/) {}
+  virtual void Checkpoint(Lsn /*lsn*/, std::uint64_t /*bytes*/) {}
+};
+
 // Verifies the data directory `data_dir` (the engine's EngineOptions::dir). Returns kDataLoss
 // naming the first problem (file and position), kNotFound when it is no data directory.
-// `report` holds what was read up to the problem.
-base::Status VerifyDataDir(storage::Io& io, const std::string& data_dir, VerifyReport& report);
+// `report` holds what was read up to the problem; `visitor` (if any) saw it too.
+base::Status VerifyDataDir(storage::Io& io, const std::string& data_dir, VerifyReport& report,
+                           VerifyVisitor* visitor = nullptr);
 
 }  // namespace lockstep::engine

@@ -351,6 +351,86 @@ TEST_F(Cli, VerifyPassesOnAGoodDirectoryAndNamesTheFirstProblemOnADamagedCopy) {
   EXPECT_EQ(Run({"verify", dir_.Sub("nothing-here")}).exit_code, 1);
 }
 
+TEST_F(Cli, DumpShowsEveryTransactionInHumanAndJsonAndStopsAtDamage) {
+  ASSERT_EQ(Run({"topic", "create", "d", "--partitions", "2"}).exit_code, 0);
+  ASSERT_EQ(Run({"table", "create", "accounts"}).exit_code, 0);
+  const std::string txn = R"({"puts":[{"table":"accounts","key":"alice","value":"100"}],)"
+                          R"("events":[{"topic":"d","partition":1,"key":"alice","type":"Opened",)"
+                          R"("headers":{"source":"test"},"payload":"opened alice"}]})";
+  ASSERT_EQ(Run({"txn"}, txn).exit_code, 0);
+  ASSERT_EQ(Run({"produce", "d", "--partition", "0"}, "first\nsecond\n").exit_code, 0);
+  ASSERT_EQ(Run({"produce", "d", "--partition", "0"}, "third\n").exit_code, 0);
+  const std::string data = dir_.Sub("data");
+  auto held = Run({"dump", data});
+  EXPECT_EQ(held.exit_code, 1);
+  EXPECT_EQ(held.out, "") << "a refused dump printed something";
+  EXPECT_NE(held.err.find("--force"), std::string::npos) << held.err;
+  EXPECT_EQ(Run({"dump", data, "--force"}).exit_code, 0);
+  ASSERT_EQ(daemon_->Stop(SIGTERM), 0);
+
+  auto human = Run({"dump", data});
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  for (const char* expected :
+       {"create topic d (id", "create table accounts (id", "put accounts \"alice\" = \"100\"",
+        "event d/1 offset 0", "type Opened", "headers source=\"test\"", "payload \"opened alice\"",
+        "event d/0 offset 1", "payload \"second\"",
+        "5 transactions (LSN 1 to 5), 4 events in 2 partitions"}) {
+    EXPECT_NE(human.out.find(expected), std::string::npos) << expected << " in\n" << human.out;
+  }
+
+  // JSON: one object per line; the transactions of an LSN range with their operations.
+  auto json = Run({"dump", data, "--format", "json", "--from-lsn", "3", "--to-lsn", "4"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  std::vector<nlohmann::json> txns;
+  nlohmann::json summary;
+  for (const auto& line : Lines(json.out)) {
+    auto j = Json(line);
+    if (j["kind"] == "transaction") txns.push_back(j);
+    if (j["kind"] == "summary") summary = j;
+  }
+  ASSERT_EQ(txns.size(), 2u) << json.out;
+  EXPECT_EQ(txns[0]["lsn"], 3);
+  ASSERT_EQ(txns[0]["ops"].size(), 2u);
+  EXPECT_EQ(txns[0]["ops"][0]["op"], "put");
+  EXPECT_EQ(txns[0]["ops"][0]["table"], "accounts");
+  EXPECT_EQ(txns[0]["ops"][0]["value"], "100");
+  EXPECT_EQ(txns[0]["ops"][1]["op"], "event");
+  EXPECT_EQ(txns[0]["ops"][1]["topic"], "d");
+  EXPECT_EQ(txns[0]["ops"][1]["partition"], 1);
+  EXPECT_EQ(txns[0]["ops"][1]["headers"]["source"], "test");
+  EXPECT_EQ(txns[0]["ops"][1]["payload"], "opened alice");
+  EXPECT_EQ(txns[1]["lsn"], 4);
+  ASSERT_EQ(txns[1]["ops"].size(), 2u);
+  EXPECT_EQ(txns[1]["ops"][1]["payload"], "second");
+  EXPECT_EQ(txns[1]["ops"][1]["offset"], 1);
+  EXPECT_EQ(summary["ok"], true);
+  EXPECT_EQ(summary["transactions"], 5);
+
+  // A damaged copy: what lies before the damage is printed, then exit 1 naming it.
+  const std::string copy = dir_.Sub("copy");
+  std::filesystem::copy(data, copy, std::filesystem::copy_options::recursive);
+  std::filesystem::remove(copy + "/log/LOCK");
+  bool damaged = false;
+  for (const auto& entry : std::filesystem::directory_iterator(copy + "/log")) {
+    if (entry.path().extension() != ".seg") continue;
+    const std::string bytes = ReadFile(entry.path());
+    const auto at = bytes.find("second");
+    if (at == std::string::npos) continue;
+    std::fstream f(entry.path(), std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(at));
+    f.put('S');
+    damaged = true;
+  }
+  ASSERT_TRUE(damaged);
+  auto bad = Run({"dump", copy});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.out.find("opened alice"), std::string::npos) << bad.out;
+  EXPECT_EQ(bad.out.find("second"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.err.find(".seg position"), std::string::npos) << bad.err;
+  EXPECT_EQ(Run({"dump", data, "--from-lsn", "5", "--to-lsn", "4"}).exit_code, 2);
+  EXPECT_EQ(Run({"dump"}).exit_code, 2);
+}
+
 TEST_F(Cli, BadArgumentsExitTwoWithAMessage) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {},

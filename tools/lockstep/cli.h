@@ -16,6 +16,7 @@
 
 namespace lockstep::cli {
 
+using base::Lsn;
 using base::Result;
 using base::Status;
 
@@ -72,5 +73,24 @@ class TextTable {
 
 // Bytes shown to a person: printable text as is, anything else escaped (\xNN).
 std::string Printable(const std::string& bytes);
+
+// A progress line on stderr for long work, shown only when stderr is a terminal: redrawn in
+// place at most every 200 ms, erased by Done() (or the destructor).
+class ProgressLine {
+ public:
+  explicit ProgressLine(std::string what);
+  ~ProgressLine() { Done(); }
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+  // `text` is built only when the line will be drawn.
+  void Update(const std::function<std::string()>& text);
+  void Done();
+
+ private:
+  std::string what_;
+  bool shown_ = false;
+  bool terminal_;
+  std::int64_t next_ns_ = 0;
+};
 
 }  // namespace lockstep::cli

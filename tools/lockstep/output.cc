@@ -1,10 +1,12 @@
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/archive/iterators/base64_from_binary.hpp>
 #include <boost/archive/iterators/transform_width.hpp>
 #include <cctype>
 
+#include "base/clock.h"
 #include "tools/lockstep/cli.h"
 
 namespace lockstep::cli {
@@ -96,6 +98,26 @@ std::string Printable(const std::string& bytes) {
     }
   }
   return out;
+}
+
+ProgressLine::ProgressLine(std::string what)
+    : what_(std::move(what)), terminal_(::isatty(STDERR_FILENO) == 1) {}
+
+void ProgressLine::Update(const std::function<std::string()>& text) {
+  if (!terminal_) return;
+  const std::int64_t now = base::MonotonicNs();
+  if (now < next_ns_) return;
+  next_ns_ = now + 200'000'000;
+  std::fprintf(stderr, "\r\033[K%s: %s", what_.c_str(), text().c_str());
+  std::fflush(stderr);
+  shown_ = true;
+}
+
+void ProgressLine::Done() {
+  if (!shown_) return;
+  std::fprintf(stderr, "\r\033[K");
+  std::fflush(stderr);
+  shown_ = false;
 }
 
 }  // namespace lockstep::cli
