@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -46,17 +47,25 @@ class Cli : public ::testing::Test {
     broker_ = "127.0.0.1:" + std::to_string(port_);
   }
 
-  // Runs `lockstep --broker ... ARGS` with `input` on stdin; bounded at 30 s.
-  CliResult Run(std::vector<std::string> args, const std::string& input = "",
+  // A lockstep process started by Spawn; Finish waits for it.
+  struct Running {
+    pid_t pid = -1;
+    std::string out, err;
+  };
+
+  // Starts `lockstep --broker ... ARGS` with `input` on stdin, its output to files of its own.
+  Running Spawn(std::vector<std::string> args, const std::string& input = "",
                 bool with_broker = true) {
-    const std::string in = dir_.Sub("stdin"), out = dir_.Sub("stdout"), err = dir_.Sub("stderr");
+    const std::string n = std::to_string(++spawned_);
+    const std::string in = dir_.Sub("stdin" + n);
+    Running r{-1, dir_.Sub("stdout" + n), dir_.Sub("stderr" + n)};
     std::ofstream(in, std::ios::binary) << input;
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, in.c_str(), O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, r.out.c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err.c_str(),
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, r.err.c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
     std::vector<std::string> all = {LOCKSTEP_CLI_PATH};
     if (with_broker) {
@@ -67,28 +76,39 @@ class Cli : public ::testing::Test {
     std::vector<char*> argv;
     for (auto& a : all) argv.push_back(a.data());
     argv.push_back(nullptr);
-    pid_t pid = -1;
-    CliResult r;
-    if (posix_spawn(&pid, LOCKSTEP_CLI_PATH, &actions, nullptr, argv.data(), environ) != 0) {
+    if (posix_spawn(&r.pid, LOCKSTEP_CLI_PATH, &actions, nullptr, argv.data(), environ) != 0) {
       ADD_FAILURE() << "cannot start " << LOCKSTEP_CLI_PATH;
-      return r;
+      r.pid = -1;
     }
     posix_spawn_file_actions_destroy(&actions);
+    return r;
+  }
+
+  // Waits for `r` (killing it after 30 s, a failure) and collects its exit code and output.
+  CliResult Finish(const Running& r) {
+    CliResult result;
+    if (r.pid < 0) return result;
     int status = 0;
     bool ended = false;
     for (int i = 0; i < 3000 && !ended; ++i) {
-      ended = waitpid(pid, &status, WNOHANG) == pid;
+      ended = waitpid(r.pid, &status, WNOHANG) == r.pid;
       if (!ended) std::this_thread::sleep_for(10ms);
     }
     if (!ended) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
+      kill(r.pid, SIGKILL);
+      waitpid(r.pid, &status, 0);
       ADD_FAILURE() << "lockstep did not finish within 30 s";
     }
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = ReadFile(out);
-    r.err = ReadFile(err);
-    return r;
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    result.out = ReadFile(r.out);
+    result.err = ReadFile(r.err);
+    return result;
+  }
+
+  // Runs `lockstep --broker ... ARGS` with `input` on stdin; bounded at 30 s.
+  CliResult Run(std::vector<std::string> args, const std::string& input = "",
+                bool with_broker = true) {
+    return Finish(Spawn(std::move(args), input, with_broker));
   }
 
   static nlohmann::json Json(const std::string& line) {
@@ -101,6 +121,7 @@ class Cli : public ::testing::Test {
   std::unique_ptr<Daemon> daemon_;
   std::uint16_t port_ = 0;
   std::string broker_;
+  int spawned_ = 0;
 };
 
 TEST_F(Cli, TopicsAndTablesInBothFormats) {
@@ -136,6 +157,88 @@ TEST_F(Cli, TopicsAndTablesInBothFormats) {
   auto missing = Run({"topic", "describe", "orders"});
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_NE(missing.err.find("not_found"), std::string::npos) << missing.err;
+}
+
+// Waits (up to 20 s) until the file holds at least `lines` lines; false if it never does.
+bool WaitForLines(const std::string& path, std::size_t lines) {
+  for (int i = 0; i < 2000; ++i) {
+    if (std::filesystem::exists(path)) {
+      const std::string text = ReadFile(path);
+      if (static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')) >= lines) {
+        return true;
+      }
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+TEST_F(Cli, ProduceAcrossAServerKillPrintsExactlyTheAcknowledgedLines) {
+  ASSERT_EQ(Run({"topic", "create", "k", "--partitions", "2"}).exit_code, 0);
+  const std::string data = dir_.Sub("data");
+  auto input = [](const std::string& prefix, int n) {
+    std::string text;
+    for (int i = 0; i < n; ++i) text += prefix + std::to_string(i) + "\n";
+    return text;
+  };
+  // Every event of the topic: (partition, offset) -> payload; duplicates fail the test.
+  auto log = [&] {
+    std::map<std::pair<int, std::uint64_t>, std::string> events;
+    auto consumed = Run({"consume", "k", "--format", "json"});
+    EXPECT_EQ(consumed.exit_code, 0) << consumed.err;
+    for (const auto& line : Lines(consumed.out)) {
+      auto j = Json(line);
+      const auto at = std::make_pair(j["partition"].get<int>(), j["offset"].get<std::uint64_t>());
+      EXPECT_TRUE(events.emplace(at, j["payload"].get<std::string>()).second);
+    }
+    return events;
+  };
+  // Each printed line i: "PARTITION OFFSET" where the log holds PREFIXi.
+  auto expect_printed_in_log = [&](const std::string& out, const std::string& prefix,
+                                   const std::map<std::pair<int, std::uint64_t>, std::string>& in) {
+    const auto lines = Lines(out);
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      int partition = -1;
+      unsigned long long offset = 0;
+      ASSERT_EQ(std::sscanf(lines[i].c_str(), "%d %llu", &partition, &offset), 2) << lines[i];
+      auto it = in.find({partition, offset});
+      ASSERT_NE(it, in.end()) << "printed " << lines[i] << " is not in the log";
+      EXPECT_EQ(it->second, prefix + std::to_string(i)) << "line " << i << " printed " << lines[i];
+    }
+  };
+
+  // 1. The server is killed mid-stream and comes back on the same port: produce retries under
+  // the same idempotency keys and every line is printed, and in the log, exactly once.
+  constexpr int kLines = 20'000;
+  auto running = Spawn({"produce", "k", "--timeout", "20"}, input("line-", kLines));
+  ASSERT_TRUE(WaitForLines(running.out, 200)) << ReadFile(running.err);
+  EXPECT_EQ(daemon_->Stop(SIGKILL), -1);
+  EXPECT_LT(Lines(ReadFile(running.out)).size(), static_cast<std::size_t>(kLines))
+      << "the kill came after the last line";
+  daemon_ = std::make_unique<Daemon>(data, port_);
+  ASSERT_EQ(daemon_->WaitListening(), port_);
+  auto produced = Finish(running);
+  EXPECT_EQ(produced.exit_code, 0) << produced.err;
+  EXPECT_EQ(Lines(produced.out).size(), static_cast<std::size_t>(kLines));
+  auto events = log();
+  EXPECT_EQ(events.size(), static_cast<std::size_t>(kLines)) << "lost or duplicated events";
+  expect_printed_in_log(produced.out, "line-", events);
+
+  // 2. The server is killed and stays away: produce gives up after --timeout with exit 1,
+  // having printed a prefix of the input, each line acknowledged at the position it printed.
+  running = Spawn({"produce", "k", "--timeout", "2"}, input("more-", kLines));
+  ASSERT_TRUE(WaitForLines(running.out, 200)) << ReadFile(running.err);
+  EXPECT_EQ(daemon_->Stop(SIGKILL), -1);
+  auto cut = Finish(running);
+  EXPECT_EQ(cut.exit_code, 1) << cut.err;
+  EXPECT_FALSE(cut.err.empty());
+  const std::size_t printed = Lines(cut.out).size();
+  EXPECT_GE(printed, 200u);
+  EXPECT_LT(printed, static_cast<std::size_t>(kLines)) << "the kill came after the last line";
+  daemon_ = std::make_unique<Daemon>(data, port_);
+  ASSERT_EQ(daemon_->WaitListening(), port_);
+  events = log();
+  expect_printed_in_log(cut.out, "more-", events);
 }
 
 TEST_F(Cli, ProducePrintsOnePositionPerLineAndConsumeReadsThemBack) {
