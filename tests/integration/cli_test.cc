@@ -473,6 +473,19 @@ TEST_F(Cli, DumpShowsEveryTransactionInHumanAndJsonAndStopsAtDamage) {
 
   auto human = Run({"dump", data});
   ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_EQ(human.err, "") << "a progress line without a terminal";
+  // On a terminal (script(1) gives it one) with stdout redirected, a progress line is drawn
+  // and erased.
+  const std::string command = std::string("script -qec '") + LOCKSTEP_CLI_PATH + " dump " + data +
+                              " > /dev/null' /dev/null";
+  FILE* tty = popen(command.c_str(), "r");
+  ASSERT_NE(tty, nullptr);
+  std::string drawn;
+  char chunk[256];
+  while (std::fgets(chunk, sizeof chunk, tty) != nullptr) drawn += chunk;
+  EXPECT_EQ(pclose(tty), 0) << drawn;
+  EXPECT_NE(drawn.find("dump: 100%"), std::string::npos) << drawn;
+  EXPECT_NE(drawn.find("\r\033[K"), std::string::npos) << drawn;
   for (const char* expected :
        {"create topic d (id", "create table accounts (id", "put accounts \"alice\" = \"100\"",
         "event d/1 offset 0", "type Opened", "headers source=\"test\"", "payload \"opened alice\"",

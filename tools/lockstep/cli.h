@@ -74,8 +74,9 @@ class TextTable {
 // Bytes shown to a person: printable text as is, anything else escaped (\xNN).
 std::string Printable(const std::string& bytes);
 
-// A progress line on stderr for long work, shown only when stderr is a terminal: redrawn in
-// place at most every 200 ms, erased by Done() (or the destructor).
+// A progress line on stderr for long work, shown only when stderr is a terminal and stdout is
+// not (output redirected to a file or a pipe): redrawn in place at most every 200 ms, erased by
+// Done() (or the destructor).
 class ProgressLine {
  public:
   explicit ProgressLine(std::string what);

@@ -88,8 +88,13 @@ int Produce(const Context& ctx, const ProduceArgs& a) {
   const bool json = ctx.format == Format::kJson;
   std::string line;
   std::uint64_t number = 0;
+  std::atomic<std::uint64_t> acknowledged{0};
+  ProgressLine progress("produce");
   while (!stop.load() && std::getline(std::cin, line)) {
     ++number;
+    progress.Update([&] {
+      return fmt::format("{} lines read, {} acknowledged", number - 1, acknowledged.load());
+    });
     auto event = ParseLine(a, std::move(line));
     if (!event.ok()) {
       input_error = event.status().WithContext(fmt::format("input line {}", number));
@@ -103,6 +108,7 @@ int Produce(const Context& ctx, const ProduceArgs& a) {
         stop = true;
         return;
       }
+      acknowledged.fetch_add(1, std::memory_order_relaxed);
       if (json) {
         PrintJson({{"partition", r->partition.value()}, {"offset", r->offset.value()}});
       } else {
@@ -120,6 +126,7 @@ int Produce(const Context& ctx, const ProduceArgs& a) {
   Status flushed = (*producer)->Flush(
       std::chrono::milliseconds(static_cast<std::int64_t>(ctx.timeout_s * 1000) + 1000));
   producer->reset();
+  progress.Done();
   std::lock_guard lock(mu);
   if (failed) return Fail(*failed);
   if (!flushed.ok()) return Fail(flushed);

@@ -101,7 +101,10 @@ std::string Printable(const std::string& bytes) {
 }
 
 ProgressLine::ProgressLine(std::string what)
-    : what_(std::move(what)), terminal_(::isatty(STDERR_FILENO) == 1) {}
+    // Shown on a terminal's stderr, unless stdout goes to the same screen (the line would
+    // tangle with the output).
+    : what_(std::move(what)),
+      terminal_(::isatty(STDERR_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 0) {}
 
 void ProgressLine::Update(const std::function<std::string()>& text) {
   if (!terminal_) return;
