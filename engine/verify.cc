@@ -111,6 +111,28 @@ Status VerifySegment(storage::Io& io, const std::string& dir, const std::string&
   return Status::Ok();
 }
 
+// Recovery loads the newest checkpoint and replays the log after it: the log must hold every
+// LSN from just after that checkpoint to its end (without a checkpoint, from LSN 1). Retention
+// deletes only what a durable checkpoint covers, so a hole here means files went missing.
+Status CheckCoverage(const std::vector<Lsn>& checkpoints, const VerifyReport& r) {
+  if (r.segments == 0) return Problem("log", "no segment");
+  const Lsn newest =
+      checkpoints.empty() ? Lsn(0) : *std::max_element(checkpoints.begin(), checkpoints.end());
+  if (r.first_lsn.value() > newest.value() + 1) {
+    const std::string after =
+        checkpoints.empty() ? std::string("there is no checkpoint")
+                            : fmt::format("the newest checkpoint is at LSN {}", newest.value());
+    return Problem("log", fmt::format("starts at LSN {}, but {}: LSNs {} to {} are missing",
+                                      r.first_lsn.value(), after, newest.value() + 1,
+                                      r.first_lsn.value() - 1));
+  }
+  if (r.last_lsn < newest) {
+    return Problem("log", fmt::format("ends at LSN {}, before the newest checkpoint (LSN {})",
+                                      r.last_lsn.value(), newest.value()));
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 base::Status VerifyDataDir(storage::Io& io, const std::string& data_dir, VerifyReport& r,
@@ -154,7 +176,7 @@ base::Status VerifyDataDir(storage::Io& io, const std::string& data_dir, VerifyR
     ++r.checkpoints;
     v.Checkpoint(lsn, stream->size());
   }
-  return Status::Ok();
+  return CheckCoverage(checkpoints, r);
 }
 
 }  // namespace lockstep::engine

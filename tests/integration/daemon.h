@@ -21,7 +21,8 @@ using namespace std::chrono_literals;
 // One lockstepd child on a free loopback port; killed (SIGKILL) if the test forgets it.
 class Daemon {
  public:
-  explicit Daemon(const std::string& data_dir, std::uint16_t port = 0) {
+  explicit Daemon(const std::string& data_dir, std::uint16_t port = 0,
+                  const std::vector<std::string>& extra_args = {}) {
     int out[2];
     EXPECT_EQ(pipe(out), 0);
     posix_spawn_file_actions_t actions;
@@ -31,6 +32,7 @@ class Daemon {
     const std::string listen = "127.0.0.1:" + std::to_string(port);
     std::vector<std::string> args = {LOCKSTEPD_PATH, "--data-dir",  data_dir, "--listen",
                                      listen,         "--log-level", "warn"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

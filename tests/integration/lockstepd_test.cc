@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -144,6 +146,81 @@ std::vector<std::string> Payloads(const std::vector<std::byte>& records) {
     rest = rest.subspan(ev->record().size());
   }
   return out;
+}
+
+// tools/backup.sh while commits flow, with small segments, constant checkpoints and retention
+// deleting segments underneath: each copy opens, and holds exactly a prefix of the commits that
+// includes every one acknowledged before its backup began, with the topic's offsets dense.
+TEST(Lockstepd, BackupWhileRunningHoldsEveryCommitAcknowledgedBeforeIt) {
+  testing::TempDir dir;
+  const std::vector<std::string> busy = {
+      "--segment-bytes",          "262144", "--batch-bytes-max",     "65536",
+      "--checkpoint-every-bytes", "131072", "--checkpoint-every-ms", "100"};
+  auto d = std::make_unique<Daemon>(dir.Sub("data"), 0, busy);
+  const std::uint16_t port = d->WaitListening();
+  ASSERT_NE(port, 0);
+  auto c = Connect(port);
+  ASSERT_TRUE(c->CreateTable("rows").ok());
+  // Retention of 300 ms: segments keep being deleted while the backups run.
+  ASSERT_TRUE(c->CreateTopic("log", 1, 300).ok());
+
+  std::atomic<int> acknowledged{0};
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    const std::string value(1000, 'v');
+    for (int i = 0; !stop.load() && i < 1'000'000; ++i) {
+      client::EventAppend event;
+      event.topic = "log";
+      event.payload = std::to_string(i);
+      auto r = c->Commit(client::Transaction()
+                             .Put("rows", fmt::format("r{:08}", i), value)
+                             .Append(std::move(event)));
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      acknowledged.store(i + 1);
+    }
+  });
+  std::vector<std::pair<std::string, int>> backups;  // destination, acknowledged before it
+  for (int b = 0; b < 3; ++b) {
+    std::this_thread::sleep_for(700ms);
+    const std::string dest = dir.Sub("backup-" + std::to_string(b));
+    const int before = acknowledged.load();
+    // Pauses between the script's steps let the server roll, checkpoint and delete segments
+    // in between (the races the order of the steps is for).
+    const std::string command = std::string("LOCKSTEP_BACKUP_PAUSE_S=0.4 LOCKSTEP=") +
+                                LOCKSTEP_CLI_PATH + " " + LOCKSTEP_BACKUP_SCRIPT + " " +
+                                dir.Sub("data") + " " + dest + " > /dev/null";
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    backups.emplace_back(dest, before);
+  }
+  std::this_thread::sleep_for(300ms);
+  stop = true;
+  writer.join();
+  ASSERT_GT(acknowledged.load(), backups.back().second);
+  c.reset();
+  EXPECT_EQ(d->Stop(SIGTERM), 0);
+
+  for (const auto& [dest, before] : backups) {
+    SCOPED_TRACE(dest);
+    Daemon restored(dest);
+    auto r = Connect(restored.WaitListening());
+    ASSERT_NE(r, nullptr);
+    std::size_t rows = 0;  // the keys, page by page, must be r0, r1, ... without a hole
+    for (std::string from;;) {
+      auto page = r->Scan("rows", {.from = from, .limit = 1000});
+      ASSERT_TRUE(page.ok()) << page.status().ToString();
+      if (page->empty()) break;
+      for (const auto& row : *page) {
+        ASSERT_EQ(row.key, fmt::format("r{:08}", rows)) << "not a prefix of the commits";
+        ++rows;
+      }
+      from = page->back().key + std::string(1, '\0');
+    }
+    ASSERT_GE(rows, static_cast<std::size_t>(before)) << "acknowledged commits missing";
+    // Every commit appended one event: the end offset is the number of commits.
+    auto end = r->ListOffset("log", PartitionId(0), client::OffsetSpec::kLatest);
+    ASSERT_TRUE(end.ok()) << end.status().ToString();
+    EXPECT_EQ(end->value(), rows);
+  }
 }
 
 TEST(Lockstepd, TransformWorkersSurviveASigkillOfTheServerExactlyOnce) {

@@ -196,6 +196,10 @@ class Machine {
     // No spare preparer thread: its I/O would interleave with the writer's by timing, and the
     // run would not be replayable (the engine model test covers background preparation).
     o.log.prepare_in_background = false;
+    // Not adaptive: the adaptive choice follows how fast (in wall time) segments fill, which
+    // would change the I/O operations — and so where faults land — with the machine's load.
+    o.log.preallocation =
+        Uniform(0, 1) == 0 ? storage::Preallocation::kZeroFill : storage::Preallocation::kFallocate;
     o.now_ms = [this] { return now_.load(); };
     o.checkpoint.every_log_bytes = 0;  // checkpoints when the driver says
     o.checkpoint.every_ms = 0;
