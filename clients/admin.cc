@@ -23,6 +23,9 @@ Result<TopicInfo> Admin::DescribeTopic(const std::string& name) {
 Status Admin::CreateTable(const std::string& name) { return client_.CreateTable(name); }
 Status Admin::DropTable(const std::string& name) { return client_.DropTable(name); }
 Result<std::vector<std::string>> Admin::ListTables() { return client_.ListTables(); }
+Result<TableInfo> Admin::DescribeTable(const std::string& name) {
+  return client_.DescribeTable(name);
+}
 Result<std::vector<std::string>> Admin::ListGroups() { return client_.ListGroups(); }
 
 Result<GroupDescription> Admin::DescribeGroup(const std::string& name) {

@@ -41,6 +41,7 @@ class Admin {
   Status CreateTable(const std::string& name);
   Status DropTable(const std::string& name);
   Result<std::vector<std::string>> ListTables();
+  Result<TableInfo> DescribeTable(const std::string& name);
 
   Result<std::vector<std::string>> ListGroups();
   // kNotFound for a group that never committed and has no members.

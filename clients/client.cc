@@ -651,6 +651,28 @@ Result<std::vector<std::string>> Client::ListTables() {
       });
 }
 
+Result<TableInfo> Client::DescribeTable(const std::string& name) {
+  return Request<TableInfo>(
+      impl_.get(), fb::Request::DescribeTableRequest, true,
+      [&name](FlatBufferBuilder& fbb) {
+        return fb::CreateDescribeTableRequest(fbb, fbb.CreateString(name));
+      },
+      [](const Result<Response>& r) -> Result<TableInfo> {
+        LOCKSTEP_ASSIGN_OR_RETURN(const fb::DescribeTableResponse* body,
+                                  As<fb::DescribeTableResponse>(r, "describe table"));
+        TableInfo t;
+        t.name = body->name() != nullptr ? body->name()->str() : std::string();
+        t.created = Lsn(body->created_lsn());
+        t.as_of = Lsn(body->as_of_lsn());
+        t.rows = body->rows();
+        t.key_bytes = body->key_bytes();
+        t.value_bytes = body->value_bytes();
+        t.newest_version = Lsn(body->newest_version());
+        t.memory_bytes = body->memory_bytes();
+        return t;
+      });
+}
+
 void Client::Get(const std::string& table, const std::string& key, Lsn as_of,
                  Callback<std::optional<Row>> done) {
   FlatBufferBuilder fbb(128);

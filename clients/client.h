@@ -134,6 +134,17 @@ struct ScanOptions {
   std::uint32_t limit = 1000;
   bool reverse = false;
 };
+// One table's figures as of the server's visible LSN (Client::DescribeTable).
+struct TableInfo {
+  std::string name;
+  Lsn created;
+  Lsn as_of;
+  std::uint64_t rows = 0;
+  std::uint64_t key_bytes = 0;
+  std::uint64_t value_bytes = 0;
+  Lsn newest_version;  // 0: no row
+  std::uint64_t memory_bytes = 0;
+};
 struct TopicInfo {
   std::string name;
   std::uint32_t partitions = 0;
@@ -264,6 +275,9 @@ class Client {
   Status DropTable(const std::string& name);
   Result<std::vector<TopicInfo>> ListTopics();
   Result<std::vector<std::string>> ListTables();
+  // Counts the table's rows on the server (one pass over it: an operator's call). Needs a
+  // server speaking protocol 1.2; an older one answers InvalidArgument.
+  Result<TableInfo> DescribeTable(const std::string& name);
 
   // Tables, now (as_of 0) or as of an LSN.
   Result<std::optional<Row>> Get(const std::string& table, const std::string& key,

@@ -167,6 +167,19 @@ struct TopicInfo {
   std::vector<Offset> end_offsets;    // next offset per partition, as of the visible LSN
 };
 
+// One table's figures as of the visible LSN (DescribeTable).
+struct TableInfo {
+  std::string name;
+  TableId id;
+  Lsn created;
+  Lsn as_of;
+  std::uint64_t rows = 0;
+  std::uint64_t key_bytes = 0;
+  std::uint64_t value_bytes = 0;
+  Lsn newest_version;              // the greatest version among the rows (0: no row)
+  std::uint64_t memory_bytes = 0;  // Table::bytes(): old versions and overhead included
+};
+
 // A consumer group's committed position in one partition (the next offset it will read).
 struct GroupOffset {
   std::string topic;
@@ -230,6 +243,9 @@ class Engine {
                      std::uint64_t retention_bytes = 0);
   Status DropTopic(std::string_view name);
   std::vector<std::string> ListTables() const;
+  // Counts the rows at the visible LSN (one pass over the table, inside an RCU read section:
+  // for an operator's look, not for a hot path). kNotFound for no such table.
+  Result<TableInfo> DescribeTable(std::string_view name) const;
   std::vector<TopicInfo> ListTopics() const;
 
   // Reads at the visible LSN. kNotFound for an unknown table.

@@ -23,6 +23,27 @@ std::vector<std::string> Engine::ListTables() const {
   return names;
 }
 
+Result<TableInfo> Engine::DescribeTable(std::string_view name) const {
+  rcu::ReadGuard guard;
+  const Lsn at = visible_lsn();
+  auto t = FindTableAt(name, at);
+  if (!t) return base::NotFound(fmt::format("no table {:?}", name));
+  TableInfo info;
+  info.name = std::string(name);
+  info.id = t->id;
+  info.created = t->created;
+  info.as_of = at;
+  info.memory_bytes = t->table->bytes();
+  t->table->Scan({}, at, [&](std::string_view key, Bytes value, Lsn version) {
+    ++info.rows;
+    info.key_bytes += key.size();
+    info.value_bytes += value.size();
+    info.newest_version = std::max(info.newest_version, version);
+    return true;
+  });
+  return info;
+}
+
 std::vector<TopicInfo> Engine::ListTopics() const {
   std::shared_lock lock(catalog_mu_);
   std::vector<TopicInfo> out;

@@ -177,6 +177,37 @@ TEST_F(ReadsTest, TheChangeFeedCarriesBeforeAfterAndTheTransactionsEvents) {
   EXPECT_TRUE(e->Changes(Lsn(e->visible_lsn().value() + 1))->transactions.empty());
 }
 
+// DescribeTable counts the rows visible at the visible LSN: deleted rows do not count, a
+// row's newest version is the LSN that wrote it, and a dropped or unknown table is NotFound.
+TEST_F(ReadsTest, DescribeTableCountsTheVisibleRows) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTable("accounts").ok());
+  auto empty = e->DescribeTable("accounts");
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_EQ(empty->rows, 0u);
+  EXPECT_EQ(empty->newest_version, Lsn());
+  Lsn last;
+  for (int i = 0; i < 10; ++i) {
+    auto r = Commit(*e, Transaction().Put("accounts", "k" + std::to_string(i), "value"));
+    ASSERT_TRUE(r.ok());
+    last = r->lsn;
+  }
+  auto deleted = Commit(*e, Transaction().Delete("accounts", "k3"));
+  ASSERT_TRUE(deleted.ok());
+  auto t = e->DescribeTable("accounts");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->name, "accounts");
+  EXPECT_EQ(t->rows, 9u);
+  EXPECT_EQ(t->key_bytes, 9u * 2);
+  EXPECT_EQ(t->value_bytes, 9u * 5);
+  EXPECT_EQ(t->newest_version, last);  // the delete wrote no row
+  EXPECT_EQ(t->as_of, e->visible_lsn());
+  EXPECT_GT(t->memory_bytes, t->key_bytes + t->value_bytes);
+  EXPECT_EQ(e->DescribeTable("nope").status().code(), base::StatusCode::kNotFound);
+  ASSERT_TRUE(e->DropTable("accounts").ok());
+  EXPECT_EQ(e->DescribeTable("accounts").status().code(), base::StatusCode::kNotFound);
+}
+
 TEST_F(ReadsTest, WritingOneKeyTwiceInATransactionIsRejected) {
   auto e = Open();
   ASSERT_TRUE(e->CreateTable("t").ok());

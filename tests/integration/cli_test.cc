@@ -149,6 +149,26 @@ TEST_F(Cli, TopicsAndTablesInBothFormats) {
   EXPECT_EQ(Lines(human.out).size(), 5u);  // title, header, three partitions
 
   EXPECT_EQ(Run({"table", "create", "accounts"}).exit_code, 0);
+  ASSERT_EQ(Run({"txn"}, R"({"puts":[{"table":"accounts","key":"alice","value":"100"},)"
+                         R"({"table":"accounts","key":"bob","value":"7"}]})")
+                .exit_code,
+            0);
+  auto described = Run({"table", "describe", "accounts", "--format", "json"});
+  ASSERT_EQ(described.exit_code, 0) << described.err;
+  auto d = Json(described.out);
+  EXPECT_EQ(d["name"], "accounts");
+  EXPECT_EQ(d["rows"], 2);
+  EXPECT_EQ(d["key_bytes"], 8);
+  EXPECT_EQ(d["value_bytes"], 4);
+  EXPECT_GT(d["newest_version"].get<std::uint64_t>(), d["created_lsn"].get<std::uint64_t>());
+  auto described_human = Run({"table", "describe", "accounts"});
+  ASSERT_EQ(described_human.exit_code, 0) << described_human.err;
+  EXPECT_NE(described_human.out.find("table accounts: created at LSN"), std::string::npos)
+      << described_human.out;
+  EXPECT_EQ(Lines(described_human.out).size(), 3u) << described_human.out;
+  auto no_table = Run({"table", "describe", "nope"});
+  EXPECT_EQ(no_table.exit_code, 1);
+  EXPECT_NE(no_table.err.find("nope"), std::string::npos) << no_table.err;
   auto tables = Run({"--format", "json", "table", "list"});
   EXPECT_EQ(tables.out, "{\"name\":\"accounts\"}\n");
   EXPECT_EQ(Run({"table", "drop", "accounts"}).exit_code, 0);

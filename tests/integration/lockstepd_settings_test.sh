@@ -109,6 +109,15 @@ for key in "${!values[@]}"; do
   listen_arg=(--listen 127.0.0.1:0)
 done
 
+# The example config (tools/deploy/lockstepd.toml) sets every key, and starts a server (its
+# data directory and addresses overridden by flags, which win).
+example=$(dirname "$0")/../../tools/deploy/lockstepd.toml
+example_keys=$(grep -oE '^[a-z_]+ =' "$example" | sed 's/ =//' | tr '_' '-' | sort)
+[[ $example_keys == "$(tr ' ' '\n' <<<"$listed" | sort)" ]] ||
+  fail "tools/deploy/lockstepd.toml does not set exactly the settings --help lists: $(diff <(echo "$example_keys") <(tr ' ' '\n' <<<"$listed" | sort) | tr '\n' ' ')"
+starts --data-dir "$scratch/data-example" --metrics 127.0.0.1:0 --config "$example" ||
+  fail "the example config did not start: $(head -c 300 "$scratch/err")"
+
 # The config file's own errors name the file and the line.
 data="$scratch/data-config"
 printf 'max_connections = 10\nno_such_key = 1\n' >"$scratch/c.toml"

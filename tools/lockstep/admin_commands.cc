@@ -132,7 +132,7 @@ void AddTopicCommands(CLI::App& app, Context& ctx, Run* run) {
 }
 
 void AddTableCommands(CLI::App& app, Context& ctx, Run* run) {
-  auto* table = app.add_subcommand("table", "create, list and drop tables");
+  auto* table = app.add_subcommand("table", "create, list, describe and drop tables");
   table->require_subcommand(1);
   static std::string name;
   auto* create = table->add_subcommand("create", "create a table (an existing one is an error)");
@@ -157,6 +157,35 @@ void AddTableCommands(CLI::App& app, Context& ctx, Run* run) {
           for (const auto& n : names) t.Add({n});
           t.Print();
         }
+        return Status::Ok();
+      });
+    };
+  });
+  auto* describe = table->add_subcommand(
+      "describe", "one table: rows and their bytes, as of the server's visible LSN");
+  describe->add_option("name", name, "table name")->required();
+  describe->callback([&ctx, run] {
+    *run = [&ctx] {
+      return WithAdmin(ctx, [&](client::Admin& admin) {
+        LOCKSTEP_ASSIGN_OR_RETURN(auto t, admin.DescribeTable(name));
+        if (ctx.format == Format::kJson) {
+          PrintJson({{"name", t.name},
+                     {"created_lsn", t.created.value()},
+                     {"as_of_lsn", t.as_of.value()},
+                     {"rows", t.rows},
+                     {"key_bytes", t.key_bytes},
+                     {"value_bytes", t.value_bytes},
+                     {"newest_version", t.newest_version.value()},
+                     {"memory_bytes", t.memory_bytes}});
+          return Status::Ok();
+        }
+        std::printf("table %s: created at LSN %llu; as of LSN %llu\n", t.name.c_str(),
+                    static_cast<unsigned long long>(t.created.value()),
+                    static_cast<unsigned long long>(t.as_of.value()));
+        TextTable out({"ROWS", "KEY BYTES", "VALUE BYTES", "NEWEST VERSION", "MEMORY BYTES"});
+        out.Add({std::to_string(t.rows), std::to_string(t.key_bytes), std::to_string(t.value_bytes),
+                 std::to_string(t.newest_version.value()), std::to_string(t.memory_bytes)});
+        out.Print();
         return Status::Ok();
       });
     };
