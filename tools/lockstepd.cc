@@ -52,6 +52,11 @@ struct Settings {
   std::int64_t checkpoint_every_ms = 600'000;
   std::string log_level = "info";
   std::string metrics;  // HOST:PORT of the HTTP metrics listener; empty: none
+  std::uint32_t group_min_session_timeout_ms = 100;
+  std::uint32_t group_max_session_timeout_ms = 600'000;
+  std::uint32_t group_max_members = 1'000;
+  std::uint32_t max_groups = 10'000;
+  std::uint32_t group_max_topics = 1'000;
 };
 
 int Usage(const std::string& message) {
@@ -205,6 +210,18 @@ int main(int argc, char** argv) {
   add("checkpoint-every-ms", s.checkpoint_every_ms,
       "take a checkpoint this long after the last one if anything changed (0: never by time)")
       ->check(CLI::Range(std::int64_t{0}, static_cast<std::int64_t>(30 * kDay)));
+  add("group-min-session-timeout-ms", s.group_min_session_timeout_ms,
+      "shortest session timeout a consumer-group member may ask for")
+      ->check(CLI::Range(10u, 3'600'000u));
+  add("group-max-session-timeout-ms", s.group_max_session_timeout_ms,
+      "longest session timeout a consumer-group member may ask for")
+      ->check(CLI::Range(10u, 3'600'000u));
+  add("group-max-members", s.group_max_members, "live members per consumer group")
+      ->check(CLI::Range(1u, 100'000u));
+  add("max-groups", s.max_groups, "consumer groups with live members")
+      ->check(CLI::Range(1u, 1'000'000u));
+  add("group-max-topics", s.group_max_topics, "topics one group member may subscribe to")
+      ->check(CLI::Range(1u, 100'000u));
   add("log-level", s.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   add("metrics", s.metrics,
@@ -290,6 +307,16 @@ int main(int argc, char** argv) {
     }
     s.batch_bytes_max = static_cast<std::uint32_t>(batch_room);
   }
+  if (s.group_min_session_timeout_ms > s.group_max_session_timeout_ms) {
+    return Usage(
+        fmt::format("--group-min-session-timeout-ms {} is above --group-max-session-timeout-ms {}",
+                    s.group_min_session_timeout_ms, s.group_max_session_timeout_ms));
+  }
+  so.groups.session_timeout_min = std::chrono::milliseconds(s.group_min_session_timeout_ms);
+  so.groups.session_timeout_max = std::chrono::milliseconds(s.group_max_session_timeout_ms);
+  so.groups.members_max = s.group_max_members;
+  so.groups.groups_max = s.max_groups;
+  so.groups.topics_max = s.group_max_topics;
   so.max_connections = s.max_connections;
   so.max_frame_bytes = s.max_frame_bytes;
   so.max_inflight_requests = s.max_inflight_requests;

@@ -36,6 +36,11 @@ declare -A values=(
   [checkpoint-every-ms]='-1|0'
   [log-level]='loud|"debug"'
   [metrics]='nohost|"127.0.0.1:0"'
+  [group-min-session-timeout-ms]='0|1000'
+  [group-max-session-timeout-ms]='99999999999|30000'
+  [group-max-members]='0|10'
+  [max-groups]='-1|100'
+  [group-max-topics]='0|5'
 )
 
 listen_arg=(--listen 127.0.0.1:0)
@@ -129,6 +134,7 @@ refused 2 "line 1" "bad syntax" "$lockstepd" --data-dir "$data" --config "$scrat
 refused 2 "$scratch/missing.toml" "missing file" "$lockstepd" --data-dir "$data" --config "$scratch/missing.toml"
 refused 2 "--no-such-flag" "unknown flag" "$lockstepd" --no-such-flag
 refused 2 "not a loopback address" "remote listen" "$lockstepd" --data-dir "$data" --listen 10.1.2.3:7070
+refused 2 "is above --group-max-session-timeout-ms" "group session bounds crossed" "$lockstepd" --data-dir "$data" --group-min-session-timeout-ms 5000 --group-max-session-timeout-ms 1000
 refused 2 "not a loopback address" "remote metrics" "$lockstepd" --data-dir "$data" --metrics 10.1.2.3:9464
 
 # Precedence: a flag beats a variable, a variable beats the file, the file beats the default.
