@@ -67,6 +67,12 @@ Status VerifySegment(storage::Io& io, const std::string& dir, const std::string&
   if (header->first_lsn != *storage::ParseSegmentFileName(name)) {
     return Problem(name, fmt::format("its header says first LSN {}", header->first_lsn.value()));
   }
+  // Segments are preallocated to their capacity: a shorter file lost its end (recovery refuses
+  // it), and a short copy must not pass for a torn tail.
+  if (header->capacity_bytes != size) {
+    return Problem(name, fmt::format("the file is {} bytes, its header says {}", size,
+                                     header->capacity_bytes));
+  }
   if (r.segments > 0 && header->first_lsn != r.last_lsn.Next()) {
     return Problem(name, fmt::format("starts at LSN {}, but the previous segment ends at {}",
                                      header->first_lsn.value(), r.last_lsn.value()));

@@ -17,7 +17,8 @@
 # rare case that the server made and deleted a whole segment between the first and last step
 # (tiny segments, constant checkpoints), verify sees the gap and the copy is made again.
 #
-# Environment: LOCKSTEP (the lockstep CLI; default: the Release build beside this script);
+# Environment: LOCKSTEP (the lockstep CLI; default: the Release build beside this script, else
+# `lockstep` on the PATH);
 # LOCKSTEP_BACKUP_PAUSE_S (tests only: a pause between the steps, to let the server roll and
 # delete segments in between).
 set -euo pipefail
@@ -28,9 +29,10 @@ fi
 data=$1
 dest=$2
 lockstep=${LOCKSTEP:-$(dirname "$0")/../build/release/tools/lockstep}
+[[ -n ${LOCKSTEP:-} || -x $lockstep ]] || lockstep=$(command -v lockstep || true)
 [[ -d $data/log ]] || { echo "backup: $data is not a Lockstep data directory (no log/)" >&2; exit 2; }
 [[ ! -e $dest ]] || { echo "backup: $dest exists; give a new directory" >&2; exit 2; }
-[[ -x $lockstep ]] || { echo "backup: no lockstep CLI at $lockstep (set LOCKSTEP)" >&2; exit 2; }
+[[ -n $lockstep && -x $lockstep ]] || { echo "backup: no lockstep CLI (set LOCKSTEP)" >&2; exit 2; }
 
 # Links every file of DIR matching PATTERN into DEST_DIR that is not there yet. A file deleted
 # between the listing and the link is skipped (retention removed it; the checkpoints cover it).
@@ -41,28 +43,34 @@ link_new() {  # link_new DIR PATTERN DEST_DIR
     name=${file##*/}
     [[ -e $3/$name ]] && continue
     if ! ln "$file" "$3/$name" 2>/dev/null && [[ -e $file ]]; then
-      echo "backup: cannot link $file into $3 (DEST must be on the same filesystem)" >&2
+      echo "backup: cannot link $file into $3: DEST must be on the same filesystem, and the" \
+        "script run by the data directory's owner (or root: protected hard links)" >&2
       exit 1
     fi
   done
 }
 
+# One try; any failed step fails it (set -e does not reach into a function run as a condition).
 attempt() {
-  mkdir -p "$dest/log" "$dest/checkpoints"
-  local pause=${LOCKSTEP_BACKUP_PAUSE_S:-0}
-  link_new "$data/log" '*.seg' "$dest/log"
+  local pause=${LOCKSTEP_BACKUP_PAUSE_S:-0} newest size copied
+  mkdir -p "$dest/log" "$dest/checkpoints" || return 1
+  link_new "$data/log" '*.seg' "$dest/log" || return 1
   sleep "$pause"
-  link_new "$data/checkpoints" '*.ckpt' "$dest/checkpoints"
+  link_new "$data/checkpoints" '*.ckpt' "$dest/checkpoints" || return 1
   sleep "$pause"
-  link_new "$data/log" '*.seg' "$dest/log"
+  link_new "$data/log" '*.seg' "$dest/log" || return 1
   sleep "$pause"
-  local newest
   newest=$(find "$dest/log" -name '*.seg' -printf '%f\n' | sort | tail -n 1)
   [[ -n $newest ]] || { echo "backup: $data/log holds no segment" >&2; exit 1; }
-  # A copy of its own: the server may still append to the newest segment.
-  cp --sparse=always "$dest/log/$newest" "$dest/log/$newest.copy"
-  mv "$dest/log/$newest.copy" "$dest/log/$newest"
-  sync -f "$dest/log"
+  # A copy of its own: the server may still append to the newest segment. Segments are
+  # preallocated to their full size, so a complete copy has the same size (a short one, from a
+  # full disk say, must not pass for a torn tail).
+  cp --sparse=always "$dest/log/$newest" "$dest/log/$newest.copy" || return 1
+  size=$(stat -c %s "$dest/log/$newest") && copied=$(stat -c %s "$dest/log/$newest.copy") || return 1
+  [[ $size == "$copied" ]] || { echo "backup: copied $copied of $size bytes of $newest" >&2; return 1; }
+  mv -f "$dest/log/$newest.copy" "$dest/log/$newest" || return 1
+  [[ $(stat -c %h "$dest/log/$newest") == 1 ]] || { echo "backup: $newest is still shared" >&2; return 1; }
+  sync -f "$dest/log" || return 1
   "$lockstep" verify "$dest"
 }
 

@@ -94,10 +94,10 @@ std::variant<HostPort, std::string> ParseHostPort(const char* flag, const std::s
 }
 
 // CLI11 checks a value with it wherever it comes from (flag, variable, config file).
-CLI::Validator HostPortCheck(const char* what) {
+CLI::Validator HostPortCheck(const char* what, bool empty_allowed) {
   return CLI::Validator(
-      [what](std::string& text) -> std::string {
-        if (text.empty()) return {};  // --metrics "" switches it off
+      [what, empty_allowed](std::string& text) -> std::string {
+        if (text.empty() && empty_allowed) return {};  // --metrics "" switches it off
         auto parsed = ParseHostPort(what, text);
         auto* error = std::get_if<std::string>(&parsed);
         return error != nullptr ? *error : std::string();
@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
   constexpr std::uint64_t kPiB = 1ull << 50;
   add("data-dir", s.data_dir, "data directory (created if missing)");
   add("listen", s.listen, "HOST:PORT to listen on; port 0 picks a free one")
-      ->check(HostPortCheck("--listen"));
+      ->check(HostPortCheck("--listen", false));
   options["allow_remote"] =
       app.add_flag("--allow-remote", s.allow_remote,
                    "allow a non-loopback --listen address (no authentication: trusted networks "
@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
   add("metrics", s.metrics,
       "HOST:PORT of an HTTP listener for /metrics (Prometheus), /livez and /readyz; empty: "
       "none (e.g. 127.0.0.1:9464)")
-      ->check(HostPortCheck("--metrics"));
+      ->check(HostPortCheck("--metrics", true));
   app.add_option("--config", config_path, "TOML file of settings (keys as the flags, with _)")
       ->envname("LOCKSTEP_CONFIG");
   try {

@@ -530,15 +530,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
         return SendResponse(id, fbb,
                             fb::CreateListTablesResponse(fbb, fbb.CreateVectorOfStrings(names)));
       }
-      case fb::Request::DescribeTableRequest: {
-        auto t = e.DescribeTable(Str(m.request_as_DescribeTableRequest()->name()));
-        if (!t.ok()) return SendError(id, t.status());
-        FlatBufferBuilder fbb(128);
-        auto body = fb::CreateDescribeTableResponse(
-            fbb, fbb.CreateString(t->name), t->created.value(), t->as_of.value(), t->rows,
-            t->key_bytes, t->value_bytes, t->newest_version.value(), t->memory_bytes);
-        return SendResponse(id, fbb, body);
-      }
+      case fb::Request::DescribeTableRequest:
+        // One pass over the whole table: on the blocking pool, never on an io thread.
+        return BlockingReply(
+            id,
+            [&e, name = Str(m.request_as_DescribeTableRequest()->name())] {
+              return e.DescribeTable(name);
+            },
+            [](FlatBufferBuilder& fbb, const engine::TableInfo& t) {
+              return fb::CreateDescribeTableResponse(
+                  fbb, fbb.CreateString(t.name), t.created.value(), t.as_of.value(), t.rows,
+                  t.key_bytes, t.value_bytes, t.newest_version.value(), t.memory_bytes);
+            });
       case fb::Request::CommitRequest:
         return Commit(id, ToTransaction(*m.request_as_CommitRequest()));
       case fb::Request::CommitOffsetsRequest:

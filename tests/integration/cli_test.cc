@@ -506,6 +506,20 @@ TEST_F(Cli, DumpShowsEveryTransactionInHumanAndJsonAndStopsAtDamage) {
   EXPECT_EQ(pclose(tty), 0) << drawn;
   EXPECT_NE(drawn.find("dump: 100%"), std::string::npos) << drawn;
   EXPECT_NE(drawn.find("\r\033[K"), std::string::npos) << drawn;
+  // verify prints nothing until it is done: its progress line shows with stdout on the same
+  // terminal too, erased before the report.
+  const std::string verify =
+      std::string("script -qec '") + LOCKSTEP_CLI_PATH + " verify " + data + "' /dev/null";
+  tty = popen(verify.c_str(), "r");
+  ASSERT_NE(tty, nullptr);
+  drawn.clear();
+  while (std::fgets(chunk, sizeof chunk, tty) != nullptr) drawn += chunk;
+  EXPECT_EQ(pclose(tty), 0) << drawn;
+  const auto progress = drawn.find("verify: 100%");
+  const auto report = drawn.find("5 transactions (LSN 1 to 5)");
+  EXPECT_NE(progress, std::string::npos) << drawn;
+  EXPECT_NE(report, std::string::npos) << drawn;
+  EXPECT_LT(progress, report) << drawn;
   for (const char* expected :
        {"create topic d (id", "create table accounts (id", "put accounts \"alice\" = \"100\"",
         "event d/1 offset 0", "type Opened", "headers source=\"test\"", "payload \"opened alice\"",

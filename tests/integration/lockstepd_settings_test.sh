@@ -111,6 +111,9 @@ for key in "${!values[@]}"; do
   listen_arg=(--listen 127.0.0.1:0)
   [[ $key == listen ]] && listen_arg=()
   starts "${data_arg[@]}" --config "$scratch/good.toml" || fail "config $toml_key = $good did not start: $(head -c 300 "$scratch/err")"
+  if [[ $key == metrics ]]; then
+    grep -q "metrics listening on 127.0.0.1:" "$scratch/err" || fail "config metrics = $good started no metrics listener"
+  fi
   listen_arg=(--listen 127.0.0.1:0)
 done
 
@@ -134,6 +137,9 @@ refused 2 "line 1" "bad syntax" "$lockstepd" --data-dir "$data" --config "$scrat
 refused 2 "$scratch/missing.toml" "missing file" "$lockstepd" --data-dir "$data" --config "$scratch/missing.toml"
 refused 2 "--no-such-flag" "unknown flag" "$lockstepd" --no-such-flag
 refused 2 "not a loopback address" "remote listen" "$lockstepd" --data-dir "$data" --listen 10.1.2.3:7070
+refused 2 "--listen" "empty listen" "$lockstepd" --data-dir "$data" --listen ""
+printf 'listen = ""\n' >"$scratch/c.toml"
+refused 2 '"listen"' "empty listen in the config" "$lockstepd" --data-dir "$data" --config "$scratch/c.toml"
 refused 2 "is above --group-max-session-timeout-ms" "group session bounds crossed" "$lockstepd" --data-dir "$data" --group-min-session-timeout-ms 5000 --group-max-session-timeout-ms 1000
 refused 2 "not a loopback address" "remote metrics" "$lockstepd" --data-dir "$data" --metrics 10.1.2.3:9464
 

@@ -74,12 +74,13 @@ class TextTable {
 // Bytes shown to a person: printable text as is, anything else escaped (\xNN).
 std::string Printable(const std::string& bytes);
 
-// A progress line on stderr for long work, shown only when stderr is a terminal and stdout is
-// not (output redirected to a file or a pipe): redrawn in place at most every 200 ms, erased by
-// Done() (or the destructor).
+// A progress line on stderr for long work, shown when stderr is a terminal: redrawn in place at
+// most every 200 ms, erased by Done() (or the destructor). A command that prints to stdout while
+// it works (`quiet_stdout` false) shows it only when stdout is not that terminal too, where the
+// two would tangle.
 class ProgressLine {
  public:
-  explicit ProgressLine(std::string what);
+  ProgressLine(std::string what, bool quiet_stdout);
   ~ProgressLine() { Done(); }
   ProgressLine(const ProgressLine&) = delete;
   ProgressLine& operator=(const ProgressLine&) = delete;

@@ -89,7 +89,7 @@ int Produce(const Context& ctx, const ProduceArgs& a) {
   std::string line;
   std::uint64_t number = 0;
   std::atomic<std::uint64_t> acknowledged{0};
-  ProgressLine progress("produce");
+  ProgressLine progress("produce", /*quiet_stdout=*/false);
   while (!stop.load() && std::getline(std::cin, line)) {
     ++number;
     progress.Update([&] {

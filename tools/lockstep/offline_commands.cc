@@ -6,9 +6,15 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <cerrno>
+#include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <map>
+#include <optional>
+#include <sstream>
 
 #include "base/event_record.h"
 #include "engine/internal_tables.h"
@@ -19,10 +25,34 @@
 namespace lockstep::cli {
 namespace {
 
-// True when another process holds the exclusive lock lockstepd takes on `path`.
+// Whether a process holds a flock on the file with inode `inode`, read from /proc/locks: lines
+// like "1: FLOCK  ADVISORY  WRITE 1234 fe:00:10953939 0 EOF" (device in hex, inode in decimal;
+// "1: -> FLOCK ..." is a waiter, which holds nothing). Only the inode is compared: on overlay
+// filesystems the device shown can differ from what stat() says. nullopt: no /proc/locks.
+std::optional<bool> FlockHeldPerProc(ino_t inode) {
+  std::ifstream locks("/proc/locks");
+  if (!locks) return std::nullopt;
+  for (std::string line; std::getline(locks, line);) {
+    std::istringstream in(line);
+    std::string id, kind, mode, access, pid, where;
+    in >> id >> kind >> mode >> access >> pid >> where;
+    if (kind != "FLOCK") continue;
+    const auto colon = where.rfind(':');
+    if (colon == std::string::npos) continue;
+    if (std::strtoull(where.c_str() + colon + 1, nullptr, 10) == inode) return true;
+  }
+  return false;
+}
+
+// True when another process holds the lock lockstepd takes on `path`. Asked of /proc/locks,
+// without taking a lock: even a shared lock held for an instant could make a lockstepd starting
+// in that instant fail to take its exclusive one. Without /proc, it tries a shared lock.
 bool HeldByAServer(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;  // no lock file: no server opened the log
+  if (auto held = FlockHeldPerProc(st.st_ino)) return *held;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;  // no lock file: nobody ever opened the log here
+  if (fd < 0) return false;
   const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
   ::close(fd);  // releases the shared lock at once, if it was taken
   return held;
@@ -48,7 +78,8 @@ std::string Megabytes(std::uint64_t bytes) {
 // Shows how far the walk got on a terminal (verify and dump of large logs).
 class ProgressVisitor : public engine::VerifyVisitor {
  public:
-  explicit ProgressVisitor(const char* what) : line_(what) {}
+  // `quiet_stdout`: the command prints nothing to stdout until the walk is done (verify).
+  ProgressVisitor(const char* what, bool quiet_stdout) : line_(what, quiet_stdout) {}
   void Start(std::uint64_t, std::uint64_t total_bytes) override { total_ = total_bytes; }
   void Progress(std::uint64_t done_bytes) override {
     line_.Update([&] {
@@ -105,7 +136,7 @@ void PrintReport(const engine::VerifyReport& r) {
 int Verify(const Context& ctx, const std::string& dir, bool force) {
   if (Status held = CheckNotHeld(dir, force); !held.ok()) return Fail(held.WithContext("verify"));
   engine::VerifyReport r;
-  ProgressVisitor progress("verify");
+  ProgressVisitor progress("verify", /*quiet_stdout=*/true);
   Status s = VerifyDirectory(dir, r, progress);
   if (ctx.format == Format::kJson) {
     PrintJson(ReportJson(r, s));
@@ -148,7 +179,9 @@ std::string IsoTime(std::int64_t ms) {
 class DumpVisitor : public ProgressVisitor {
  public:
   DumpVisitor(const Context& ctx, const DumpArgs& args)
-      : ProgressVisitor("dump"), json_(ctx.format == Format::kJson), args_(args) {
+      : ProgressVisitor("dump", /*quiet_stdout=*/false),
+        json_(ctx.format == Format::kJson),
+        args_(args) {
     tables_[engine::kIdempotencyTable.value()] = "__idempotency";
     tables_[engine::kGroupsTable.value()] = "__groups";
     tables_[engine::kGroupOffsetsTable.value()] = "__group_offsets";

@@ -100,11 +100,9 @@ std::string Printable(const std::string& bytes) {
   return out;
 }
 
-ProgressLine::ProgressLine(std::string what)
-    // Shown on a terminal's stderr, unless stdout goes to the same screen (the line would
-    // tangle with the output).
+ProgressLine::ProgressLine(std::string what, bool quiet_stdout)
     : what_(std::move(what)),
-      terminal_(::isatty(STDERR_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 0) {}
+      terminal_(::isatty(STDERR_FILENO) == 1 && (quiet_stdout || ::isatty(STDOUT_FILENO) == 0)) {}
 
 void ProgressLine::Update(const std::function<std::string()>& text) {
   if (!terminal_) return;
