@@ -147,6 +147,16 @@ void GroupCoordinator::Expire(Clock::time_point now) {
   }
 }
 
+void GroupCoordinator::TopicChanged(std::string_view topic) {
+  std::lock_guard lock(mu_);
+  for (auto& [name, group] : groups_) {
+    const bool reads_it = std::any_of(group.members.begin(), group.members.end(), [&](auto& m) {
+      return std::binary_search(m.second.topics.begin(), m.second.topics.end(), topic);
+    });
+    if (reads_it) (void)Rebalance(name, group);  // a failure marks it stale: Expire retries
+  }
+}
+
 GroupCoordinator::Clock::time_point GroupCoordinator::NextExpiry() const {
   std::lock_guard lock(mu_);
   auto next = Clock::time_point::max();

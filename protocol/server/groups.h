@@ -91,6 +91,10 @@ class GroupCoordinator {
   base::Status Leave(std::string_view group, std::string_view member_id);
   // Removes every member whose session ended by `now`, rebalancing their groups.
   void Expire(Clock::time_point now);
+  // A topic was created, dropped or re-created: every group with a member subscribed to it
+  // rebalances (a dropped topic's partitions leave the assignments; a re-created one's, with
+  // their new count, come back). A rebalance that fails is retried by Expire.
+  void TopicChanged(std::string_view topic);
   // The earliest session end among all members; Clock::time_point::max() when there are none.
   Clock::time_point NextExpiry() const;
 

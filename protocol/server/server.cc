@@ -503,14 +503,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       case fb::Request::CreateTopicRequest: {
         const auto* r = m.request_as_CreateTopicRequest();
-        return Blocking(id, [&e, name = Str(r->name()), partitions = r->partitions(),
-                             ms = r->retention_ms(), bytes = r->retention_bytes()] {
-          return e.CreateTopic(name, partitions, ms, bytes);
-        });
+        return Blocking(
+            id, [&e, &groups = server_.groups_, name = Str(r->name()), partitions = r->partitions(),
+                 ms = r->retention_ms(), bytes = r->retention_bytes()] {
+              Status created = e.CreateTopic(name, partitions, ms, bytes);
+              if (created.ok()) groups.TopicChanged(name);  // members waiting for it get partitions
+              return created;
+            });
       }
       case fb::Request::DropTopicRequest:
-        return Blocking(id, [&e, name = Str(m.request_as_DropTopicRequest()->name())] {
-          return e.DropTopic(name);
+        return Blocking(id, [&e, &groups = server_.groups_,
+                             name = Str(m.request_as_DropTopicRequest()->name())] {
+          Status dropped = e.DropTopic(name);
+          if (dropped.ok()) groups.TopicChanged(name);  // its partitions leave the assignments
+          return dropped;
         });
       case fb::Request::CreateTableRequest:
         return Blocking(id, [&e, name = Str(m.request_as_CreateTableRequest()->name())] {

@@ -207,6 +207,32 @@ TEST_F(GroupsTest, TheMemberLimitIsKept) {
   EXPECT_EQ(small.Members("g").size(), 2u);
 }
 
+// Dropping a topic takes its partitions out of its readers' assignments at once (a new
+// generation); re-creating it with another partition count splits the new partitions. Groups
+// that do not read it keep their generation.
+TEST_F(GroupsTest, DroppingOrRecreatingATopicRebalancesItsReaders) {
+  MemberState a = Join("g", {"audit", "orders"});
+  MemberState b = Join("g", {"orders"});
+  MemberState other = Join("h", {"audit"});
+  a = Beat("g", a.member_id);
+  const std::uint64_t before = a.generation;
+  topics_.erase("orders");
+  groups_.TopicChanged("orders");
+  a = Beat("g", a.member_id);
+  b = Beat("g", b.member_id);
+  EXPECT_EQ(a.generation, before + 1);
+  EXPECT_EQ(Count(a), 1u);  // audit's one partition only
+  EXPECT_EQ(Count(b), 0u);
+  EXPECT_EQ(Beat("h", other.member_id).generation, other.generation) << "h does not read orders";
+  topics_["orders"] = 4;
+  groups_.TopicChanged("orders");
+  a = Beat("g", a.member_id);
+  b = Beat("g", b.member_id);
+  EXPECT_EQ(a.generation, before + 2);
+  ExpectPartitioned("orders", {a, b});
+  EXPECT_EQ(Count(a) + Count(b), 5u);
+}
+
 TEST_F(GroupsTest, AFailedRebalanceTellsNobodyAndIsRetried) {
   MemberState a = Join("g", {"orders"});
   fail_bumps_ = true;
