@@ -581,6 +581,92 @@ TEST_F(Cli, DumpShowsEveryTransactionInHumanAndJsonAndStopsAtDamage) {
   EXPECT_EQ(Run({"dump"}).exit_code, 2);
 }
 
+TEST_F(Cli, EveryCommandHasHelp) {
+  for (const std::vector<std::string>& command :
+       std::vector<std::vector<std::string>>{{},
+                                             {"topic"},
+                                             {"topic", "create"},
+                                             {"topic", "list"},
+                                             {"topic", "describe"},
+                                             {"topic", "drop"},
+                                             {"table"},
+                                             {"table", "create"},
+                                             {"table", "list"},
+                                             {"table", "describe"},
+                                             {"table", "drop"},
+                                             {"produce"},
+                                             {"consume"},
+                                             {"get"},
+                                             {"scan"},
+                                             {"group"},
+                                             {"group", "list"},
+                                             {"group", "describe"},
+                                             {"group", "lag"},
+                                             {"txn"},
+                                             {"changes"},
+                                             {"stats"},
+                                             {"verify"},
+                                             {"dump"}}) {
+    std::vector<std::string> args = command;
+    args.push_back("--help");
+    auto help = Run(args);
+    std::string name;
+    for (const auto& word : command) name += word + " ";
+    EXPECT_EQ(help.exit_code, 0) << name << help.err;
+    EXPECT_NE(help.out.find("Usage:"), std::string::npos) << name << help.out;
+  }
+}
+
+// The formats the other tests do not look at: stats, group list and describe, and the change
+// feed for people; and the two tails, consume --follow and changes --follow, which print a new
+// event or transaction while they run.
+TEST_F(Cli, TheRemainingFormatsAndTheTails) {
+  ASSERT_EQ(Run({"topic", "create", "tail", "--partitions", "1"}).exit_code, 0);
+  ASSERT_EQ(Run({"table", "create", "notes"}).exit_code, 0);
+  ASSERT_EQ(Run({"produce", "tail"}, "one\n").exit_code, 0);
+  ASSERT_EQ(Run({"consume", "tail", "--group", "tailers"}).exit_code, 0);
+
+  auto stats = Run({"stats"});
+  ASSERT_EQ(stats.exit_code, 0) << stats.err;
+  EXPECT_NE(stats.out.find("visible_lsn"), std::string::npos) << stats.out;
+  auto groups = Run({"group", "list", "--format", "json"});
+  ASSERT_EQ(groups.exit_code, 0) << groups.err;
+  EXPECT_EQ(Json(groups.out)["name"], "tailers");
+  auto described = Run({"group", "describe", "tailers", "--format", "json"});
+  ASSERT_EQ(described.exit_code, 0) << described.err;
+  auto lines = Lines(described.out);
+  ASSERT_FALSE(lines.empty()) << described.out;
+  auto d = Json(lines.back());
+  EXPECT_EQ(d["group"], "tailers");
+  EXPECT_EQ(d["committed"], 1);
+  ASSERT_EQ(Run({"txn"}, R"({"puts":[{"table":"notes","key":"n1","value":"hello"}]})").exit_code,
+            0);
+  auto changes = Run({"changes"});
+  ASSERT_EQ(changes.exit_code, 0) << changes.err;
+  EXPECT_NE(changes.out.find("n1"), std::string::npos) << changes.out;
+  EXPECT_NE(changes.out.find("hello"), std::string::npos) << changes.out;
+
+  // Tails: started, then fed, then stopped by a signal once they printed what came in.
+  auto consume = Spawn({"consume", "tail", "--follow", "--from", "latest", "--format", "raw"});
+  auto feed = Spawn({"changes", "--follow", "--format", "json"});
+  std::this_thread::sleep_for(500ms);  // both are waiting at the end
+  ASSERT_EQ(Run({"produce", "tail"}, "two\n").exit_code, 0);
+  ASSERT_EQ(Run({"txn"}, R"({"puts":[{"table":"notes","key":"n2","value":"later"}]})").exit_code,
+            0);
+  EXPECT_TRUE(WaitForLines(consume.out, 1)) << ReadFile(consume.err);
+  bool fed = false;
+  for (int i = 0; i < 2000 && !fed; ++i) {
+    fed = ReadFile(feed.out).find("later") != std::string::npos;
+    if (!fed) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(fed) << ReadFile(feed.out) << ReadFile(feed.err);
+  kill(consume.pid, SIGINT);
+  kill(feed.pid, SIGINT);
+  auto consumed = Finish(consume);
+  Finish(feed);
+  EXPECT_EQ(consumed.out, "two\n");
+}
+
 TEST_F(Cli, BadArgumentsExitTwoWithAMessage) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {},
