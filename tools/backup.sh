@@ -29,7 +29,11 @@ fi
 data=$1
 dest=$2
 lockstep=${LOCKSTEP:-$(dirname "$0")/../build/release/tools/lockstep}
-[[ -n ${LOCKSTEP:-} || -x $lockstep ]] || lockstep=$(command -v lockstep || true)
+if [[ -n ${LOCKSTEP:-} ]]; then
+  lockstep=$(command -v "$LOCKSTEP" || true)  # a path, or a name on the PATH
+elif [[ ! -x $lockstep ]]; then
+  lockstep=$(command -v lockstep || true)
+fi
 [[ -d $data/log ]] || { echo "backup: $data is not a Lockstep data directory (no log/)" >&2; exit 2; }
 [[ ! -e $dest ]] || { echo "backup: $dest exists; give a new directory" >&2; exit 2; }
 [[ -n $lockstep && -x $lockstep ]] || { echo "backup: no lockstep CLI (set LOCKSTEP)" >&2; exit 2; }
@@ -45,7 +49,7 @@ link_new() {  # link_new DIR PATTERN DEST_DIR
     if ! ln "$file" "$3/$name" 2>/dev/null && [[ -e $file ]]; then
       echo "backup: cannot link $file into $3: DEST must be on the same filesystem, and the" \
         "script run by the data directory's owner (or root: protected hard links)" >&2
-      exit 1
+      return 1
     fi
   done
 }
@@ -61,7 +65,7 @@ attempt() {
   link_new "$data/log" '*.seg' "$dest/log" || return 1
   sleep "$pause"
   newest=$(find "$dest/log" -name '*.seg' -printf '%f\n' | sort | tail -n 1)
-  [[ -n $newest ]] || { echo "backup: $data/log holds no segment" >&2; exit 1; }
+  [[ -n $newest ]] || { echo "backup: $data/log holds no segment" >&2; return 1; }
   # A copy of its own: the server may still append to the newest segment. Segments are
   # preallocated to their full size, so a complete copy has the same size (a short one, from a
   # full disk say, must not pass for a torn tail).
@@ -69,7 +73,6 @@ attempt() {
   size=$(stat -c %s "$dest/log/$newest") && copied=$(stat -c %s "$dest/log/$newest.copy") || return 1
   [[ $size == "$copied" ]] || { echo "backup: copied $copied of $size bytes of $newest" >&2; return 1; }
   mv -f "$dest/log/$newest.copy" "$dest/log/$newest" || return 1
-  [[ $(stat -c %h "$dest/log/$newest") == 1 ]] || { echo "backup: $newest is still shared" >&2; return 1; }
   sync -f "$dest/log" || return 1
   "$lockstep" verify "$dest"
 }

@@ -148,12 +148,25 @@ void GroupCoordinator::Expire(Clock::time_point now) {
 }
 
 void GroupCoordinator::TopicChanged(std::string_view topic) {
-  std::lock_guard lock(mu_);
-  for (auto& [name, group] : groups_) {
-    const bool reads_it = std::any_of(group.members.begin(), group.members.end(), [&](auto& m) {
+  auto reads_it = [topic](const Group& group) {
+    return std::any_of(group.members.begin(), group.members.end(), [&](const auto& m) {
       return std::binary_search(m.second.topics.begin(), m.second.topics.end(), topic);
     });
-    if (reads_it) (void)Rebalance(name, group);  // a failure marks it stale: Expire retries
+  };
+  std::vector<std::string> readers;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, group] : groups_) {
+      if (reads_it(group)) readers.push_back(name);
+    }
+  }
+  // One group at a time, each under its own hold of the lock (a rebalance waits for a durable
+  // commit): heartbeats and joins of other groups go on in between.
+  for (const std::string& name : readers) {
+    std::lock_guard lock(mu_);
+    auto g = groups_.find(name);
+    if (g == groups_.end() || !reads_it(g->second)) continue;
+    (void)Rebalance(name, g->second);  // a failure marks it stale: Expire retries it
   }
 }
 

@@ -93,6 +93,9 @@ class Server::Impl {
   std::vector<std::thread> threads_;
   // Blocking engine calls (catalog changes wait for durability) run here, never on io threads.
   asio::thread_pool blocking_{2};
+  // Table describes walk whole tables: a thread of their own, so that they never hold up the
+  // group calls and catalog changes of blocking_.
+  asio::thread_pool scans_{1};
   std::int64_t start_ms_;
   std::string host_;
   std::uint16_t port_ = 0;
@@ -398,8 +401,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // build(fbb, value).
   template <typename Call, typename BuildFn>
   void BlockingReply(std::uint64_t id, Call call, BuildFn build) {
+    BlockingReplyOn(server_.blocking_, id, std::move(call), std::move(build));
+  }
+  template <typename Call, typename BuildFn>
+  void BlockingReplyOn(asio::thread_pool& pool, std::uint64_t id, Call call, BuildFn build) {
     ++inflight_;
-    asio::post(server_.blocking_,
+    asio::post(pool,
                [self = shared_from_this(), id, call = std::move(call), build = std::move(build)] {
                  auto result = call();
                  self->Post([self, id, result = std::move(result), build] {
@@ -537,9 +544,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
                             fb::CreateListTablesResponse(fbb, fbb.CreateVectorOfStrings(names)));
       }
       case fb::Request::DescribeTableRequest:
-        // One pass over the whole table: on the blocking pool, never on an io thread.
-        return BlockingReply(
-            id,
+        // One pass over the whole table: never on an io thread.
+        return BlockingReplyOn(
+            server_.scans_, id,
             [&e, name = Str(m.request_as_DescribeTableRequest()->name())] {
               return e.DescribeTable(name);
             },
@@ -955,6 +962,7 @@ void Server::Impl::Stop(std::chrono::milliseconds drain) {
     });
   }
   blocking_.join();
+  scans_.join();
   {
     std::lock_guard lock(gate_->mu);
     gate_->open = false;

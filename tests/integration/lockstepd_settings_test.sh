@@ -65,11 +65,12 @@ starts() {  # starts [ARGS...]  (the environment is the caller's)
   wait "$pid"
 }
 
-# Expects exit CODE and a stderr that contains TEXT.
+# Expects exit CODE and a stderr that contains TEXT. A server that accepted the bad value and
+# serves is killed after 10 s (exit 137: a failure).
 refused() {  # refused CODE TEXT WHAT ARGS...
   local want=$1 text=$2 what=$3 got
   shift 3
-  "$@" >"$scratch/out" 2>"$scratch/err" </dev/null
+  timeout -s KILL 10 "$@" >"$scratch/out" 2>"$scratch/err" </dev/null
   got=$?
   [[ $got -eq $want ]] || fail "$what: exit $got, expected $want: $(head -c 300 "$scratch/err")"
   grep -qF -- "$text" "$scratch/err" || fail "$what: the message does not name $text: $(head -c 300 "$scratch/err")"

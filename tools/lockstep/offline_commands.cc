@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -25,32 +27,43 @@
 namespace lockstep::cli {
 namespace {
 
-// Whether a process holds a flock on the file with inode `inode`, read from /proc/locks: lines
-// like "1: FLOCK  ADVISORY  WRITE 1234 fe:00:10953939 0 EOF" (device in hex, inode in decimal;
-// "1: -> FLOCK ..." is a waiter, which holds nothing). Only the inode is compared: on overlay
-// filesystems the device shown can differ from what stat() says. nullopt: no /proc/locks.
-std::optional<bool> FlockHeldPerProc(ino_t inode) {
+enum class ProcLock { kHeld, kFree, kUnsure };
+
+// Whether a process holds a flock on the file `st` describes, read from /proc/locks: lines like
+// "1: FLOCK  ADVISORY  WRITE 1234 fe:00:10953939 0 EOF" (device major:minor in hex, inode in
+// decimal; "1: -> FLOCK ..." is a waiter, which holds nothing). The same inode on another device
+// is unsure: on overlay filesystems the device shown can differ from what stat() says.
+ProcLock FlockPerProc(const struct stat& st) {
   std::ifstream locks("/proc/locks");
-  if (!locks) return std::nullopt;
+  if (!locks) return ProcLock::kUnsure;
+  ProcLock found = ProcLock::kFree;
   for (std::string line; std::getline(locks, line);) {
     std::istringstream in(line);
     std::string id, kind, mode, access, pid, where;
     in >> id >> kind >> mode >> access >> pid >> where;
-    if (kind != "FLOCK") continue;
-    const auto colon = where.rfind(':');
-    if (colon == std::string::npos) continue;
-    if (std::strtoull(where.c_str() + colon + 1, nullptr, 10) == inode) return true;
+    unsigned dev_major = 0, dev_minor = 0;
+    unsigned long long inode = 0;
+    if (kind != "FLOCK" ||
+        std::sscanf(where.c_str(), "%x:%x:%llu", &dev_major, &dev_minor, &inode) != 3 ||
+        inode != st.st_ino) {
+      continue;
+    }
+    if (dev_major == major(st.st_dev) && dev_minor == minor(st.st_dev)) return ProcLock::kHeld;
+    found = ProcLock::kUnsure;
   }
-  return false;
+  return found;
 }
 
-// True when another process holds the lock lockstepd takes on `path`. Asked of /proc/locks,
-// without taking a lock: even a shared lock held for an instant could make a lockstepd starting
-// in that instant fail to take its exclusive one. Without /proc, it tries a shared lock.
+// True when another process holds the lock lockstepd takes on `path`. Asked of /proc/locks
+// first, without taking a lock: even a shared lock held for an instant could make a lockstepd
+// starting in that instant fail to take its exclusive one. When /proc cannot say, a shared lock
+// is tried. (/proc/locks shows no holder in another PID namespace: a server in another
+// container goes unseen.)
 bool HeldByAServer(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return false;  // no lock file: no server opened the log
-  if (auto held = FlockHeldPerProc(st.st_ino)) return *held;
+  const ProcLock seen = FlockPerProc(st);
+  if (seen != ProcLock::kUnsure) return seen == ProcLock::kHeld;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
   const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
