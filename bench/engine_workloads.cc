@@ -23,8 +23,6 @@ using engine::EngineOptions;
 using engine::EventAppend;
 using engine::Transaction;
 
-std::string AccountKey(std::uint32_t i) { return fmt::format("acct/{:06}", i); }
-
 base::Result<std::unique_ptr<Engine>> OpenEngine(const EngineWorkload& w) {
   EngineOptions o;
   o.dir = w.dir;
@@ -205,6 +203,8 @@ class EventsDriver {
 };
 
 }  // namespace
+
+std::string AccountKey(std::uint32_t i) { return fmt::format("acct/{:06}", i); }
 
 base::Result<EngineRow> RunTransferLockstep(const EngineWorkload& w) {
   LOCKSTEP_ASSIGN_OR_RETURN(auto engine, OpenEngine(w));

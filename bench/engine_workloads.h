@@ -26,6 +26,9 @@ struct EngineWorkload {
   storage::LogOptions log;  // segment size and preallocation for the engine's log
 };
 
+// The key of account i, the same for every system the transfer workload runs on.
+std::string AccountKey(std::uint32_t i);
+
 struct EngineRow {
   std::uint64_t ops = 0;        // committed transactions in the window
   std::uint64_t conflicts = 0;  // conflicts retried in the window

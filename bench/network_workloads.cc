@@ -70,10 +70,10 @@ class Broker {
 // A fresh topic name per run, so a shared --broker never mixes runs.
 std::string TopicName(const char* what) { return fmt::format("bench-{}-{}", what, MonotonicNs()); }
 
-struct Window {
+struct TimeWindow {
   std::int64_t start;
   std::int64_t end;
-  Window(const NetworkWorkload& w)
+  TimeWindow(const NetworkWorkload& w)
       : start(MonotonicNs() + static_cast<std::int64_t>(w.warmup_seconds * 1e9)),
         end(start + static_cast<std::int64_t>(w.seconds * 1e9)) {}
   bool Counts(std::int64_t t) const { return t >= start && t <= end; }
@@ -95,7 +95,7 @@ base::Result<NetworkRow> RunTcp(const NetworkWorkload& w) {
   tcp::socket s(io);
   s.connect(acceptor.local_endpoint());
   std::vector<char> chunk(kWrite, 'x');
-  Window window(w);
+  TimeWindow window(w);
   NetworkRow row;
   row.payload_bytes_per_op = kWrite;
   for (std::int64_t now = MonotonicNs(); now < window.end; now = MonotonicNs()) {
@@ -120,7 +120,7 @@ base::Result<NetworkRow> RunProduce(const NetworkWorkload& w) {
   LOCKSTEP_RETURN_IF_ERROR(client->CreateTopic(topic, 16));
   LOCKSTEP_ASSIGN_OR_RETURN(auto producer, client::Producer::Create(*client));
   const std::string payload(w.record_bytes, 'p');
-  Window window(w);
+  TimeWindow window(w);
   NetworkRow row;
   row.payload_bytes_per_op = w.record_bytes;
   std::mutex mu;  // delivery callbacks run on the client's thread; the row is read at the end
@@ -190,10 +190,10 @@ base::Result<NetworkRow> RunConsume(const NetworkWorkload& w) {
   std::uint64_t bytes = 0;
   while (row.ops < total) {
     const std::int64_t before = MonotonicNs();
-    LOCKSTEP_ASSIGN_OR_RETURN(auto batch, consumer->Poll(std::chrono::milliseconds(1000)));
+    LOCKSTEP_ASSIGN_OR_RETURN(auto batch, consumer->PollBatch(std::chrono::milliseconds(1000)));
     if (batch.empty()) return base::Internal("the consumer stopped short of the end");
     row.ops += batch.size();
-    for (const auto& e : batch) bytes += e.payload.size();
+    for (client::ConsumedEventRef e : batch) bytes += e.payload().size();
     row.latency.RecordNs(MonotonicNs() - before);  // per Poll()
   }
   row.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;
@@ -307,7 +307,7 @@ base::Result<NetworkRow> RunTransferRemote(const NetworkWorkload& w) {
   };
   std::vector<Slot> slots(w.outstanding);
   for (std::uint32_t i = 0; i < w.outstanding; ++i) slots[i].rng.seed(i + 1);
-  Window window(w);
+  TimeWindow window(w);
   std::mutex mu;
   NetworkRow row;
   row.payload_bytes_per_op = w.record_bytes;

@@ -25,8 +25,6 @@ base::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return base::IoError(fmt::format("rocksdb {}: {}", what, s.ToString()));
 }
 
-std::string AccountKey(std::uint32_t i) { return fmt::format("acct/{:06}", i); }
-
 }  // namespace
 
 base::Result<EngineRow> RunTransferRocksdb(const EngineWorkload& w) {

@@ -3,16 +3,15 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <iterator>
 
 #include "base/event_record.h"
 
 namespace lockstep::client {
 
-// A prefetch, decoded on the client's network thread straight from its receive buffer.
+// A prefetch, decoded on the client's network thread from its own copy of the records.
 struct Decoded {
-  std::vector<ConsumedEvent> events;
-  Offset next;  // after the last event
+  ConsumedBatch::Part part;  // no events: nothing at or after the position yet
+  Offset next;               // after the last event
 };
 
 struct Consumer::Partition {
@@ -29,33 +28,25 @@ namespace {
 
 std::string Str(base::Bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
-// Appends the events of `records` at or after `from` to `out`; returns the next offset.
-Result<Offset> Decode(const std::string& topic, PartitionId partition,
-                      std::span<const std::byte> records, Offset from,
-                      std::vector<ConsumedEvent>* out) {
-  base::Bytes rest(records);
-  Offset next = from;
+// Copies the fetched records once (the view dies with the callback) and decodes the events at
+// or after `from` in place. `decoded->part` names its topic and partition already.
+Status Decode(const FetchView& fetched, Offset from, Decoded* decoded) {
+  ConsumedBatch::Part& part = decoded->part;
+  part.bytes = std::make_unique_for_overwrite<std::byte[]>(fetched.records.size());
+  std::copy(fetched.records.begin(), fetched.records.end(), part.bytes.get());
+  // The count comes from the server: never trusted for more than the bytes can hold.
+  part.events.reserve(
+      std::min<std::size_t>(fetched.events, fetched.records.size() / base::kEventFixedBytes));
+  base::Bytes rest(part.bytes.get(), fetched.records.size());
+  decoded->next = from;
   while (!rest.empty()) {
     LOCKSTEP_ASSIGN_OR_RETURN(base::EventView e, base::DecodeEvent(rest));
     rest = rest.subspan(e.record().size());
     if (e.offset() < from) continue;
-    ConsumedEvent c;
-    c.topic = topic;
-    c.partition = partition;
-    c.offset = e.offset();
-    c.lsn = e.lsn();
-    c.timestamp_ms = e.timestamp_ms();
-    if (auto key = e.key()) c.key = Str(*key);
-    c.payload = Str(e.payload());
-    c.type = std::string(e.type());
-    c.schema_version = e.schema_version();
-    e.ForEachHeader([&](const base::EventHeader& h) {
-      c.headers.emplace_back(std::string(h.name), Str(h.value));
-    });
-    next = Offset(e.offset().value() + 1);
-    out->push_back(std::move(c));
+    decoded->next = Offset(e.offset().value() + 1);
+    part.events.push_back(e);
   }
-  return next;
+  return Status::Ok();
 }
 
 }  // namespace
@@ -373,15 +364,13 @@ void Consumer::IssueFetch(std::shared_ptr<Partition> part, Offset from, std::uin
       ready = r.status();
     } else {
       Decoded decoded;
-      // The count comes from the server: never trusted for more than the bytes can hold.
-      decoded.events.reserve(
-          std::min<std::size_t>(r->events, r->records.size() / base::kEventFixedBytes));
-      auto next = Decode(part->topic, part->partition, r->records, from, &decoded.events);
-      if (next.ok()) {
-        decoded.next = *next;
+      decoded.part.topic = part->topic;
+      decoded.part.partition = part->partition;
+      Status s = Decode(*r, from, &decoded);
+      if (s.ok()) {
         ready = std::move(decoded);
       } else {
-        ready = next.status();
+        ready = std::move(s);
       }
     }
     Offset again;
@@ -443,7 +432,36 @@ Status Consumer::SeekToTimestamp(const std::string& topic, PartitionId partition
   return Seek(topic, partition, o);
 }
 
+ConsumedEvent ConsumedEventRef::Copy() const {
+  ConsumedEvent c;
+  c.topic = std::string(topic);
+  c.partition = partition;
+  c.offset = event.offset();
+  c.lsn = event.lsn();
+  c.timestamp_ms = event.timestamp_ms();
+  if (auto key = event.key()) c.key = Str(*key);
+  c.payload = Str(event.payload());
+  c.type = std::string(event.type());
+  c.schema_version = event.schema_version();
+  event.ForEachHeader([&](const base::EventHeader& h) {
+    c.headers.emplace_back(std::string(h.name), Str(h.value));
+  });
+  return c;
+}
+
+std::vector<ConsumedEvent> ConsumedBatch::Copy() const {
+  std::vector<ConsumedEvent> out;
+  out.reserve(size_);
+  for (ConsumedEventRef e : *this) out.push_back(e.Copy());
+  return out;
+}
+
 Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds timeout) {
+  LOCKSTEP_ASSIGN_OR_RETURN(ConsumedBatch batch, PollBatch(timeout));
+  return batch.Copy();
+}
+
+Result<ConsumedBatch> Consumer::PollBatch(std::chrono::milliseconds timeout) {
   if (options_.auto_commit) {
     Status s = Commit();
     // Subscribed, a refusal for a stale generation is handled by the new assignment below.
@@ -455,7 +473,7 @@ Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds time
     if (!s.ok() && !(subscribed && s.code() == base::StatusCode::kFailedPrecondition)) return s;
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::vector<ConsumedEvent> out;
+  ConsumedBatch out;
   Status failure = Status::Ok();
   for (;;) {
     bool delivered = false;
@@ -480,11 +498,7 @@ Result<std::vector<ConsumedEvent>> Consumer::Poll(std::chrono::milliseconds time
         refetch.push_back(part);  // prefetch the next batch now: Poll rarely waits
         if (r.ok()) {
           part->position = std::max(r->next, part->position);
-          if (out.empty()) {
-            out = std::move(r->events);
-          } else {
-            std::move(r->events.begin(), r->events.end(), std::back_inserter(out));
-          }
+          if (!r->part.events.empty()) out.Add(std::move(r->part));
         } else if (r.status().code() == base::StatusCode::kOutOfRange) {
           reset.push_back(part);
         } else if (r.status().code() != base::StatusCode::kUnavailable &&

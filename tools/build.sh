@@ -20,5 +20,9 @@ case "$flavour" in
                  -DLOCKSTEP_PLANTED_BUGS=OFF) ;;
   *) echo "usage: tools/build.sh release|debug|asan|tsan" >&2; exit 2 ;;
 esac
-cmake -S . -B "build/$flavour" -G Ninja "${args[@]}" >/dev/null
+# Unity builds: each library, tool and test binary compiles a few of its sources as one
+# translation unit, so the heavy headers (Asio, Beast, CLI11, GoogleTest) are parsed and their
+# templates instantiated once per batch rather than once per file — on two cores this takes
+# about a third off CI. Files that cannot share a unit opt out (SKIP_UNITY_BUILD_INCLUSION).
+cmake -S . -B "build/$flavour" -G Ninja -DCMAKE_UNITY_BUILD=ON "${args[@]}" >/dev/null
 cmake --build "build/$flavour" -- -j"$(nproc)"

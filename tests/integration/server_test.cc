@@ -225,6 +225,86 @@ TEST_F(ServerTest, AProducerBatchesAndDeliversInOrderAndAConsumerReadsItAll) {
   for (const auto& l : *lag) EXPECT_EQ(l.events, 0u) << l.topic << "/" << l.partition.value();
 }
 
+// PollBatch hands events out in place: each batch owns the bytes its events point into, so a
+// batch held while later polls go on still reads exactly what was written, field by field.
+TEST_F(ServerTest, PolledBatchesReadInPlaceAndOutliveLaterPolls) {
+  ASSERT_TRUE(client_->CreateTopic("audit", 2).ok());
+  constexpr int kEvents = 120;
+  auto expected = [](int i) {
+    client::EventAppend e;
+    e.topic = "audit";
+    e.partition = PartitionId(static_cast<std::uint32_t>(i % 2));
+    if (i % 3 != 0) e.key = "k" + std::to_string(i);
+    e.payload = std::string(static_cast<std::size_t>(i), 'a' + static_cast<char>(i % 26));
+    e.type = i % 4 == 0 ? "" : "Audited";
+    e.schema_version = static_cast<std::uint16_t>(i % 5);
+    for (int h = 0; h < i % 3; ++h)
+      e.headers.emplace_back("h" + std::to_string(h), "v" + std::to_string(i));
+    e.timestamp_ms = 1'700'000'000'000 + i;
+    return e;
+  };
+  for (int i = 0; i < kEvents; i += 10) {
+    client::Transaction txn;
+    for (int j = i; j < i + 10; ++j) txn.Append(expected(j));
+    ASSERT_TRUE(client_->Commit(std::move(txn)).ok());
+  }
+  client::ConsumerOptions co;
+  co.max_wait = 100ms;
+  co.fetch_max_events = 7;  // many small batches
+  auto consumer = client::Consumer::Create(*client_, co);
+  ASSERT_TRUE(consumer.ok());
+  ASSERT_TRUE((*consumer)->Assign("audit").ok());
+  std::vector<client::ConsumedBatch> held;
+  std::size_t seen = 0;
+  for (int round = 0; round < 200 && seen < kEvents; ++round) {
+    auto batch = (*consumer)->PollBatch(1000ms);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    seen += batch->size();
+    held.push_back(std::move(*batch));
+  }
+  ASSERT_EQ(seen, static_cast<std::size_t>(kEvents));
+  ASSERT_GT(held.size(), 2u);
+  // Every poll is over; read all the held batches now.
+  std::map<std::uint32_t, std::uint64_t> next{{0, 0}, {1, 0}};
+  std::size_t iterated = 0;
+  for (const client::ConsumedBatch& batch : held) {
+    std::size_t in_batch = 0;
+    const std::vector<client::ConsumedEvent> copies = batch.Copy();
+    for (client::ConsumedEventRef e : batch) {
+      ASSERT_EQ(e.topic, "audit");
+      const std::uint32_t p = e.partition.value();
+      ASSERT_LT(p, 2u);
+      ASSERT_EQ(e.event.offset().value(), next[p]++) << "partition " << p;
+      const int i = static_cast<int>(2 * e.event.offset().value() + p);
+      const client::EventAppend want = expected(i);
+      EXPECT_EQ(e.payload(), want.payload) << i;
+      ASSERT_EQ(e.key().has_value(), want.key.has_value()) << i;
+      EXPECT_EQ(e.key(), want.key) << i;
+      EXPECT_EQ(e.event.type(), want.type) << i;
+      EXPECT_EQ(e.event.schema_version(), want.schema_version) << i;
+      EXPECT_EQ(e.event.timestamp_ms(), *want.timestamp_ms) << i;
+      const client::ConsumedEvent& copy = copies[in_batch];
+      EXPECT_EQ(copy.offset, e.event.offset());
+      EXPECT_EQ(copy.partition, e.partition);
+      EXPECT_EQ(copy.payload, want.payload);
+      EXPECT_EQ(copy.key, want.key);
+      EXPECT_EQ(copy.type, want.type);
+      EXPECT_EQ(copy.headers, want.headers) << i;
+      ++in_batch;
+    }
+    EXPECT_EQ(in_batch, batch.size());
+    EXPECT_EQ(copies.size(), batch.size());
+    iterated += in_batch;
+  }
+  EXPECT_EQ(iterated, static_cast<std::size_t>(kEvents));
+  EXPECT_EQ(next[0], kEvents / 2u);
+  EXPECT_EQ(next[1], kEvents / 2u);
+  // A batch with nothing in it iterates nothing.
+  client::ConsumedBatch none;
+  EXPECT_TRUE(none.empty());
+  EXPECT_TRUE(none.begin() == none.end());
+}
+
 TEST_F(ServerTest, AProducerSendsALoneEventAfterItsLinger) {
   ASSERT_TRUE(client_->CreateTopic("lone", 1).ok());
   client::ProducerOptions po;

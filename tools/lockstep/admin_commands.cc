@@ -18,7 +18,10 @@ int WithAdmin(const Context& ctx, Fn&& fn) {
 
 std::string Offsets(const std::vector<base::Offset>& offsets) {
   std::string out;
-  for (base::Offset o : offsets) out += (out.empty() ? "" : ",") + std::to_string(o.value());
+  for (base::Offset o : offsets) {
+    if (!out.empty()) out += ',';
+    out += std::to_string(o.value());
+  }
   return out;
 }
 

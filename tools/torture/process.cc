@@ -41,7 +41,7 @@ using namespace std::chrono_literals;
 using base::StatusCode;
 using client::Client;
 
-constexpr int kIterationsPerMachine = 25;
+constexpr int kProcessIterationsPerMachine = 25;
 // Small segments and frequent checkpoints, so that rolls, checkpoints and retention happen
 // within the second or two an iteration runs. While the checker reads (and compares two
 // recoveries), no checkpoint may move start offsets under it: then checkpoints are off.
@@ -706,7 +706,7 @@ Summary RunProcess(const RunOptions& options, const ProcessOptions& process) {
         (std::filesystem::path(process.dir) / fmt::format("machine-{}", m)).string();
     ProcessMachine machine(process, data_dir, seeds(), summary, options);
     if (!machine.Setup()) break;
-    for (int i = 0; i < kIterationsPerMachine && more(); ++i) {
+    for (int i = 0; i < kProcessIterationsPerMachine && more(); ++i) {
       if (!machine.Iterate()) break;
     }
     if (summary.failure.empty() && summary.infrastructure.empty()) {

@@ -41,7 +41,7 @@ using engine::Offset;
 using engine::PartitionId;
 using engine::Transaction;
 
-constexpr int kIterationsPerMachine = 120;
+constexpr int kSimulatedIterationsPerMachine = 120;
 constexpr int kBatchesPerIteration = 8;
 constexpr const char* kDir = "db";
 
@@ -814,7 +814,7 @@ Summary RunSimulation(const RunOptions& options) {
   while (more()) {
     Machine machine(seeds(), summary, options);
     if (!machine.Setup()) break;
-    for (int i = 0; i < kIterationsPerMachine && more(); ++i) {
+    for (int i = 0; i < kSimulatedIterationsPerMachine && more(); ++i) {
       if (!machine.Iterate()) break;
     }
   }
