@@ -303,7 +303,6 @@ base::Result<NetworkRow> RunTransferRemote(const NetworkWorkload& w) {
     std::uint64_t conflicts = 0;
     std::string from, to;
     std::optional<client::Row> a, b;
-    bool failed = false;  // this attempt already failed (both reads may)
   };
   std::vector<Slot> slots(w.outstanding);
   for (std::uint32_t i = 0; i < w.outstanding; ++i) slots[i].rng.seed(i + 1);
@@ -362,23 +361,17 @@ base::Result<NetworkRow> RunTransferRemote(const NetworkWorkload& w) {
     if (to >= from) ++to;
     s.from = key(from);
     s.to = key(to);
-    s.a.reset();
-    s.b.reset();
-    // Both reads in flight at once; the commit goes when the second answers.
-    auto read = [&, i](bool first) {
-      return [&, i, first](Result<std::optional<client::Row>> r) {
-        Slot& slot = slots[i];
-        if (slot.failed) return;
-        if (!r.ok() || !r->has_value()) {
-          slot.failed = true;
-          return fail(r.ok() ? base::Internal("an account is missing") : r.status());
-        }
-        (first ? slot.a : slot.b) = std::move(**r);
-        if (slot.a && slot.b) commit(i);
-      };
-    };
-    client->Get(table, s.from, Lsn(), read(true));
-    client->Get(table, s.to, Lsn(), read(false));
+    // Both balances in one round trip, read at one snapshot.
+    client->MultiGet(table, {s.from, s.to}, Lsn(),
+                     [&, i](Result<std::vector<std::optional<client::Row>>> r) {
+                       Slot& slot = slots[i];
+                       if (!r.ok() || !(*r)[0] || !(*r)[1]) {
+                         return fail(r.ok() ? base::Internal("an account is missing") : r.status());
+                       }
+                       slot.a = std::move(*(*r)[0]);
+                       slot.b = std::move(*(*r)[1]);
+                       commit(i);
+                     });
   };
   start = [&](std::uint32_t i) {
     slots[i].began = MonotonicNs();

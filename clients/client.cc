@@ -701,6 +701,47 @@ Result<std::optional<Row>> Client::Get(const std::string& table, const std::stri
       [&](Callback<std::optional<Row>> done) { Get(table, key, as_of, std::move(done)); });
 }
 
+void Client::MultiGet(const std::string& table, const std::vector<std::string>& keys, Lsn as_of,
+                      Callback<std::vector<std::optional<Row>>> done) {
+  FlatBufferBuilder fbb(128 + 32 * keys.size());
+  std::vector<FbOffset<fb::Key>> wire_keys;
+  wire_keys.reserve(keys.size());
+  for (const std::string& k : keys) wire_keys.push_back(fb::CreateKey(fbb, Bytes(fbb, k)));
+  auto request = fb::CreateMultiGetRequest(fbb, fbb.CreateString(table),
+                                           fbb.CreateVector(wire_keys), as_of.value());
+  impl_->Submit(
+      fbb, request.Union(), fb::Request::MultiGetRequest, true,
+      [done = std::move(done), asked = keys.size()](Result<Response> r) {
+        auto body = As<fb::MultiGetResponse>(r, "a multi-get");
+        if (!body.ok()) return done(body.status());
+        const auto* rows = (*body)->rows();
+        const std::size_t answered = rows == nullptr ? 0 : rows->size();
+        if (answered != asked) {
+          return done(base::Internal(fmt::format(
+              "the server answered {} rows for a multi-get of {} keys", answered, asked)));
+        }
+        std::vector<std::optional<Row>> out;
+        out.reserve(answered);
+        for (std::size_t i = 0; i < answered; ++i) {
+          const fb::FoundRow* found = rows->Get(static_cast<flatbuffers::uoffset_t>(i));
+          if (found == nullptr || found->row() == nullptr) {
+            out.emplace_back();
+          } else {
+            out.emplace_back(ToRow(found->row()));
+          }
+        }
+        done(std::move(out));
+      });
+}
+
+Result<std::vector<std::optional<Row>>> Client::MultiGet(const std::string& table,
+                                                         const std::vector<std::string>& keys,
+                                                         Lsn as_of) {
+  return Wait<std::vector<std::optional<Row>>>([&](Callback<std::vector<std::optional<Row>>> done) {
+    MultiGet(table, keys, as_of, std::move(done));
+  });
+}
+
 Result<std::vector<Row>> Client::Scan(const std::string& table, const ScanOptions& o, Lsn as_of) {
   return Request<std::vector<Row>>(
       impl_.get(), fb::Request::ScanRequest, true,

@@ -284,6 +284,13 @@ class Client {
                                  Lsn as_of = Lsn());
   void Get(const std::string& table, const std::string& key, Lsn as_of,
            Callback<std::optional<Row>> done);
+  // Several keys of one table read at one snapshot, in one round trip (server 1.3 or later):
+  // entry i answers keys[i]. At most 10,000 keys.
+  Result<std::vector<std::optional<Row>>> MultiGet(const std::string& table,
+                                                   const std::vector<std::string>& keys,
+                                                   Lsn as_of = Lsn());
+  void MultiGet(const std::string& table, const std::vector<std::string>& keys, Lsn as_of,
+                Callback<std::vector<std::optional<Row>>> done);
   Result<std::vector<Row>> Scan(const std::string& table, const ScanOptions& options = {},
                                 Lsn as_of = Lsn());
 

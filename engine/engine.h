@@ -30,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -256,6 +257,13 @@ class Engine {
   // oldest_readable_lsn() to the visible LSN; kOutOfRange outside that window, naming it. The
   // table must have existed at `at`.
   Result<std::optional<Row>> GetAsOf(std::string_view table, std::string_view key, Lsn at) const;
+  // Several keys of one table read at one snapshot: as of `at`, or at the visible LSN when `at`
+  // is 0. Entry i answers keys[i]; the snapshot's LSN goes to *read_at when given. At most
+  // kMultiGetKeysMax keys (kInvalidArgument above), so that one call stays a short read.
+  static constexpr std::size_t kMultiGetKeysMax = 10'000;
+  Result<std::vector<std::optional<Row>>> MultiGet(std::string_view table,
+                                                   std::span<const std::string_view> keys,
+                                                   Lsn at = Lsn(), Lsn* read_at = nullptr) const;
   Result<std::vector<Row>> ScanAsOf(std::string_view table, const ScanOptions& options,
                                     Lsn at) const;
   // Every version from this LSN on is kept. It starts at 0 after a full replay of the log, or at

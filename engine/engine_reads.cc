@@ -149,6 +149,31 @@ Result<std::optional<Row>> Engine::GetAsOf(std::string_view table, std::string_v
   return GetFrom(*t->table, key, at);
 }
 
+Result<std::vector<std::optional<Row>>> Engine::MultiGet(std::string_view table,
+                                                         std::span<const std::string_view> keys,
+                                                         Lsn at, Lsn* read_at) const {
+  if (keys.size() > kMultiGetKeysMax) {
+    return base::InvalidArgument(fmt::format("a multi-get of {} keys: at most {} in one call",
+                                             keys.size(), kMultiGetKeysMax));
+  }
+  rcu::ReadGuard guard;
+  if (at == Lsn()) {
+    at = visible_lsn();
+  } else {
+    LOCKSTEP_RETURN_IF_ERROR(CheckAsOf(at, oldest_readable_lsn(), visible_lsn()));
+  }
+  auto t = FindTableAt(table, at);
+  if (!t) return base::NotFound(fmt::format("no table {:?} at LSN {}", table, at.value()));
+  std::vector<std::optional<Row>> rows;
+  rows.reserve(keys.size());
+  for (std::string_view key : keys) {
+    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<Row> row, GetFrom(*t->table, key, at));
+    rows.push_back(std::move(row));
+  }
+  if (read_at != nullptr) *read_at = at;
+  return rows;
+}
+
 Result<std::vector<Row>> Engine::ScanAsOf(std::string_view table, const ScanOptions& options,
                                           Lsn at) const {
   rcu::ReadGuard guard;

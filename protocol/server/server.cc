@@ -561,6 +561,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         return Commit(id, ToOffsetCommits(*m.request_as_CommitOffsetsRequest()));
       case fb::Request::GetRequest:
         return Get(id, *m.request_as_GetRequest());
+      case fb::Request::MultiGetRequest:
+        return MultiGet(id, *m.request_as_MultiGetRequest());
       case fb::Request::ScanRequest:
         return Scan(id, *m.request_as_ScanRequest());
       case fb::Request::FetchRequest:
@@ -640,6 +642,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
     FlatBufferBuilder fbb(256);
     auto out = row->has_value() ? Build(fbb, **row) : flatbuffers::Offset<fb::Row>();
     SendResponse(id, fbb, fb::CreateGetResponse(fbb, out));
+  }
+
+  void MultiGet(std::uint64_t id, const fb::MultiGetRequest& r) {
+    std::vector<std::string_view> keys;
+    if (r.keys() != nullptr) {
+      keys.reserve(r.keys()->size());
+      for (const fb::Key* k : *r.keys()) keys.push_back(View(k->bytes()));
+    }
+    Lsn at;
+    auto rows = server_.engine_.MultiGet(Str(r.table()), keys, Lsn(r.as_of()), &at);
+    if (!rows.ok()) return SendError(id, rows.status());
+    FlatBufferBuilder fbb(256);
+    std::vector<flatbuffers::Offset<fb::FoundRow>> out;
+    out.reserve(rows->size());
+    for (const std::optional<engine::Row>& row : *rows) {
+      out.push_back(fb::CreateFoundRow(
+          fbb, row.has_value() ? Build(fbb, *row) : flatbuffers::Offset<fb::Row>()));
+    }
+    SendResponse(id, fbb, fb::CreateMultiGetResponse(fbb, fbb.CreateVector(out), at.value()));
   }
 
   void Scan(std::uint64_t id, const fb::ScanRequest& r) {

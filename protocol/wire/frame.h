@@ -23,7 +23,7 @@ using base::Result;
 using base::Status;
 
 inline constexpr std::uint16_t kMajorVersion = 1;
-inline constexpr std::uint16_t kMinorVersion = 2;
+inline constexpr std::uint16_t kMinorVersion = 3;
 inline constexpr std::size_t kFrameHeaderBytes = 8;
 // The default bound on frame_bytes, at both ends (configurable on each).
 inline constexpr std::uint32_t kDefaultMaxFrameBytes = 16u << 20;

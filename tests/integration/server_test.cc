@@ -129,6 +129,50 @@ TEST_F(ServerTest, TransactionsConflictsAndReadsAsOfAnLsn) {
   EXPECT_EQ(stats->visible_lsn, engine_->visible_lsn());
 }
 
+TEST_F(ServerTest, AMultiGetReadsSeveralKeysAtOneSnapshot) {
+  ASSERT_TRUE(client_->CreateTable("accounts").ok());
+  auto first =
+      client_->Commit(client::Transaction().Put("accounts", "a", "1").Put("accounts", "b", "2"));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto second =
+      client_->Commit(client::Transaction().Put("accounts", "a", "3").Delete("accounts", "b"));
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  auto now = client_->MultiGet("accounts", {"b", "a", "zz", "a"});
+  ASSERT_TRUE(now.ok()) << now.status().ToString();
+  ASSERT_EQ(now->size(), 4u);
+  EXPECT_FALSE((*now)[0].has_value());
+  ASSERT_TRUE((*now)[1].has_value());
+  EXPECT_EQ((*now)[1]->key, "a");
+  EXPECT_EQ((*now)[1]->value, "3");
+  EXPECT_EQ((*now)[1]->version, second->lsn);
+  EXPECT_FALSE((*now)[2].has_value());
+  EXPECT_EQ((*now)[3]->value, "3");
+  auto then = client_->MultiGet("accounts", {"a", "b"}, first->lsn);
+  ASSERT_TRUE(then.ok()) << then.status().ToString();
+  ASSERT_EQ(then->size(), 2u);
+  EXPECT_EQ((*then)[0]->value, "1");
+  EXPECT_EQ((*then)[1]->value, "2");
+  EXPECT_EQ((*then)[1]->version, first->lsn);
+  auto none = client_->MultiGet("accounts", {});
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(client_->MultiGet("nope", {"a"}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(
+      client_->MultiGet("accounts", {"a"}, base::Lsn(second->lsn.value() + 100)).status().code(),
+      StatusCode::kOutOfRange);
+  // The bound: 10,000 keys are read, one more is refused, and the connection serves on.
+  std::vector<std::string> many(engine::Engine::kMultiGetKeysMax, "a");
+  auto all = client_->MultiGet("accounts", many);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_EQ(all->size(), many.size());
+  many.push_back("a");
+  auto refused = client_->MultiGet("accounts", many);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("at most 10000"), std::string::npos)
+      << refused.status().ToString();
+  EXPECT_EQ(client_->Get("accounts", "a")->value().value, "3");
+}
+
 TEST_F(ServerTest, AClientReconnectsAndItsQueuedCommitIsAppliedOnce) {
   ASSERT_TRUE(client_->CreateTable("t").ok());
   server_.reset();  // every connection drops
@@ -527,6 +571,36 @@ TEST_F(BadInput, AnUnknownRequestTypeIsAnsweredAndTheConnectionStays) {
                                               wire::fb::CreateStatsRequest(stats).Union()));
   asio::write(s, asio::buffer(Frame(stats)));
   EXPECT_EQ(ReadResponse(s).value(), StatusCode::kOk);
+}
+
+TEST_F(BadInput, AMultiGetWithHollowKeysIsAnsweredAndTheConnectionStays) {
+  ASSERT_TRUE(client_->CreateTable("accounts").ok());
+  auto s = Raw();
+  asio::write(s, asio::buffer(Handshake()));
+  ASSERT_EQ(ReadResponse(s).value(), StatusCode::kOk);
+  // No table name, no keys vector: an unknown table.
+  flatbuffers::FlatBufferBuilder bare;
+  wire::fb::MultiGetRequestBuilder b(bare);
+  auto empty = b.Finish();
+  bare.Finish(
+      wire::fb::CreateRequestMessage(bare, 1, wire::fb::Request::MultiGetRequest, empty.Union()));
+  asio::write(s, asio::buffer(Frame(bare)));
+  EXPECT_EQ(ReadResponse(s).value(), StatusCode::kNotFound);
+  // Keys without bytes read as the empty key, which no row has.
+  flatbuffers::FlatBufferBuilder hollow;
+  std::vector<flatbuffers::Offset<wire::fb::Key>> keys(3, wire::fb::KeyBuilder(hollow).Finish());
+  auto request = wire::fb::CreateMultiGetRequest(hollow, hollow.CreateString("accounts"),
+                                                 hollow.CreateVector(keys));
+  hollow.Finish(wire::fb::CreateRequestMessage(hollow, 2, wire::fb::Request::MultiGetRequest,
+                                               request.Union()));
+  asio::write(s, asio::buffer(Frame(hollow)));
+  EXPECT_EQ(ReadResponse(s).value(), StatusCode::kOk);
+  flatbuffers::FlatBufferBuilder stats;
+  stats.Finish(wire::fb::CreateRequestMessage(stats, 3, wire::fb::Request::StatsRequest,
+                                              wire::fb::CreateStatsRequest(stats).Union()));
+  asio::write(s, asio::buffer(Frame(stats)));
+  EXPECT_EQ(ReadResponse(s).value(), StatusCode::kOk);
+  ExpectHealthy();
 }
 
 TEST_F(BadInput, AThousandIdleConnections) {
