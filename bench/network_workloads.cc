@@ -362,16 +362,15 @@ base::Result<NetworkRow> RunTransferRemote(const NetworkWorkload& w) {
     s.from = key(from);
     s.to = key(to);
     // Both balances in one round trip, read at one snapshot.
-    client->MultiGet(table, {s.from, s.to}, Lsn(),
-                     [&, i](Result<std::vector<std::optional<client::Row>>> r) {
-                       Slot& slot = slots[i];
-                       if (!r.ok() || !(*r)[0] || !(*r)[1]) {
-                         return fail(r.ok() ? base::Internal("an account is missing") : r.status());
-                       }
-                       slot.a = std::move(*(*r)[0]);
-                       slot.b = std::move(*(*r)[1]);
-                       commit(i);
-                     });
+    client->MultiGet(table, {s.from, s.to}, Lsn(), [&, i](Result<client::MultiGetResult> r) {
+      Slot& slot = slots[i];
+      if (!r.ok() || !r->rows[0] || !r->rows[1]) {
+        return fail(r.ok() ? base::Internal("an account is missing") : r.status());
+      }
+      slot.a = std::move(*r->rows[0]);
+      slot.b = std::move(*r->rows[1]);
+      commit(i);
+    });
   };
   start = [&](std::uint32_t i) {
     slots[i].began = MonotonicNs();

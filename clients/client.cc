@@ -7,9 +7,12 @@
 #include <deque>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <random>
 #include <span>
 #include <thread>
+
+#include <unistd.h>
 
 #include "protocol/wire/frame.h"
 
@@ -436,18 +439,27 @@ Result<const T*> As(const Result<Response>& r, const char* what) {
   return body;
 }
 
-// A key no other transaction has: a random 128-bit prefix drawn once per process, then a
+// A key no other transaction has: a random 128-bit prefix (four words of the system's random
+// device) drawn per process — again after a fork, so parent and child never share one — then a
 // counter. Consecutive keys sort next to each other, so the server's idempotency table inserts
 // them along one warm path of its skip list instead of at a random place each (a cache miss per
 // level).
 std::string NewIdempotencyKey() {
-  static const std::string prefix = [] {
+  static std::mutex mu;
+  static pid_t owner = 0;
+  static std::string prefix;
+  static std::uint64_t counter = 0;
+  std::lock_guard lock(mu);
+  if (owner != ::getpid()) {
     std::random_device device;
-    std::mt19937_64 rng((std::uint64_t{device()} << 32) ^ device());
-    return fmt::format("client-{:016x}{:016x}-", rng(), rng());
-  }();
-  static std::atomic<std::uint64_t> counter{0};
-  return fmt::format("{}{:016x}", prefix, counter.fetch_add(1, std::memory_order_relaxed));
+    std::uint32_t words[4];
+    for (std::uint32_t& w : words) w = device();
+    prefix =
+        fmt::format("client-{:08x}{:08x}{:08x}{:08x}-", words[0], words[1], words[2], words[3]);
+    owner = ::getpid();
+    counter = 0;
+  }
+  return fmt::format("{}{:016x}", prefix, counter++);
 }
 
 FbOffset<fb::OffsetCommit> BuildOffset(FlatBufferBuilder& fbb, const OffsetCommit& o) {
@@ -702,7 +714,7 @@ Result<std::optional<Row>> Client::Get(const std::string& table, const std::stri
 }
 
 void Client::MultiGet(const std::string& table, const std::vector<std::string>& keys, Lsn as_of,
-                      Callback<std::vector<std::optional<Row>>> done) {
+                      Callback<MultiGetResult> done) {
   FlatBufferBuilder fbb(128 + 32 * keys.size());
   std::vector<FbOffset<fb::Key>> wire_keys;
   wire_keys.reserve(keys.size());
@@ -720,26 +732,25 @@ void Client::MultiGet(const std::string& table, const std::vector<std::string>& 
           return done(base::Internal(fmt::format(
               "the server answered {} rows for a multi-get of {} keys", answered, asked)));
         }
-        std::vector<std::optional<Row>> out;
-        out.reserve(answered);
+        MultiGetResult out;
+        out.as_of = Lsn((*body)->as_of());
+        out.rows.reserve(answered);
         for (std::size_t i = 0; i < answered; ++i) {
           const fb::FoundRow* found = rows->Get(static_cast<flatbuffers::uoffset_t>(i));
           if (found == nullptr || found->row() == nullptr) {
-            out.emplace_back();
+            out.rows.emplace_back();
           } else {
-            out.emplace_back(ToRow(found->row()));
+            out.rows.emplace_back(ToRow(found->row()));
           }
         }
         done(std::move(out));
       });
 }
 
-Result<std::vector<std::optional<Row>>> Client::MultiGet(const std::string& table,
-                                                         const std::vector<std::string>& keys,
-                                                         Lsn as_of) {
-  return Wait<std::vector<std::optional<Row>>>([&](Callback<std::vector<std::optional<Row>>> done) {
-    MultiGet(table, keys, as_of, std::move(done));
-  });
+Result<MultiGetResult> Client::MultiGet(const std::string& table,
+                                        const std::vector<std::string>& keys, Lsn as_of) {
+  return Wait<MultiGetResult>(
+      [&](Callback<MultiGetResult> done) { MultiGet(table, keys, as_of, std::move(done)); });
 }
 
 Result<std::vector<Row>> Client::Scan(const std::string& table, const ScanOptions& o, Lsn as_of) {

@@ -88,7 +88,8 @@ class Transaction {
   Transaction& Append(EventAppend event);
   Transaction& CommitOffset(OffsetCommit commit);
   // A retry with the same key returns the original result instead of committing again. Without
-  // one, Client::Commit chooses a random key, so its own retries are safe.
+  // one, Client::Commit chooses a unique key (a random per-process prefix and a counter), so its
+  // own retries are safe.
   Transaction& IdempotencyKey(std::string key);
   Transaction& ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence);
 
@@ -126,6 +127,10 @@ struct Row {
   std::string key;
   std::string value;
   Lsn version;
+};
+struct MultiGetResult {
+  std::vector<std::optional<Row>> rows;
+  Lsn as_of;  // the snapshot every row was read at
 };
 struct ScanOptions {
   std::string from = {};
@@ -285,12 +290,12 @@ class Client {
   void Get(const std::string& table, const std::string& key, Lsn as_of,
            Callback<std::optional<Row>> done);
   // Several keys of one table read at one snapshot, in one round trip (server 1.3 or later):
-  // entry i answers keys[i]. At most 10,000 keys.
-  Result<std::vector<std::optional<Row>>> MultiGet(const std::string& table,
-                                                   const std::vector<std::string>& keys,
-                                                   Lsn as_of = Lsn());
+  // rows[i] answers keys[i], and as_of names the snapshot (read more as of it). At most 10,000
+  // keys, and what is found must fit in one frame (kInvalidArgument: ask for fewer).
+  Result<MultiGetResult> MultiGet(const std::string& table, const std::vector<std::string>& keys,
+                                  Lsn as_of = Lsn());
   void MultiGet(const std::string& table, const std::vector<std::string>& keys, Lsn as_of,
-                Callback<std::vector<std::optional<Row>>> done);
+                Callback<MultiGetResult> done);
   Result<std::vector<Row>> Scan(const std::string& table, const ScanOptions& options = {},
                                 Lsn as_of = Lsn());
 

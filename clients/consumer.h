@@ -20,11 +20,12 @@
 // Close and the destructor wait for a heartbeat in progress, which a server that does not
 // answer holds for up to the client's retry deadline.
 //
-// Poll, Seek*, Commit, Resync and Close are called from one thread at a time (the consumer's
-// user); Positions, generation and assignment may be called from any thread.
+// Poll, PollBatch, Seek*, Commit, Resync and Close are called from one thread at a time (the
+// consumer's user); Positions, generation and assignment may be called from any thread.
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -32,8 +33,10 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "base/assert.h"
 #include "base/event_record.h"
 #include "clients/client.h"
 
@@ -90,12 +93,22 @@ struct ConsumedEventRef {
 
 // What PollBatch returns: the record bytes of the fetches it drew from, each copied once from
 // the network buffer, and the events decoded in place — no allocation per event. Movable;
-// iterating it yields ConsumedEventRef, per partition in offset order.
+// iterating it yields ConsumedEventRef, per partition in offset order. A batch holds whole
+// fetches (up to fetch_max_bytes each) until it is destroyed: Copy() what you keep longer.
 class ConsumedBatch {
  public:
   ConsumedBatch() = default;
-  ConsumedBatch(ConsumedBatch&&) noexcept = default;
-  ConsumedBatch& operator=(ConsumedBatch&&) noexcept = default;
+  // A moved-from batch is empty. The moved events stay valid: their bytes do not move.
+  ConsumedBatch(ConsumedBatch&& o) noexcept
+      : parts_(std::move(o.parts_)), size_(std::exchange(o.size_, 0)) {
+    o.parts_.clear();
+  }
+  ConsumedBatch& operator=(ConsumedBatch&& o) noexcept {
+    parts_ = std::move(o.parts_);
+    o.parts_.clear();
+    size_ = std::exchange(o.size_, 0);
+    return *this;
+  }
 
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
@@ -111,6 +124,12 @@ class ConsumedBatch {
   };
   class Iterator {
    public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = ConsumedEventRef;
+    using difference_type = std::ptrdiff_t;
+    using reference = ConsumedEventRef;
+    using pointer = void;
+    Iterator() = default;
     ConsumedEventRef operator*() const {
       const Part& p = (*parts_)[part_];
       return {p.topic, p.partition, p.events[index_]};
@@ -122,13 +141,18 @@ class ConsumedBatch {
       }
       return *this;
     }
+    Iterator operator++(int) {
+      Iterator before = *this;
+      ++*this;
+      return before;
+    }
     bool operator==(const Iterator& o) const { return part_ == o.part_ && index_ == o.index_; }
 
    private:
     friend class ConsumedBatch;
     Iterator(const std::vector<Part>* parts, std::size_t part) : parts_(parts), part_(part) {}
-    const std::vector<Part>* parts_;
-    std::size_t part_;
+    const std::vector<Part>* parts_ = nullptr;
+    std::size_t part_ = 0;
     std::size_t index_ = 0;
   };
   Iterator begin() const { return {&parts_, 0}; }
@@ -137,6 +161,7 @@ class ConsumedBatch {
  private:
   friend class Consumer;
   void Add(Part part) {
+    LOCKSTEP_ASSERT(!part.events.empty());  // the iterator steps over no empty part
     size_ += part.events.size();
     parts_.push_back(std::move(part));
   }

@@ -258,12 +258,16 @@ class Engine {
   // table must have existed at `at`.
   Result<std::optional<Row>> GetAsOf(std::string_view table, std::string_view key, Lsn at) const;
   // Several keys of one table read at one snapshot: as of `at`, or at the visible LSN when `at`
-  // is 0. Entry i answers keys[i]; the snapshot's LSN goes to *read_at when given. At most
-  // kMultiGetKeysMax keys (kInvalidArgument above), so that one call stays a short read.
+  // is 0 (the result names it). rows[i] answers keys[i]. At most kMultiGetKeysMax keys, and at
+  // most `max_bytes` of keys and values found (kInvalidArgument past either, saying to ask for
+  // fewer), so that one call stays a short, bounded read.
   static constexpr std::size_t kMultiGetKeysMax = 10'000;
-  Result<std::vector<std::optional<Row>>> MultiGet(std::string_view table,
-                                                   std::span<const std::string_view> keys,
-                                                   Lsn at = Lsn(), Lsn* read_at = nullptr) const;
+  struct MultiGetResult {
+    std::vector<std::optional<Row>> rows;
+    Lsn as_of;
+  };
+  Result<MultiGetResult> MultiGet(std::string_view table, std::span<const std::string_view> keys,
+                                  Lsn at = Lsn(), std::size_t max_bytes = SIZE_MAX) const;
   Result<std::vector<Row>> ScanAsOf(std::string_view table, const ScanOptions& options,
                                     Lsn at) const;
   // Every version from this LSN on is kept. It starts at 0 after a full replay of the log, or at

@@ -99,12 +99,25 @@ Result<std::optional<Row>> GetFrom(const Table& table, std::string_view key, Lsn
   return std::optional<Row>(Row{std::string(key), std::move(read->value), read->version});
 }
 
-std::vector<Row> ScanFrom(const Table& table, const ScanOptions& options, Lsn at) {
+Status TooManyBytes(const char* what, std::size_t max_bytes) {
+  return base::InvalidArgument(fmt::format(
+      "the rows of this {} pass {} bytes of keys and values: ask for fewer", what, max_bytes));
+}
+
+Result<std::vector<Row>> ScanFrom(const Table& table, const ScanOptions& options, Lsn at) {
   std::vector<Row> rows;
+  std::size_t bytes = 0;
+  bool too_many = false;
   table.Scan(options, at, [&](std::string_view key, Bytes value, Lsn version) {
+    bytes += key.size() + value.size();
+    if (bytes > options.max_bytes) {
+      too_many = true;
+      return false;
+    }
     rows.push_back(Row{std::string(key), std::string(AsView(value)), version});
     return true;
   });
+  if (too_many) return TooManyBytes("scan", options.max_bytes);
   return rows;
 }
 
@@ -149,9 +162,9 @@ Result<std::optional<Row>> Engine::GetAsOf(std::string_view table, std::string_v
   return GetFrom(*t->table, key, at);
 }
 
-Result<std::vector<std::optional<Row>>> Engine::MultiGet(std::string_view table,
-                                                         std::span<const std::string_view> keys,
-                                                         Lsn at, Lsn* read_at) const {
+Result<Engine::MultiGetResult> Engine::MultiGet(std::string_view table,
+                                                std::span<const std::string_view> keys, Lsn at,
+                                                std::size_t max_bytes) const {
   if (keys.size() > kMultiGetKeysMax) {
     return base::InvalidArgument(fmt::format("a multi-get of {} keys: at most {} in one call",
                                              keys.size(), kMultiGetKeysMax));
@@ -164,14 +177,19 @@ Result<std::vector<std::optional<Row>>> Engine::MultiGet(std::string_view table,
   }
   auto t = FindTableAt(table, at);
   if (!t) return base::NotFound(fmt::format("no table {:?} at LSN {}", table, at.value()));
-  std::vector<std::optional<Row>> rows;
-  rows.reserve(keys.size());
+  MultiGetResult out;
+  out.as_of = at;
+  out.rows.reserve(keys.size());
+  std::size_t bytes = 0;
   for (std::string_view key : keys) {
     LOCKSTEP_ASSIGN_OR_RETURN(std::optional<Row> row, GetFrom(*t->table, key, at));
-    rows.push_back(std::move(row));
+    if (row) {
+      bytes += row->key.size() + row->value.size();
+      if (bytes > max_bytes) return TooManyBytes("multi-get", max_bytes);
+    }
+    out.rows.push_back(std::move(row));
   }
-  if (read_at != nullptr) *read_at = at;
-  return rows;
+  return out;
 }
 
 Result<std::vector<Row>> Engine::ScanAsOf(std::string_view table, const ScanOptions& options,

@@ -20,9 +20,15 @@ case "$flavour" in
                  -DLOCKSTEP_PLANTED_BUGS=OFF) ;;
   *) echo "usage: tools/build.sh release|debug|asan|tsan" >&2; exit 2 ;;
 esac
-# Unity builds: each library, tool and test binary compiles a few of its sources as one
-# translation unit, so the heavy headers (Asio, Beast, CLI11, GoogleTest) are parsed and their
-# templates instantiated once per batch rather than once per file — on two cores this takes
-# about a third off CI. Files that cannot share a unit opt out (SKIP_UNITY_BUILD_INCLUSION).
-cmake -S . -B "build/$flavour" -G Ninja -DCMAKE_UNITY_BUILD=ON "${args[@]}" >/dev/null
+# The sanitizer builds are unity builds: each library, tool and test binary compiles a few of
+# its sources as one translation unit, so the heavy headers (Asio, Beast, CLI11, GoogleTest) are
+# parsed and their templates instantiated once per batch rather than once per file (the ASan
+# build: 1,164 CPU-seconds of compiling before, 724 after). Files that cannot share a unit opt
+# out (SKIP_UNITY_BUILD_INCLUSION). Release and debug compile every file alone, which keeps each
+# file's includes honest.
+case "$flavour" in
+  asan|tsan) args+=(-DCMAKE_UNITY_BUILD=ON) ;;
+  *)         args+=(-DCMAKE_UNITY_BUILD=OFF) ;;
+esac
+cmake -S . -B "build/$flavour" -G Ninja "${args[@]}" >/dev/null
 cmake --build "build/$flavour" -- -j"$(nproc)"

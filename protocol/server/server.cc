@@ -644,23 +644,31 @@ class Connection : public std::enable_shared_from_this<Connection> {
     SendResponse(id, fbb, fb::CreateGetResponse(fbb, out));
   }
 
+  // Bounded before anything is built: the key count (the engine's limit, checked here before
+  // the views are gathered) and the bytes found (one frame's worth).
   void MultiGet(std::uint64_t id, const fb::MultiGetRequest& r) {
     std::vector<std::string_view> keys;
     if (r.keys() != nullptr) {
+      if (r.keys()->size() > engine::Engine::kMultiGetKeysMax) {
+        return SendError(id, base::InvalidArgument(
+                                 fmt::format("a multi-get of {} keys: at most {} in one call",
+                                             r.keys()->size(), engine::Engine::kMultiGetKeysMax)));
+      }
       keys.reserve(r.keys()->size());
       for (const fb::Key* k : *r.keys()) keys.push_back(View(k->bytes()));
     }
-    Lsn at;
-    auto rows = server_.engine_.MultiGet(Str(r.table()), keys, Lsn(r.as_of()), &at);
-    if (!rows.ok()) return SendError(id, rows.status());
+    auto read = server_.engine_.MultiGet(Str(r.table()), keys, Lsn(r.as_of()),
+                                         server_.options_.max_frame_bytes);
+    if (!read.ok()) return SendError(id, read.status());
     FlatBufferBuilder fbb(256);
     std::vector<flatbuffers::Offset<fb::FoundRow>> out;
-    out.reserve(rows->size());
-    for (const std::optional<engine::Row>& row : *rows) {
+    out.reserve(read->rows.size());
+    for (const std::optional<engine::Row>& row : read->rows) {
       out.push_back(fb::CreateFoundRow(
           fbb, row.has_value() ? Build(fbb, *row) : flatbuffers::Offset<fb::Row>()));
     }
-    SendResponse(id, fbb, fb::CreateMultiGetResponse(fbb, fbb.CreateVector(out), at.value()));
+    SendResponse(id, fbb,
+                 fb::CreateMultiGetResponse(fbb, fbb.CreateVector(out), read->as_of.value()));
   }
 
   void Scan(std::uint64_t id, const fb::ScanRequest& r) {
@@ -671,6 +679,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     o.prefix = View(r.prefix());
     o.limit = r.limit();
     o.reverse = r.reverse();
+    o.max_bytes = server_.options_.max_frame_bytes;  // no answer may outgrow a frame
     auto rows =
         r.as_of() == 0 ? e.Scan(Str(r.table()), o) : e.ScanAsOf(Str(r.table()), o, Lsn(r.as_of()));
     if (!rows.ok()) return SendError(id, rows.status());

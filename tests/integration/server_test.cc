@@ -5,8 +5,10 @@
 // prefix, invalid FlatBuffers, a wrong protocol version, an unknown request type, 1,000 idle
 // connections, a client that never reads its responses — after each of which the server is up,
 // other clients are served, and no data is lost.
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "tests/integration/server_fixture.h"
 
@@ -139,23 +141,26 @@ TEST_F(ServerTest, AMultiGetReadsSeveralKeysAtOneSnapshot) {
   ASSERT_TRUE(second.ok()) << second.status().ToString();
   auto now = client_->MultiGet("accounts", {"b", "a", "zz", "a"});
   ASSERT_TRUE(now.ok()) << now.status().ToString();
-  ASSERT_EQ(now->size(), 4u);
-  EXPECT_FALSE((*now)[0].has_value());
-  ASSERT_TRUE((*now)[1].has_value());
-  EXPECT_EQ((*now)[1]->key, "a");
-  EXPECT_EQ((*now)[1]->value, "3");
-  EXPECT_EQ((*now)[1]->version, second->lsn);
-  EXPECT_FALSE((*now)[2].has_value());
-  EXPECT_EQ((*now)[3]->value, "3");
+  EXPECT_EQ(now->as_of, second->lsn);
+  const auto& rows = now->rows;
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_FALSE(rows[0].has_value());
+  ASSERT_TRUE(rows[1].has_value());
+  EXPECT_EQ(rows[1]->key, "a");
+  EXPECT_EQ(rows[1]->value, "3");
+  EXPECT_EQ(rows[1]->version, second->lsn);
+  EXPECT_FALSE(rows[2].has_value());
+  EXPECT_EQ(rows[3]->value, "3");
   auto then = client_->MultiGet("accounts", {"a", "b"}, first->lsn);
   ASSERT_TRUE(then.ok()) << then.status().ToString();
-  ASSERT_EQ(then->size(), 2u);
-  EXPECT_EQ((*then)[0]->value, "1");
-  EXPECT_EQ((*then)[1]->value, "2");
-  EXPECT_EQ((*then)[1]->version, first->lsn);
+  EXPECT_EQ(then->as_of, first->lsn);
+  ASSERT_EQ(then->rows.size(), 2u);
+  EXPECT_EQ(then->rows[0]->value, "1");
+  EXPECT_EQ(then->rows[1]->value, "2");
+  EXPECT_EQ(then->rows[1]->version, first->lsn);
   auto none = client_->MultiGet("accounts", {});
   ASSERT_TRUE(none.ok()) << none.status().ToString();
-  EXPECT_TRUE(none->empty());
+  EXPECT_TRUE(none->rows.empty());
   EXPECT_EQ(client_->MultiGet("nope", {"a"}).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(
       client_->MultiGet("accounts", {"a"}, base::Lsn(second->lsn.value() + 100)).status().code(),
@@ -164,13 +169,83 @@ TEST_F(ServerTest, AMultiGetReadsSeveralKeysAtOneSnapshot) {
   std::vector<std::string> many(engine::Engine::kMultiGetKeysMax, "a");
   auto all = client_->MultiGet("accounts", many);
   ASSERT_TRUE(all.ok()) << all.status().ToString();
-  EXPECT_EQ(all->size(), many.size());
+  EXPECT_EQ(all->rows.size(), many.size());
   many.push_back("a");
   auto refused = client_->MultiGet("accounts", many);
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << refused.status().ToString();
   EXPECT_NE(refused.status().message().find("at most 10000"), std::string::npos)
       << refused.status().ToString();
   EXPECT_EQ(client_->Get("accounts", "a")->value().value, "3");
+}
+
+// Transfers between two accounts keep their sum; every multi-get, taken while they commit,
+// sees one snapshot — the sum — and says which.
+TEST_F(ServerTest, AMultiGetNeverSeesHalfATransaction) {
+  ASSERT_TRUE(client_->CreateTable("accounts").ok());
+  ASSERT_TRUE(
+      client_->Commit(client::Transaction().Put("accounts", "a", "500").Put("accounts", "b", "500"))
+          .ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> transfers{0};
+  std::thread writer([&] {
+    auto c = Connect();
+    for (int i = 0; i < 2000 && !stop.load(); ++i) {
+      const int amount = i % 7;
+      const int a = 500 - (i % 2 == 0 ? amount : -amount);
+      if (!c->Commit(client::Transaction()
+                         .Put("accounts", "a", std::to_string(a))
+                         .Put("accounts", "b", std::to_string(1000 - a)))
+               .ok()) {
+        return;
+      }
+      ++transfers;
+    }
+  });
+  int reads = 0;
+  for (; reads < 2000 && transfers.load() < 200; ++reads) {
+    auto r = client_->MultiGet("accounts", {"a", "b"});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_TRUE(r->rows[0] && r->rows[1]);
+    ASSERT_EQ(std::stoi(r->rows[0]->value) + std::stoi(r->rows[1]->value), 1000)
+        << "read " << reads << " as of " << r->as_of.value();
+    EXPECT_LE(r->rows[0]->version, r->as_of);
+    EXPECT_LE(r->rows[1]->version, r->as_of);
+  }
+  stop = true;
+  writer.join();
+  EXPECT_GT(transfers.load(), 0);
+  EXPECT_GT(reads, 0);
+}
+
+// No answer may outgrow a frame: a multi-get or scan whose rows would is refused before it is
+// built, and the connection serves on.
+TEST_F(ServerTest, AReadWhoseRowsWouldNotFitInAFrameIsRefused) {
+  server_.reset();
+  server_options_.max_frame_bytes = 64 << 10;
+  StartServer();
+  client_ = Connect();
+  ASSERT_NE(client_, nullptr);
+  ASSERT_TRUE(client_->CreateTable("blobs").ok());
+  const std::string value(10'000, 'v');
+  std::vector<std::string> keys;
+  for (int i = 0; i < 10; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    ASSERT_TRUE(client_->Commit(client::Transaction().Put("blobs", keys.back(), value)).ok());
+  }
+  auto few = client_->MultiGet("blobs", {"k0", "k1", "k2"});
+  ASSERT_TRUE(few.ok()) << few.status().ToString();
+  EXPECT_EQ(few->rows[2]->value, value);
+  auto all = client_->MultiGet("blobs", keys);
+  EXPECT_EQ(all.status().code(), StatusCode::kInvalidArgument) << all.status().ToString();
+  EXPECT_NE(all.status().message().find("ask for fewer"), std::string::npos)
+      << all.status().ToString();
+  auto scan = client_->Scan("blobs");
+  EXPECT_EQ(scan.status().code(), StatusCode::kInvalidArgument) << scan.status().ToString();
+  client::ScanOptions some;
+  some.limit = 3;
+  auto limited = client_->Scan("blobs", some);
+  ASSERT_TRUE(limited.ok()) << limited.status().ToString();
+  EXPECT_EQ(limited->size(), 3u);
 }
 
 TEST_F(ServerTest, AClientReconnectsAndItsQueuedCommitIsAppliedOnce) {
@@ -308,7 +383,14 @@ TEST_F(ServerTest, PolledBatchesReadInPlaceAndOutliveLaterPolls) {
   }
   ASSERT_EQ(seen, static_cast<std::size_t>(kEvents));
   ASSERT_GT(held.size(), 2u);
-  // Every poll is over; read all the held batches now.
+  // Moving a batch moves its events with it and leaves an empty batch behind.
+  client::ConsumedBatch moved = std::move(held.front());
+  EXPECT_TRUE(held.front().empty());
+  EXPECT_TRUE(held.front().begin() == held.front().end());
+  EXPECT_EQ(static_cast<std::size_t>(std::distance(moved.begin(), moved.end())), moved.size());
+  held.front() = std::move(moved);
+  // The consumer is gone; read all the held batches now.
+  consumer->reset();
   std::map<std::uint32_t, std::uint64_t> next{{0, 0}, {1, 0}};
   std::size_t iterated = 0;
   for (const client::ConsumedBatch& batch : held) {
