@@ -194,7 +194,7 @@ base::Result<NetworkRow> RunConsume(const NetworkWorkload& w) {
     if (batch.empty()) return base::Internal("the consumer stopped short of the end");
     row.ops += batch.size();
     for (client::ConsumedEventRef e : batch) bytes += e.payload().size();
-    row.latency.RecordNs(MonotonicNs() - before);  // per Poll()
+    row.latency.RecordNs(MonotonicNs() - before);  // per PollBatch()
   }
   row.seconds = static_cast<double>(MonotonicNs() - start) / 1e9;
   row.payload_bytes_per_op = static_cast<double>(bytes) / static_cast<double>(row.ops);

@@ -12,7 +12,7 @@
 #include <span>
 #include <thread>
 
-#include <unistd.h>
+#include <pthread.h>
 
 #include "protocol/wire/frame.h"
 
@@ -440,26 +440,34 @@ Result<const T*> As(const Result<Response>& r, const char* what) {
 }
 
 // A key no other transaction has: a random 128-bit prefix (four words of the system's random
-// device) drawn per process — again after a fork, so parent and child never share one — then a
-// counter. Consecutive keys sort next to each other, so the server's idempotency table inserts
-// them along one warm path of its skip list instead of at a random place each (a cache miss per
-// level).
+// device) drawn per process — again in a forked child, so parent and child never share one —
+// then a counter. Consecutive keys sort next to each other, so the server's idempotency table
+// inserts them along one warm path of its skip list instead of at a random place each (a cache
+// miss per level). The fork handlers hold the lock across fork(), so a child never inherits it
+// taken by a thread it does not have.
+std::mutex key_mu;
+std::string key_prefix;  // empty: draw one before the next key
+std::uint64_t key_counter = 0;
+std::once_flag key_fork_handlers;
+
 std::string NewIdempotencyKey() {
-  static std::mutex mu;
-  static pid_t owner = 0;
-  static std::string prefix;
-  static std::uint64_t counter = 0;
-  std::lock_guard lock(mu);
-  if (owner != ::getpid()) {
+  std::call_once(key_fork_handlers, [] {
+    ::pthread_atfork([] { key_mu.lock(); }, [] { key_mu.unlock(); },
+                     [] {
+                       key_prefix.clear();
+                       key_mu.unlock();
+                     });
+  });
+  std::lock_guard lock(key_mu);
+  if (key_prefix.empty()) {
     std::random_device device;
     std::uint32_t words[4];
     for (std::uint32_t& w : words) w = device();
-    prefix =
+    key_prefix =
         fmt::format("client-{:08x}{:08x}{:08x}{:08x}-", words[0], words[1], words[2], words[3]);
-    owner = ::getpid();
-    counter = 0;
+    key_counter = 0;
   }
-  return fmt::format("{}{:016x}", prefix, counter++);
+  return fmt::format("{}{:016x}", key_prefix, key_counter++);
 }
 
 FbOffset<fb::OffsetCommit> BuildOffset(FlatBufferBuilder& fbb, const OffsetCommit& o) {

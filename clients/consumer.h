@@ -104,6 +104,7 @@ class ConsumedBatch {
     o.parts_.clear();
   }
   ConsumedBatch& operator=(ConsumedBatch&& o) noexcept {
+    if (this == &o) return *this;
     parts_ = std::move(o.parts_);
     o.parts_.clear();
     size_ = std::exchange(o.size_, 0);
@@ -124,7 +125,10 @@ class ConsumedBatch {
   };
   class Iterator {
    public:
-    using iterator_category = std::forward_iterator_tag;
+    // A forward iterator in C++20's terms; its reference is a value (a ref built on the spot),
+    // which the older iterator categories allow only for input iterators.
+    using iterator_concept = std::forward_iterator_tag;
+    using iterator_category = std::input_iterator_tag;
     using value_type = ConsumedEventRef;
     using difference_type = std::ptrdiff_t;
     using reference = ConsumedEventRef;
@@ -168,6 +172,8 @@ class ConsumedBatch {
   std::vector<Part> parts_;
   std::size_t size_ = 0;
 };
+
+static_assert(std::forward_iterator<ConsumedBatch::Iterator>);
 
 class Consumer {
  public:

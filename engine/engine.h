@@ -259,8 +259,8 @@ class Engine {
   Result<std::optional<Row>> GetAsOf(std::string_view table, std::string_view key, Lsn at) const;
   // Several keys of one table read at one snapshot: as of `at`, or at the visible LSN when `at`
   // is 0 (the result names it). rows[i] answers keys[i]. At most kMultiGetKeysMax keys, and at
-  // most `max_bytes` of keys and values found (kInvalidArgument past either, saying to ask for
-  // fewer), so that one call stays a short, bounded read.
+  // most `max_bytes` of answer — keys and values found plus a fixed cost per row —
+  // (kInvalidArgument past either, saying to ask for fewer), so one call stays a bounded read.
   static constexpr std::size_t kMultiGetKeysMax = 10'000;
   struct MultiGetResult {
     std::vector<std::optional<Row>> rows;

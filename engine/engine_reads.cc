@@ -99,6 +99,10 @@ Result<std::optional<Row>> GetFrom(const Table& table, std::string_view key, Lsn
   return std::optional<Row>(Row{std::string(key), std::move(read->value), read->version});
 }
 
+// What one row costs an answer beyond its key and value (its place in the result and in the
+// response's FlatBuffer), so that many tiny rows are bounded too.
+constexpr std::size_t kRowOverheadBytes = 48;
+
 Status TooManyBytes(const char* what, std::size_t max_bytes) {
   return base::InvalidArgument(fmt::format(
       "the rows of this {} pass {} bytes of keys and values: ask for fewer", what, max_bytes));
@@ -109,7 +113,7 @@ Result<std::vector<Row>> ScanFrom(const Table& table, const ScanOptions& options
   std::size_t bytes = 0;
   bool too_many = false;
   table.Scan(options, at, [&](std::string_view key, Bytes value, Lsn version) {
-    bytes += key.size() + value.size();
+    bytes += key.size() + value.size() + kRowOverheadBytes;
     if (bytes > options.max_bytes) {
       too_many = true;
       return false;
@@ -183,10 +187,8 @@ Result<Engine::MultiGetResult> Engine::MultiGet(std::string_view table,
   std::size_t bytes = 0;
   for (std::string_view key : keys) {
     LOCKSTEP_ASSIGN_OR_RETURN(std::optional<Row> row, GetFrom(*t->table, key, at));
-    if (row) {
-      bytes += row->key.size() + row->value.size();
-      if (bytes > max_bytes) return TooManyBytes("multi-get", max_bytes);
-    }
+    bytes += kRowOverheadBytes + (row ? row->key.size() + row->value.size() : 0);
+    if (bytes > max_bytes) return TooManyBytes("multi-get", max_bytes);
     out.rows.push_back(std::move(row));
   }
   return out;

@@ -39,8 +39,9 @@ struct ScanOptions {
   std::string_view to = {};      // end key (exclusive); empty: no end
   std::string_view prefix = {};  // only keys starting with this
   std::size_t limit = SIZE_MAX;  // at most this many rows
-  // Engine scans: at most this many key and value bytes, past which the scan fails with
-  // kInvalidArgument (ask for fewer rows) instead of building an unbounded answer.
+  // Engine scans: at most this many bytes of answer (keys, values and a fixed cost per row),
+  // past which the scan fails with kInvalidArgument (ask for fewer rows) instead of building an
+  // unbounded answer.
   std::size_t max_bytes = SIZE_MAX;
   bool reverse = false;  // from `to` (exclusive) down to `from` (inclusive)
 };
