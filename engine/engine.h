@@ -262,6 +262,9 @@ class Engine {
   // most `max_bytes` of answer — keys and values found plus a fixed cost per row —
   // (kInvalidArgument past either, saying to ask for fewer), so one call stays a bounded read.
   static constexpr std::size_t kMultiGetKeysMax = 10'000;
+  // Ok for a multi-get of `keys` keys, else the refusal MultiGet gives (callers that gather the
+  // keys first check here before gathering).
+  static Status CheckMultiGetKeys(std::size_t keys);
   struct MultiGetResult {
     std::vector<std::optional<Row>> rows;
     Lsn as_of;

@@ -166,13 +166,16 @@ Result<std::optional<Row>> Engine::GetAsOf(std::string_view table, std::string_v
   return GetFrom(*t->table, key, at);
 }
 
+Status Engine::CheckMultiGetKeys(std::size_t keys) {
+  if (keys <= kMultiGetKeysMax) return Status::Ok();
+  return base::InvalidArgument(
+      fmt::format("a multi-get of {} keys: at most {} in one call", keys, kMultiGetKeysMax));
+}
+
 Result<Engine::MultiGetResult> Engine::MultiGet(std::string_view table,
                                                 std::span<const std::string_view> keys, Lsn at,
                                                 std::size_t max_bytes) const {
-  if (keys.size() > kMultiGetKeysMax) {
-    return base::InvalidArgument(fmt::format("a multi-get of {} keys: at most {} in one call",
-                                             keys.size(), kMultiGetKeysMax));
-  }
+  LOCKSTEP_RETURN_IF_ERROR(CheckMultiGetKeys(keys.size()));
   rcu::ReadGuard guard;
   if (at == Lsn()) {
     at = visible_lsn();

@@ -644,15 +644,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     SendResponse(id, fbb, fb::CreateGetResponse(fbb, out));
   }
 
-  // Bounded before anything is built: the key count (the engine's limit, checked here before
-  // the views are gathered) and the bytes found (one frame's worth).
+  // Bounded before anything is built: the key count (checked before the views are gathered)
+  // and the answer's bytes (one frame's worth, counted by the engine).
   void MultiGet(std::uint64_t id, const fb::MultiGetRequest& r) {
     std::vector<std::string_view> keys;
     if (r.keys() != nullptr) {
-      if (r.keys()->size() > engine::Engine::kMultiGetKeysMax) {
-        return SendError(id, base::InvalidArgument(
-                                 fmt::format("a multi-get of {} keys: at most {} in one call",
-                                             r.keys()->size(), engine::Engine::kMultiGetKeysMax)));
+      if (Status s = engine::Engine::CheckMultiGetKeys(r.keys()->size()); !s.ok()) {
+        return SendError(id, s);
       }
       keys.reserve(r.keys()->size());
       for (const fb::Key* k : *r.keys()) keys.push_back(View(k->bytes()));

@@ -142,6 +142,13 @@ class ServerTest : public ::testing::Test {
         wire::fb::CreateRequestMessage(fbb, 1, wire::fb::Request::HandshakeRequest, hs.Union()));
     return Frame(fbb);
   }
+  // A stats request: the simplest request a server must answer once handshaken.
+  static std::vector<std::byte> StatsRequest(std::uint64_t id) {
+    flatbuffers::FlatBufferBuilder fbb;
+    fbb.Finish(wire::fb::CreateRequestMessage(fbb, id, wire::fb::Request::StatsRequest,
+                                              wire::fb::CreateStatsRequest(fbb).Union()));
+    return Frame(fbb);
+  }
   // Reads one response frame (or fails after 5 s): its error code, or kOk.
   static Result<StatusCode> ReadResponse(tcp::socket& s) {
     std::array<std::byte, 8> header;

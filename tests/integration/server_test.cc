@@ -631,10 +631,7 @@ TEST_F(BadInput, AWrongProtocolVersionIsRefusedClearly) {
 
 TEST_F(BadInput, ARequestBeforeTheHandshakeIsRefused) {
   auto s = Raw();
-  flatbuffers::FlatBufferBuilder fbb;
-  fbb.Finish(wire::fb::CreateRequestMessage(fbb, 5, wire::fb::Request::StatsRequest,
-                                            wire::fb::CreateStatsRequest(fbb).Union()));
-  asio::write(s, asio::buffer(Frame(fbb)));
+  asio::write(s, asio::buffer(StatsRequest(5)));
   auto r = ReadResponse(s);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(*r, StatusCode::kFailedPrecondition);
@@ -668,10 +665,7 @@ TEST_F(BadInput, AnUnknownRequestTypeIsAnsweredAndTheConnectionStays) {
   asio::write(s, asio::buffer(Frame(fbb)));
   EXPECT_EQ(ReadResponse(s).value(), StatusCode::kInvalidArgument);
   // Still served on the same connection.
-  flatbuffers::FlatBufferBuilder stats;
-  stats.Finish(wire::fb::CreateRequestMessage(stats, 8, wire::fb::Request::StatsRequest,
-                                              wire::fb::CreateStatsRequest(stats).Union()));
-  asio::write(s, asio::buffer(Frame(stats)));
+  asio::write(s, asio::buffer(StatsRequest(8)));
   EXPECT_EQ(ReadResponse(s).value(), StatusCode::kOk);
 }
 
@@ -697,10 +691,7 @@ TEST_F(BadInput, AMultiGetWithHollowKeysIsAnsweredAndTheConnectionStays) {
                                                request.Union()));
   asio::write(s, asio::buffer(Frame(hollow)));
   EXPECT_EQ(ReadResponse(s).value(), StatusCode::kOk);
-  flatbuffers::FlatBufferBuilder stats;
-  stats.Finish(wire::fb::CreateRequestMessage(stats, 3, wire::fb::Request::StatsRequest,
-                                              wire::fb::CreateStatsRequest(stats).Union()));
-  asio::write(s, asio::buffer(Frame(stats)));
+  asio::write(s, asio::buffer(StatsRequest(3)));
   EXPECT_EQ(ReadResponse(s).value(), StatusCode::kOk);
   ExpectHealthy();
 }
