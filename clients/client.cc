@@ -101,6 +101,11 @@ class Client::Impl {
   ~Impl() {
     asio::post(io_, [this] {
       closed_ = true;
+      // Handlers of a connection attempt already under way (a resolve or connect whose
+      // completion is queued) are ignored from now on: one of them would otherwise open the
+      // socket again, reach a live server and keep this loop, and the join below, waiting.
+      ++generation_;
+      resolver_.cancel();
       FailAll(base::Unavailable("the client was closed"));
       boost::system::error_code ignored;
       socket_.close(ignored);
