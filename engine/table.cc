@@ -1,5 +1,6 @@
 #include "engine/table.h"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <type_traits>
@@ -66,14 +67,57 @@ void Table::Rollback(Bytes key, Lsn lsn, std::vector<void*>* garbage) {
   node->newest.store(v->older.load(std::memory_order_relaxed), std::memory_order_release);
   bytes_.fetch_sub(VersionBytes(v), std::memory_order_relaxed);
   garbage->push_back(const_cast<Version*>(v));
-  // Rollbacks come newest first, so this write's entry is among the last.
-  for (std::size_t i = shadowing_.size(); i-- > shadowing_head_ && shadowing_[i].lsn >= lsn;) {
-    if (shadowing_[i].node == node && shadowing_[i].lsn == lsn) {
-      shadowing_.erase(shadowing_.begin() + static_cast<std::ptrdiff_t>(i));
-      break;
+  // Rollbacks come newest first, so this write's entries are among the last.
+  shadowing_.Remove(node, lsn);
+  if (expiring_) puts_.Remove(node, lsn);
+  // A key left without versions had only rejected writes: no entry names it any more. (A row of
+  // an expiring table that was rewritten, whose older write Expire passed over while the newer
+  // one stood, and whose newer write is rolled back here, is not expired until a restart: it
+  // reads as before, and the engine's horizon check still forgets it.)
+  if (node->newest.load(std::memory_order_relaxed) == nullptr) Unlink(node, garbage);
+}
+
+void Table::WriteQueue::Pop() {
+  ++head;
+  if (head == writes.size()) {
+    writes.clear();
+    head = 0;
+  } else if (head >= 4096 && head * 2 >= writes.size()) {
+    writes.erase(writes.begin(), writes.begin() + static_cast<std::ptrdiff_t>(head));
+    head = 0;
+  }
+}
+
+void Table::WriteQueue::Remove(const Node* node, Lsn lsn) {
+  for (std::size_t i = writes.size(); i-- > head && writes[i].lsn >= lsn;) {
+    if (writes[i].node == node && writes[i].lsn == lsn) {
+      writes.erase(writes.begin() + static_cast<std::ptrdiff_t>(i));
+      return;
     }
   }
-  // A key left without versions stays linked and reads as absent (see Reclaim on unlinking).
+}
+
+std::size_t Table::NodeBytes(const Node* node) {
+  return sizeof(Node) + sizeof(std::atomic<Node*>) * static_cast<std::size_t>(node->height) +
+         node->key_bytes;
+}
+
+void Table::Unlink(Node* node, std::vector<void*>* garbage) {
+  Node* prev[kMaxHeight];
+  Node* found = FindGreaterOrEqual(KeyOf(node), prev);
+  LOCKSTEP_ASSERT(found == node);
+  for (int i = node->height; i-- > 0;) {
+    LOCKSTEP_ASSERT(prev[i]->links()[i].load(std::memory_order_relaxed) == node);
+    prev[i]->links()[i].store(node->links()[i].load(std::memory_order_relaxed),
+                              std::memory_order_release);
+  }
+  for (const Version* v = node->newest.load(std::memory_order_relaxed); v != nullptr;
+       v = v->older.load(std::memory_order_relaxed)) {
+    bytes_.fetch_sub(VersionBytes(v), std::memory_order_relaxed);
+    garbage->push_back(const_cast<Version*>(v));
+  }
+  bytes_.fetch_sub(NodeBytes(node), std::memory_order_relaxed);
+  garbage->push_back(node);
 }
 
 void Table::CutBelow(Node* node, Lsn horizon, std::vector<void*>* garbage) {
@@ -94,22 +138,45 @@ void Table::CutBelow(Node* node, Lsn horizon, std::vector<void*>* garbage) {
 
 std::size_t Table::Reclaim(Lsn horizon, std::size_t budget, std::vector<void*>* garbage) {
   std::size_t seen = 0;
-  while (seen < budget && shadowing_head_ < shadowing_.size() &&
-         shadowing_[shadowing_head_].lsn <= horizon) {
-    const Shadowing s = shadowing_[shadowing_head_++];
+  while (seen < budget && !shadowing_.empty() && shadowing_.front().lsn <= horizon) {
+    const Write w = shadowing_.front();
+    shadowing_.Pop();
     ++seen;
-    // Cuts the chain below the horizon. A key whose only version left is an old tombstone keeps
-    // its node and that tombstone: unlinking nodes under readers was switched off after one
-    // unexplained failure of the race test (docs/engine.md).
-    CutBelow(s.node, horizon, garbage);
+    CutBelow(w.node, horizon, garbage);
+    // Only the tombstone's own entry unlinks its key: the key was not written since, so no
+    // later entry names the node.
+    const Version* newest = w.node->newest.load(std::memory_order_relaxed);
+    if (newest->tombstone && newest->lsn == w.lsn) Unlink(w.node, garbage);
   }
-  if (shadowing_head_ == shadowing_.size()) {
-    shadowing_.clear();
-    shadowing_head_ = 0;
-  } else if (shadowing_head_ >= 4096 && shadowing_head_ * 2 >= shadowing_.size()) {
-    shadowing_.erase(shadowing_.begin(),
-                     shadowing_.begin() + static_cast<std::ptrdiff_t>(shadowing_head_));
-    shadowing_head_ = 0;
+  return seen;
+}
+
+void Table::TrackWritesForExpiry() {
+  LOCKSTEP_ASSERT(Next(head_) == nullptr);
+  expiring_ = true;
+}
+
+std::size_t Table::Expire(std::size_t budget, std::vector<void*>* garbage,
+                          const std::function<bool(Lsn, Bytes)>& expired) {
+  LOCKSTEP_ASSERT(expiring_);
+  if (!puts_sorted_) {
+    std::stable_sort(puts_.writes.begin() + static_cast<std::ptrdiff_t>(puts_.head),
+                     puts_.writes.end(),
+                     [](const Write& a, const Write& b) { return a.lsn < b.lsn; });
+    puts_sorted_ = true;
+  }
+  std::size_t seen = 0;
+  while (seen < budget && !puts_.empty()) {
+    const Write w = puts_.front();
+    // Reclaim may still cut this row's versions (it holds an entry naming the node at or below
+    // this write): the row waits, so that no queue names a node after it is unlinked.
+    if (!shadowing_.empty() && shadowing_.front().lsn <= w.lsn) break;
+    const Version* newest = w.node->newest.load(std::memory_order_relaxed);
+    if (newest->lsn == w.lsn && !expired(newest->lsn, ValueOf(newest))) break;
+    puts_.Pop();
+    ++seen;
+    // A row written again since: its newer write's entry decides.
+    if (newest->lsn == w.lsn) Unlink(w.node, garbage);
   }
   return seen;
 }
@@ -142,10 +209,12 @@ Table::Node* Table::Next(const Node* node) {
 }
 
 Table::Node* Table::FindGreaterOrEqual(std::string_view key, Node** prev) const {
-  return Next(FindLessThan(key, prev));
+  Node* next = nullptr;
+  FindLessThan(key, prev, &next);
+  return next;
 }
 
-Table::Node* Table::FindLessThan(std::string_view key, Node** prev) const {
+Table::Node* Table::FindLessThan(std::string_view key, Node** prev, Node** next_out) const {
   Node* x = head_;
   int level = height_.load(std::memory_order_relaxed) - 1;
   for (;;) {
@@ -155,7 +224,12 @@ Table::Node* Table::FindLessThan(std::string_view key, Node** prev) const {
       continue;
     }
     if (prev != nullptr) prev[level] = x;
-    if (level == 0) return x;
+    if (level == 0) {
+      // The successor is the one this load saw: loading x's link again could find a node the
+      // writer inserted since, with a smaller key than `key` (a reader would then miss `key`).
+      if (next_out != nullptr) *next_out = next;
+      return x;
+    }
     --level;
   }
 }
@@ -206,7 +280,12 @@ void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
   if (!value.empty()) std::memcpy(v->value(), value.data(), value.size());
   node->newest.store(v, std::memory_order_release);  // publish: readers see a whole version
   bytes_.fetch_add(size, std::memory_order_relaxed);
-  if (newest != nullptr) shadowing_.push_back({node, lsn});  // something to cut later
+  if (newest != nullptr || tombstone) shadowing_.writes.push_back({node, lsn});
+  if (expiring_) {
+    LOCKSTEP_ASSERT(!tombstone);  // expiring tables are never deleted from
+    if (!puts_.empty() && puts_.writes.back().lsn > lsn) puts_sorted_ = false;
+    puts_.writes.push_back({node, lsn});
+  }
 }
 
 void Table::Put(Bytes key, Bytes value, Lsn lsn) { AddVersion(key, value, false, lsn); }

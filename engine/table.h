@@ -8,8 +8,7 @@
 // snapshot S sees, per key, the newest version with lsn <= S.
 //
 // Memory: the writer reclaims below a horizon H it is given (Reclaim): per key, every version
-// older than the newest one with lsn <= H. (Nodes stay: a deleted key keeps its node and one
-// tombstone.)
+// older than the newest one with lsn <= H, and keys whose only version left is such a tombstone.
 // It unlinks them and hands them back as garbage for rcu::FreeAfterReaders, so readers inside a
 // read-side section (rcu::ReadGuard) never touch freed memory. A read at a snapshot below H may
 // miss versions: the engine keeps readers' snapshots at or above the horizon it publishes one
@@ -19,6 +18,7 @@
 // Get and Scan from any thread inside an rcu::ReadGuard; bytes() from any thread.
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <random>
 #include <string>
@@ -63,8 +63,8 @@ class Table {
   void Rollback(Bytes key, Lsn lsn, std::vector<void*>* garbage);
 
   // Writer only: unlinks what no read at a snapshot >= `horizon` needs — versions shadowed by a
-  // newer version at or below the horizon — and appends the unlinked memory to `garbage`, for
-  // rcu::FreeAfterReaders.
+  // newer version at or below the horizon, and keys whose newest version is a tombstone at or
+  // below it — and appends the unlinked memory to `garbage`, for rcu::FreeAfterReaders.
   // REQUIRES: horizon never decreases and stays at or below every LSN still to be rolled back.
   // Work is proportional to the writes since the last call that the horizon passed.
   // At most `budget` writes are looked at per call (a bounded pause for the writer); returns how
@@ -96,6 +96,20 @@ class Table {
   template <typename Fn>
   std::size_t Scan(const ScanOptions& options, Lsn at, Fn&& fn) const;
 
+  // Expiry, for a table whose rows matter only for a while (the engine's __idempotency): the
+  // writer remembers its writes in LSN order and, on Expire, unlinks whole rows, oldest write
+  // first. Such a table is never written with Delete. Call before the first write.
+  void TrackWritesForExpiry();
+
+  // Writer only, on a table tracking its writes: unlinks rows oldest write first while
+  // `expired(lsn, value)` holds for the row's newest version, and stops at the first that does
+  // not; at most `budget` writes are looked at per call (returns how many were). Unlinked memory
+  // goes to `garbage` (see Reclaim). Readers may still be standing on an expired row: they see
+  // it whole until their read-side section ends; later reads find it absent at every snapshot.
+  // A row is expired only once Reclaim has passed its newest write.
+  std::size_t Expire(std::size_t budget, std::vector<void*>* garbage,
+                     const std::function<bool(Lsn, Bytes)>& expired);
+
   // Approximate bytes held: keys, values and per-version and per-node overhead.
   std::uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
 
@@ -111,8 +125,9 @@ class Table {
   int RandomHeight();
   // The first node with key >= `key`; fills prev[] when given (writer only).
   Node* FindGreaterOrEqual(std::string_view key, Node** prev) const;
-  // The last node with key < `key` (or the head); fills prev[] when given (writer only).
-  Node* FindLessThan(std::string_view key, Node** prev = nullptr) const;
+  // The last node with key < `key` (or the head); fills prev[] when given (writer only), and
+  // next_out with its successor as read during the same search.
+  Node* FindLessThan(std::string_view key, Node** prev = nullptr, Node** next_out = nullptr) const;
   Node* FindLast() const;
   static const Version* VisibleAt(const Node* node, Lsn at);
   static std::string_view KeyOf(const Node* node);
@@ -120,19 +135,36 @@ class Table {
   static Lsn LsnOf(const Version* version);
   static Node* Next(const Node* node);
 
-  // A write that may leave garbage once the horizon passes its LSN: it shadowed an older
-  // version. Kept in LSN order (writes arrive in LSN order; Rollback
-  // removes from the back), so Reclaim stops at the first one above the horizon.
-  struct Shadowing {
+  // A write to `node` at `lsn`. Writes arrive in LSN order, so queues of them are kept in LSN
+  // order (Rollback removes from the back).
+  struct Write {
     Node* node;
     Lsn lsn;
   };
+  // A queue of writes, consumed from the front.
+  struct WriteQueue {
+    std::vector<Write> writes;  // [head, end) not yet consumed
+    std::size_t head = 0;
+    bool empty() const { return head == writes.size(); }
+    const Write& front() const { return writes[head]; }
+    void Pop();
+    // Removes the entry for (node, lsn) if it is among the entries at or above `lsn` at the back.
+    void Remove(const Node* node, Lsn lsn);
+  };
   void CutBelow(Node* node, Lsn horizon, std::vector<void*>* garbage);
+  void Unlink(Node* node, std::vector<void*>* garbage);
+  static std::size_t NodeBytes(const Node* node);
   static std::size_t VersionBytes(const Version* version);
 
   Node* head_;
-  std::vector<Shadowing> shadowing_;  // writer only: [shadowing_head_, end) not yet reclaimed
-  std::size_t shadowing_head_ = 0;
+  // Writer only. Writes that shadowed an older version: they leave garbage once the horizon
+  // passes them, so Reclaim stops at the first one above the horizon.
+  WriteQueue shadowing_;
+  // Writer only, expiring tables: every put, for Expire. Out of LSN order only after a
+  // checkpoint load (rows come in key order) or a rollback re-queues a row: Expire sorts first.
+  bool expiring_ = false;
+  WriteQueue puts_;
+  bool puts_sorted_ = true;
   std::atomic<int> height_{1};
   std::mt19937_64 rng_;  // writer only
   std::atomic<std::uint64_t> bytes_{0};

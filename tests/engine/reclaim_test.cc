@@ -67,7 +67,7 @@ TEST_F(Reclaim, VersionsOlderThanTheWindowGoAndReadsBelowTheFloorAreRefused) {
   // test wrote.
   const Lsn last = e->visible_lsn();
   ASSERT_TRUE(Eventually(
-      *e, [&] { return e->oldest_readable_lsn() >= last && e->table_bytes() < full / 4; },
+      *e, [&] { return e->oldest_readable_lsn() >= last && e->table_bytes() < full / 10; },
       /*step_ms=*/100))
       << "last " << last.value() << " of " << full << " bytes; " << e->DebugState();
 
