@@ -47,6 +47,8 @@ Engine::Engine(EngineOptions options)
     return entry;
   };
   idempotency_ = internal(kIdempotencyTable, "__idempotency");
+  // Forgotten keys leave memory too (Engine::Reclaim expires them).
+  idempotency_->table->TrackWritesForExpiry();
   groups_ = internal(kGroupsTable, "__groups");
   group_offsets_ = internal(kGroupOffsetsTable, "__group_offsets");
 }

@@ -397,6 +397,9 @@ class Engine {
   // reader has let go of (docs/engine.md, "Tables"). `now`: the grace period of a floor ended;
   // `processed`: transactions since the last call.
   void Reclaim(bool now, std::size_t processed);
+  // Sequencer only: unlinks idempotency keys AnswerRetry no longer matches; returns how many
+  // writes it looked at.
+  std::size_t ExpireIdempotencyKeys(std::int64_t now_ms);
   void Process(const std::shared_ptr<Pending>& pending);
   bool AnswerRetry(const std::shared_ptr<Pending>& pending);
   void ProcessCatalog(const std::shared_ptr<Pending>& pending);

@@ -414,6 +414,7 @@ Status Engine::InstallCheckpoint(Bytes bytes, Lsn lsn) {
     entry->created = Lsn(in.U64());
     entry->dropped = Lsn(in.U64());
     entry->name = in.Name();
+    if (entry->id == kIdempotencyTable) entry->table->TrackWritesForExpiry();
     if (entry->dropped > lsn) return malformed("a table dropped after the checkpoint");
     std::optional<std::string> previous_key;
     while (!in.bad() && in.U8() == 1) {

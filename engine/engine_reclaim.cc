@@ -6,6 +6,7 @@
 
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
+#include "engine/internal_tables.h"
 #include "engine/rcu.h"
 
 namespace lockstep::engine {
@@ -71,9 +72,28 @@ void Engine::Reclaim(bool now, std::size_t processed) {
         }
       }
     }
+    // 4. Forget idempotency keys past the horizon, in memory too.
+    if (ExpireIdempotencyKeys(ms) == kReclaimBudget) reclaim_backlog_ = true;
   }
   // Unlinked here or by a rollback: freed once no reader can be stepping over it.
   if (!garbage_.empty()) rcu::FreeAfterReaders(std::exchange(garbage_, {}));
+}
+
+// The keys AnswerRetry no longer matches — below the idempotency floor, or past the horizon —
+// are unlinked, oldest first. Readers of __idempotency other than the sequencer (checkpoints)
+// leave such keys out anyway.
+std::size_t Engine::ExpireIdempotencyKeys(std::int64_t now_ms) {
+  if (options_.idempotency_horizon_ms == 0) {
+    const Lsn floor = idempotency_floor();
+    return idempotency_->table->Expire(kReclaimBudget, &garbage_,
+                                       [floor](Lsn lsn, Bytes) { return lsn < floor; });
+  }
+  const std::int64_t horizon = options_.idempotency_horizon_ms;
+  return idempotency_->table->Expire(kReclaimBudget, &garbage_, [&](Lsn, Bytes value) {
+    auto remembered = DecodeRememberedResult(value);
+    LOCKSTEP_ASSERT(remembered.ok());  // the sequencer wrote it, or a verified checkpoint
+    return now_ms - remembered->commit_ms >= horizon;
+  });
 }
 
 }  // namespace lockstep::engine

@@ -108,6 +108,87 @@ TEST_F(Reclaim, AZeroWindowKeepsOnlyWhatReadersNeedAndAReopenAgrees) {
   }
 }
 
+// Forgotten idempotency keys leave memory, not only the retry check: with a time horizon, once
+// the clock passes it; with the default horizon, once retention moves the log's start past
+// their transactions. Keys still inside the horizon stay answered. Half the keys are written
+// 30 s after the others and all come back from a checkpoint (in key order, not in the order
+// they were written): only the older half may go at the first horizon.
+TEST_F(Reclaim, IdempotencyKeysPastTheHorizonLeaveMemory) {
+  auto o = Options();
+  o.idempotency_horizon_ms = 60'000;
+  auto e = Open(o);
+  ASSERT_TRUE(e->CreateTopic("ticks", 1).ok());
+  ASSERT_TRUE(e->CreateTopic("orders", 1).ok());
+  const std::uint64_t empty = e->table_bytes();
+  constexpr int kKeys = 2000;
+  std::vector<Lsn> first(kKeys);
+  auto retry = [&](int i) {
+    auto r = Commit(*e, Transaction()
+                            .IdempotencyKey("order-" + std::to_string(i))
+                            .Append(Event("orders", std::to_string(i))));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? r->lsn : Lsn();
+  };
+  for (int i = 0; i < kKeys; ++i) {
+    if (i == kKeys / 2) now_ += 30'000;
+    first[i] = retry(i);
+  }
+  const std::uint64_t full = e->table_bytes();
+  ASSERT_GT(full, empty + kKeys * 40);
+  ASSERT_TRUE(e->Checkpoint().ok());
+  e.reset();
+  e = Open(o);
+  EXPECT_EQ(retry(0), first[0]);  // 30 s old: remembered
+  // 60 s after the first half: it goes, the second half stays.
+  now_ += 30'000;
+  const std::uint64_t half = empty + (full - empty) / 2;
+  ASSERT_TRUE(Eventually(
+      *e, [&] { return e->table_bytes() < half + 1000; }, /*step_ms=*/1))
+      << e->table_bytes() << " bytes of " << full << "; empty " << empty << "; " << e->DebugState();
+  EXPECT_GT(e->table_bytes(), half - 1000);
+  EXPECT_EQ(retry(kKeys - 1), first[kKeys - 1]);
+  EXPECT_EQ(retry(kKeys / 2), first[kKeys / 2]);
+  const Lsn renewed = retry(7);
+  EXPECT_GT(renewed, first[7]);  // forgotten: committed as new
+  // And 30 s later the second half goes too; the key written anew stays.
+  now_ += 30'000;
+  ASSERT_TRUE(Eventually(
+      *e, [&] { return e->table_bytes() < empty + 1000; }, /*step_ms=*/1))
+      << e->table_bytes() << " bytes of " << full << "; empty " << empty << "; " << e->DebugState();
+  EXPECT_EQ(retry(7), renewed);
+  EXPECT_GT(retry(kKeys - 1), first[kKeys - 1]);
+}
+
+TEST_F(Reclaim, IdempotencyKeysWhoseTransactionsLeaveTheLogLeaveMemory) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTopic("ticks", 1, /*retention_ms=*/1'000).ok());
+  ASSERT_TRUE(e->CreateTopic("orders", 1, /*retention_ms=*/1'000).ok());
+  const std::uint64_t empty = e->table_bytes();
+  constexpr int kKeys = 1000;
+  Lsn last;
+  for (int i = 0; i < kKeys; ++i) {
+    auto r = Commit(*e, Transaction()
+                            .IdempotencyKey("order-" + std::to_string(i))
+                            .Append(Event("orders", std::string(200, 'o'))));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    last = r->lsn;
+  }
+  const std::uint64_t full = e->table_bytes();
+  ASSERT_GT(full, empty + kKeys * 40);
+  // The events expire; two checkpoints later retention has deleted their segments.
+  now_ += 5'000;
+  ASSERT_TRUE(e->Checkpoint().ok());
+  ASSERT_TRUE(Commit(*e, Transaction().Append(Event("ticks", "tick"))).ok());
+  ASSERT_TRUE(e->Checkpoint().ok());
+  ASSERT_GT(e->idempotency_floor(), last) << "retention deleted nothing: the set-up is stale";
+  ASSERT_TRUE(Eventually(
+      *e, [&] { return e->table_bytes() < empty + 2000; }, /*step_ms=*/10))
+      << e->table_bytes() << " bytes of " << full << "; empty " << empty << "; " << e->DebugState();
+  auto retried = Commit(*e, Transaction().IdempotencyKey("order-0").Append(Event("orders", "o")));
+  ASSERT_TRUE(retried.ok());
+  EXPECT_GT(retried->lsn, last);
+}
+
 // A writer updates and deletes pairs of rows (x_i, y_i: n and -n) and records what each LSN
 // wrote; readers check every snapshot they read against that history exactly — now, as of
 // random LSNs at or above the floor, and the change feed's before and after images — while

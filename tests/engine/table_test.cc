@@ -320,6 +320,59 @@ TEST(Table, ReclaimedTablesMatchTheModelAtAndAboveTheHorizon) {
   rcu::Barrier();
 }
 
+// Expiry (the engine's __idempotency): rows go oldest write first while the predicate holds
+// for their newest version; a row written again waits for its newer write; a row waits while
+// Reclaim may still cut it; a rolled-back write leaves nothing behind for Expire.
+TEST(Table, ExpiryUnlinksRowsOldestWriteFirst) {
+  Table t;
+  t.TrackWritesForExpiry();
+  const std::uint64_t empty = t.bytes();
+  std::vector<void*> garbage;
+  t.Put(AsBytes("a"), AsBytes("1"), Lsn(1));
+  t.Put(AsBytes("b"), AsBytes("2"), Lsn(2));
+  t.Put(AsBytes("c"), AsBytes("3"), Lsn(3));
+  t.Put(AsBytes("a"), AsBytes("4"), Lsn(4));  // shadows a@1
+  std::vector<std::uint64_t> asked;
+  auto below = [&](std::uint64_t lsn) {
+    return [&asked, lsn](Lsn version, Bytes) {
+      asked.push_back(version.value());
+      return version.value() < lsn;
+    };
+  };
+  // a@1 was written again (skipped, not asked); b@2 and c@3 go; a@4 waits, because Reclaim has
+  // not passed it yet (it may still cut a's versions).
+  EXPECT_EQ(t.Expire(100, &garbage, below(10)), 3u);
+  EXPECT_EQ(asked, (std::vector<std::uint64_t>{2, 3}));
+  EXPECT_EQ(Keys(t, {}, Lsn(4)), std::vector<std::string>{"a"});
+  t.Reclaim(Lsn(4), SIZE_MAX, &garbage);
+  // A write the log rejected: its row goes with the rollback, and Expire never meets it.
+  t.Put(AsBytes("d"), AsBytes("5"), Lsn(5));
+  t.Rollback(AsBytes("d"), Lsn(5), &garbage);
+  asked.clear();
+  EXPECT_EQ(t.Expire(100, &garbage, below(10)), 1u);
+  EXPECT_EQ(asked, std::vector<std::uint64_t>{4});
+  EXPECT_EQ(Keys(t, {}, Lsn(5)), std::vector<std::string>{});
+  EXPECT_EQ(t.bytes(), empty);
+  // The budget bounds a pass; the predicate stops it at the first row still needed.
+  t.Put(AsBytes("e"), AsBytes("6"), Lsn(6));
+  t.Put(AsBytes("f"), AsBytes("7"), Lsn(7));
+  t.Put(AsBytes("g"), AsBytes("8"), Lsn(8));
+  EXPECT_EQ(t.Expire(1, &garbage, below(8)), 1u);
+  EXPECT_EQ(Keys(t, {}, Lsn(8)), (std::vector<std::string>{"f", "g"}));
+  EXPECT_EQ(t.Expire(100, &garbage, below(8)), 1u);
+  EXPECT_EQ(Keys(t, {}, Lsn(8)), std::vector<std::string>{"g"});
+  // Rows loaded out of LSN order (a checkpoint comes in key order) still go oldest first.
+  t.Put(AsBytes("x"), AsBytes("11"), Lsn(11));
+  t.Put(AsBytes("y"), AsBytes("9"), Lsn(9));
+  t.Put(AsBytes("z"), AsBytes("10"), Lsn(10));
+  asked.clear();
+  EXPECT_EQ(t.Expire(100, &garbage, below(11)), 3u);  // g@8, y@9, z@10
+  EXPECT_EQ(asked, (std::vector<std::uint64_t>{8, 9, 10, 11}));
+  EXPECT_EQ(Keys(t, {}, Lsn(11)), std::vector<std::string>{"x"});
+  rcu::FreeAfterReaders(std::move(garbage));
+  rcu::Barrier();
+}
+
 // The engine's protocol under ThreadSanitizer: readers take their snapshot at or above the
 // published floor inside a read-side section; the writer reclaims below a floor only after a
 // grace period. Keys are deleted and re-created, so nodes are unlinked (and inserted again)
