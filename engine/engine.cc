@@ -124,6 +124,9 @@ Status Engine::Replay() {
           fmt::format("engine {}: replaying LSN {}", options_.dir, record->lsn.value()));
     }
   }
+  // The checkpoint's keys came in key order: put them in LSN order now, not on the sequencer's
+  // first pass (a pause for commits).
+  idempotency_->table->SortWritesForExpiry();
   std::unique_lock lock(catalog_mu_);
   const Lsn first = log_->first_lsn();
   // A start offset whose events the log no longer holds (possible only after falling back to an
@@ -195,7 +198,9 @@ Status Engine::FindHeldStarts(Lsn first, std::vector<HeldStart>& suspects) const
 Status Engine::ApplyRecord(Lsn lsn, Bytes record) {
   LOCKSTEP_ASSIGN_OR_RETURN(TxnRecordReader reader, TxnRecordReader::Open(record));
   std::unique_lock lock(catalog_mu_);
+  // No put or delete names __idempotency: it is written from the record's header alone.
   auto table_by_id = [&](TableId id) -> TableEntry* {
+    if (id == kIdempotencyTable) return nullptr;
     auto it = table_ids_.find(id.value());
     return it == table_ids_.end() || it->second->dropped != Lsn() ? nullptr : it->second.get();
   };

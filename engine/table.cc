@@ -156,20 +156,22 @@ void Table::TrackWritesForExpiry() {
   expiring_ = true;
 }
 
+void Table::SortWritesForExpiry() {
+  if (puts_sorted_) return;
+  std::sort(puts_.writes.begin() + static_cast<std::ptrdiff_t>(puts_.head), puts_.writes.end(),
+            [](const Write& a, const Write& b) { return a.lsn < b.lsn; });
+  puts_sorted_ = true;
+}
+
 std::size_t Table::Expire(std::size_t budget, std::vector<void*>* garbage,
                           const std::function<bool(Lsn, Bytes)>& expired) {
   LOCKSTEP_ASSERT(expiring_);
-  if (!puts_sorted_) {
-    std::stable_sort(puts_.writes.begin() + static_cast<std::ptrdiff_t>(puts_.head),
-                     puts_.writes.end(),
-                     [](const Write& a, const Write& b) { return a.lsn < b.lsn; });
-    puts_sorted_ = true;
-  }
+  SortWritesForExpiry();
   std::size_t seen = 0;
   while (seen < budget && !puts_.empty()) {
     const Write w = puts_.front();
-    // Reclaim may still cut this row's versions (it holds an entry naming the node at or below
-    // this write): the row waits, so that no queue names a node after it is unlinked.
+    // Reclaim may still hold an entry naming this node at or below this write (it would cut
+    // the row's versions later): the row waits, so that no queue names a node once unlinked.
     if (!shadowing_.empty() && shadowing_.front().lsn <= w.lsn) break;
     const Version* newest = w.node->newest.load(std::memory_order_relaxed);
     if (newest->lsn == w.lsn && !expired(newest->lsn, ValueOf(newest))) break;

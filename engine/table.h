@@ -14,7 +14,7 @@
 // miss versions: the engine keeps readers' snapshots at or above the horizon it publishes one
 // grace period before it reclaims (docs/engine.md).
 //
-// Threads: Put, Delete, Rollback, Reclaim and NewestVersion only from the single writer thread;
+// Threads: Put, Delete, Rollback, Reclaim, Expire and NewestVersion only from the single writer;
 // Get and Scan from any thread inside an rcu::ReadGuard; bytes() from any thread.
 #include <atomic>
 #include <cstdint>
@@ -65,7 +65,8 @@ class Table {
   // Writer only: unlinks what no read at a snapshot >= `horizon` needs — versions shadowed by a
   // newer version at or below the horizon, and keys whose newest version is a tombstone at or
   // below it — and appends the unlinked memory to `garbage`, for rcu::FreeAfterReaders.
-  // REQUIRES: horizon never decreases and stays at or below every LSN still to be rolled back.
+  // REQUIRES: horizon never decreases and stays below every LSN still to be rolled back (the
+  // engine's stays at or below the visible LSN; only writes above it are ever rolled back).
   // Work is proportional to the writes since the last call that the horizon passed.
   // At most `budget` writes are looked at per call (a bounded pause for the writer); returns how
   // many were.
@@ -100,13 +101,18 @@ class Table {
   // writer remembers its writes in LSN order and, on Expire, unlinks whole rows, oldest write
   // first. Such a table is never written with Delete. Call before the first write.
   void TrackWritesForExpiry();
+  // Writer only: puts the writes queued for expiry in LSN order, if a load put them out of it
+  // (a checkpoint's rows come in key order). Expire does it too, on a pass that finds them so.
+  void SortWritesForExpiry();
 
   // Writer only, on a table tracking its writes: unlinks rows oldest write first while
   // `expired(lsn, value)` holds for the row's newest version, and stops at the first that does
   // not; at most `budget` writes are looked at per call (returns how many were). Unlinked memory
   // goes to `garbage` (see Reclaim). Readers may still be standing on an expired row: they see
   // it whole until their read-side section ends; later reads find it absent at every snapshot.
-  // A row is expired only once Reclaim has passed its newest write.
+  // A row waits while Reclaim still holds a write at or below its newest one (a key written
+  // again, whose older versions Reclaim may yet cut): so a single rewritten key holds back the
+  // rows after it until the version floor passes it.
   std::size_t Expire(std::size_t budget, std::vector<void*>* garbage,
                      const std::function<bool(Lsn, Bytes)>& expired);
 
@@ -157,11 +163,13 @@ class Table {
   static std::size_t VersionBytes(const Version* version);
 
   Node* head_;
-  // Writer only. Writes that shadowed an older version: they leave garbage once the horizon
-  // passes them, so Reclaim stops at the first one above the horizon.
+  // Writer only. Writes that shadowed an older version, and tombstones: they leave garbage
+  // once the horizon passes them, so Reclaim stops at the first one above the horizon.
   WriteQueue shadowing_;
-  // Writer only, expiring tables: every put, for Expire. Out of LSN order only after a
-  // checkpoint load (rows come in key order) or a rollback re-queues a row: Expire sorts first.
+  // Writer only, expiring tables: every put, for Expire (16 bytes each, not counted in
+  // bytes()). Out of LSN order only after a checkpoint load (rows come in key order): sorted
+  // before use. WriteQueue::Remove's early stop stays right on such a queue because what is
+  // rolled back lies above every LSN a checkpoint loads.
   bool expiring_ = false;
   WriteQueue puts_;
   bool puts_sorted_ = true;
