@@ -72,11 +72,18 @@ Transaction& Transaction::ProducerSequence(std::uint64_t producer_id, std::uint6
 
 namespace {
 
+// Responses from this size on are read straight into a block of their own (fetches of many
+// events, which a consumer then keeps without copying them).
+constexpr std::uint32_t kInPlaceFrameBytes = 256 << 10;
+
 // A received response: the verified message and the attachment, pointing into the read buffer
 // — valid only during the callback, which converts what it needs right away.
 struct Response {
   const fb::ResponseMessage* message = nullptr;
   std::span<const std::byte> attachment;
+  // A large response read in place (wire::FrameReader): `message` and `attachment` point into
+  // it; a callback may move it out to keep the attachment (a fetch's records) without a copy.
+  std::unique_ptr<std::byte[]> body;
 };
 
 struct Call {
@@ -214,7 +221,7 @@ class Client::Impl {
                         if (gen != generation_) return;
                         if (ec) return Lost("handshake: " + ec.message());
                       });
-    reader_.emplace(options_.max_frame_bytes);
+    reader_.emplace(options_.max_frame_bytes, kInPlaceFrameBytes);
     ReadMore();
   }
 
@@ -241,12 +248,13 @@ class Client::Impl {
         });
   }
 
-  void OnFrame(const wire::FrameReader::Frame& frame) {
+  void OnFrame(wire::FrameReader::Frame& frame) {
     auto message = wire::VerifyResponse(frame.message);
     if (!message.ok()) return Lost("bad response from the server: " + message.status().ToString());
     Response r;
     r.message = *message;
     r.attachment = frame.attachment;
+    r.body = std::move(frame.body);
     const std::uint64_t id = r.message->correlation_id();
     if (!ready_) {
       // The handshake's answer (or a refusal: an old server, a full one).
@@ -281,7 +289,7 @@ class Client::Impl {
       done(Status(wire::FromWire(error->code()),
                   error->message() ? error->message()->str() : std::string()));
     } else {
-      done(r);
+      done(std::move(r));
     }
   }
 
@@ -801,7 +809,7 @@ void Client::FetchInPlace(const std::string& topic, PartitionId partition, Offse
                           (*body)->records_bytes(), r->attachment.size())));
         }
         done(FetchView{r->attachment, (*body)->events(), Offset((*body)->next_offset()),
-                       Offset((*body)->high_watermark())});
+                       Offset((*body)->high_watermark()), std::move(r->body)});
       },
       o.max_wait);  // a long-poll may rightly take its whole wait
 }

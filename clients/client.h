@@ -172,12 +172,15 @@ struct FetchResult {
   Offset high_watermark;
 };
 // The same, without a copy: `records` points into the client's receive buffer and is valid only
-// during the callback that gets it.
+// during the callback that gets it — unless `storage` is set (a large response, read straight
+// into a block of its own): then `records` points into it, and a callback that moves it out
+// keeps them valid.
 struct FetchView {
   std::span<const std::byte> records;
   std::uint32_t events = 0;
   Offset next_offset;
   Offset high_watermark;
+  std::unique_ptr<std::byte[]> storage;
 };
 enum class OffsetSpec : std::uint8_t { kEarliest, kLatest, kTimestamp };
 struct GroupOffset {

@@ -28,16 +28,22 @@ namespace {
 
 std::string Str(base::Bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
-// Copies the fetched records once (the view dies with the callback) and decodes the events at
-// or after `from` in place. `decoded->part` names its topic and partition already.
-Status Decode(const FetchView& fetched, Offset from, Decoded* decoded) {
+// Keeps the fetched records — the block they were received into, or else a copy (the view
+// dies with the callback) — and decodes the events at or after `from` in place.
+// `decoded->part` names its topic and partition already.
+Status Decode(FetchView& fetched, Offset from, Decoded* decoded) {
   ConsumedBatch::Part& part = decoded->part;
-  part.bytes = std::make_unique_for_overwrite<std::byte[]>(fetched.records.size());
-  std::copy(fetched.records.begin(), fetched.records.end(), part.bytes.get());
+  base::Bytes rest = fetched.records;
+  if (fetched.storage) {
+    part.bytes = std::move(fetched.storage);
+  } else {
+    part.bytes = std::make_unique_for_overwrite<std::byte[]>(fetched.records.size());
+    std::copy(fetched.records.begin(), fetched.records.end(), part.bytes.get());
+    rest = base::Bytes(part.bytes.get(), fetched.records.size());
+  }
   // The count comes from the server: never trusted for more than the bytes can hold.
   part.events.reserve(
       std::min<std::size_t>(fetched.events, fetched.records.size() / base::kEventFixedBytes));
-  base::Bytes rest(part.bytes.get(), fetched.records.size());
   decoded->next = from;
   while (!rest.empty()) {
     LOCKSTEP_ASSIGN_OR_RETURN(base::EventView e, base::DecodeEvent(rest));

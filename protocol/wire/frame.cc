@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/assert.h"
 #include "base/endian.h"
 
 namespace lockstep::wire {
@@ -58,10 +59,14 @@ std::array<std::byte, kFrameHeaderBytes> EncodeFrameHeader(std::uint32_t message
   return out;
 }
 
-FrameReader::FrameReader(std::uint32_t max_frame_bytes)
-    : max_frame_bytes_(max_frame_bytes), buffer_(64 << 10) {}
+FrameReader::FrameReader(std::uint32_t max_frame_bytes, std::uint32_t in_place_from)
+    : max_frame_bytes_(max_frame_bytes), buffer_(64 << 10), in_place_from_(in_place_from) {}
 
 std::span<std::byte> FrameReader::Room() {
+  if (in_place_) {
+    // Exactly the rest of the frame: the next frame's bytes go to the buffer, by the next read.
+    return {in_place_.get() + in_place_filled_, in_place_header_.body_bytes() - in_place_filled_};
+  }
   if (begin_ == end_) begin_ = end_ = 0;
   constexpr std::size_t kMinRoom = 4096;
   const std::size_t need = std::max(want_, end_ - begin_ + kMinRoom);
@@ -77,9 +82,26 @@ std::span<std::byte> FrameReader::Room() {
   return {buffer_.data() + end_, buffer_.size() - end_};
 }
 
-void FrameReader::Filled(std::size_t bytes) { end_ += bytes; }
+void FrameReader::Filled(std::size_t bytes) {
+  if (in_place_) {
+    LOCKSTEP_ASSERT(in_place_filled_ + bytes <= in_place_header_.body_bytes());
+    in_place_filled_ += bytes;
+  } else {
+    end_ += bytes;
+  }
+}
 
 Result<std::optional<FrameReader::Frame>> FrameReader::Next() {
+  if (in_place_) {
+    if (in_place_filled_ < in_place_header_.body_bytes()) return std::optional<Frame>();
+    Frame f;
+    f.header = in_place_header_;
+    f.message = {in_place_.get(), f.header.message_bytes};
+    f.attachment = {in_place_.get() + f.header.message_bytes, f.header.attachment_bytes()};
+    f.body = std::move(in_place_);
+    in_place_filled_ = 0;
+    return std::optional<Frame>(std::move(f));
+  }
   const std::size_t available = end_ - begin_;
   if (available < kFrameHeaderBytes) return std::optional<Frame>();
   LOCKSTEP_ASSIGN_OR_RETURN(FrameHeader header,
@@ -88,6 +110,17 @@ Result<std::optional<FrameReader::Frame>> FrameReader::Next() {
                                              max_frame_bytes_));
   const std::size_t total = kFrameHeaderBytes + header.body_bytes();
   if (available < total) {
+    if (header.body_bytes() >= in_place_from_) {
+      // A large frame: its body goes to a block of its own, with what has arrived of it.
+      const std::size_t arrived = available - kFrameHeaderBytes;
+      in_place_header_ = header;
+      in_place_ = std::make_unique_for_overwrite<std::byte[]>(header.body_bytes());
+      std::memcpy(in_place_.get(), buffer_.data() + begin_ + kFrameHeaderBytes, arrived);
+      in_place_filled_ = arrived;
+      begin_ = end_ = 0;
+      want_ = 0;
+      return std::optional<Frame>();
+    }
     want_ = total;
     return std::optional<Frame>();
   }
@@ -102,7 +135,7 @@ Result<std::optional<FrameReader::Frame>> FrameReader::Next() {
   f.header = header;
   f.message = {body, header.message_bytes};
   f.attachment = {body + header.message_bytes, header.attachment_bytes()};
-  return std::optional<Frame>(f);
+  return std::optional<Frame>(std::move(f));
 }
 
 Result<const fb::RequestMessage*> VerifyRequest(std::span<const std::byte> message) {

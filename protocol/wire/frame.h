@@ -10,6 +10,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -51,14 +52,21 @@ class FrameReader {
     FrameHeader header;
     std::span<const std::byte> message;  // 8-byte aligned, as the verifier wants
     std::span<const std::byte> attachment;
+    // Set for a frame read in place (below): the spans point into it, and whoever moves it out
+    // keeps them valid for as long as it likes.
+    std::unique_ptr<std::byte[]> body;
   };
-  explicit FrameReader(std::uint32_t max_frame_bytes);
+  // Frames whose body is at least `in_place_from` bytes and not yet in the buffer when their
+  // header arrives are read straight into a block of their own, of exactly their size (one
+  // copy, the kernel's, instead of the buffer's moves and a receiver's copy out of it): the
+  // client's fetch responses. Off by default.
+  explicit FrameReader(std::uint32_t max_frame_bytes, std::uint32_t in_place_from = UINT32_MAX);
   // Where to read next (never empty). Invalidates the spans of the last frame.
   std::span<std::byte> Room();
   void Filled(std::size_t bytes);
   // The next complete frame, nullopt until one is; kInvalidArgument for a header that cannot
   // start a valid frame (the stream cannot be trusted after it). Its spans stay valid until the
-  // next call to Next or Room.
+  // next call to Next or Room, or while its `body` lives when it has one.
   Result<std::optional<Frame>> Next();
 
  private:
@@ -68,6 +76,11 @@ class FrameReader {
   std::size_t end_ = 0;
   std::size_t want_ = 0;            // bytes the incomplete frame at begin_ needs in all
   std::vector<std::byte> aligned_;  // a frame whose message is not 8-byte aligned, copied
+  std::uint32_t in_place_from_;
+  // The frame being read in place: its header, its body and how much of it has arrived.
+  FrameHeader in_place_header_;
+  std::unique_ptr<std::byte[]> in_place_;
+  std::size_t in_place_filled_ = 0;
 };
 
 // Runs the FlatBuffers verifier (bounded depth and table count) over a received message.

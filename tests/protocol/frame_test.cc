@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -49,6 +51,7 @@ TEST(Frame, TheReaderReassemblesFramesFromAnyChunking) {
   const std::uint64_t seed = testing::TestSeed();
   SCOPED_TRACE(testing::SeedTrace(seed));
   std::mt19937_64 rng(seed);
+  std::size_t in_place_frames = 0;
   for (int round = 0; round < 50; ++round) {
     // A stream of frames: mostly small, some larger than the reader's 64 KiB buffer.
     std::vector<std::byte> stream;
@@ -66,7 +69,16 @@ TEST(Frame, TheReaderReassemblesFramesFromAnyChunking) {
       stream.insert(stream.end(), a.begin(), a.end());
       sent.emplace_back(std::move(m), std::move(a));
     }
-    FrameReader reader(1 << 20);
+    // Every other round reads frames of 100,000 bytes and more in place: those whose body is
+    // moved out must stay readable after every later read.
+    const bool in_place = round % 2 == 1;
+    FrameReader reader(1 << 20, in_place ? 100'000 : UINT32_MAX);
+    struct Kept {
+      std::unique_ptr<std::byte[]> body;
+      std::span<const std::byte> message, attachment;
+      std::size_t index;
+    };
+    std::vector<Kept> kept;
     std::size_t pos = 0, got = 0;
     while (got < sent.size()) {
       ASSERT_LE(pos, stream.size());
@@ -88,10 +100,23 @@ TEST(Frame, TheReaderReassemblesFramesFromAnyChunking) {
         ASSERT_EQ((*frame)->attachment.size(), a.size());
         EXPECT_EQ(std::memcmp((*frame)->message.data(), m.data(), m.size()), 0);
         EXPECT_TRUE(a.empty() || std::memcmp((*frame)->attachment.data(), a.data(), a.size()) == 0);
+        if ((*frame)->body) {
+          EXPECT_TRUE(in_place);
+          EXPECT_GE(m.size() + a.size(), 100'000u);
+          kept.push_back(
+              {std::move((*frame)->body), (*frame)->message, (*frame)->attachment, got - 1});
+        }
       }
     }
     EXPECT_EQ(pos, stream.size());
+    for (const Kept& k : kept) {
+      const auto& [m, a] = sent[k.index];
+      EXPECT_EQ(std::memcmp(k.message.data(), m.data(), m.size()), 0);
+      EXPECT_TRUE(a.empty() || std::memcmp(k.attachment.data(), a.data(), a.size()) == 0);
+    }
+    if (in_place) in_place_frames += kept.size();
   }
+  EXPECT_GT(in_place_frames, 10u);  // the set-up reaches the in-place path
 }
 
 TEST(Frame, TheReaderRefusesABadHeaderMidStream) {
