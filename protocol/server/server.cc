@@ -5,12 +5,17 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <cerrno>
+#include <climits>
 #include <deque>
 #include <list>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "base/clock.h"
 #include "protocol/server/convert.h"
@@ -334,9 +339,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     SendResponse(correlation_id, fbb, fb::CreateEmpty(fbb));
   }
 
-  // Writes every queued response (up to 64) with one gather write: pipelined clients get their
-  // answers in one system call instead of one each. Elements of a deque stay where they are
-  // while others are pushed behind them, so the buffers stay valid during the write.
+  // Writes every queued response (up to 64) with gather writes: pipelined clients get their
+  // answers in one system call instead of one each, and a fetch's records (one piece per event)
+  // go out up to IOV_MAX pieces per call — Asio's own gather writes stop at 64 pieces, 64 KiB
+  // of 1 KiB events. Elements of a deque stay where they are while others are pushed behind
+  // them, so the pieces stay valid during the write.
   void WriteNext() {
     if (writes_.empty() || closed_) {
       writing_ = false;
@@ -346,20 +353,54 @@ class Connection : public std::enable_shared_from_this<Connection> {
     writing_ = true;
     constexpr std::size_t kMaxFrames = 64;
     gather_.clear();
+    gathered_ = 0;
     in_write_ = std::min(writes_.size(), kMaxFrames);
+    auto add = [this](const void* data, std::size_t size) {
+      if (size > 0) gather_.push_back({const_cast<void*>(data), size});
+    };
     for (std::size_t i = 0; i < in_write_; ++i) {
       OutFrame& f = writes_[i];
-      gather_.push_back(asio::buffer(f.header));
-      gather_.push_back(asio::buffer(f.message.data(), f.message.size()));
-      for (base::Bytes piece : f.attachment.pieces) {
-        gather_.push_back(asio::buffer(piece.data(), piece.size()));
+      add(f.header.data(), f.header.size());
+      add(f.message.data(), f.message.size());
+      for (base::Bytes piece : f.attachment.pieces) add(piece.data(), piece.size());
+    }
+    SendGathered();
+  }
+
+  // Sends gather_ from gathered_ on without blocking; waits for room in the socket when it is
+  // full, then goes on. It ends through the strand, never inside the call that queued the
+  // write: callers of Send may be walking the queues OnWritten changes.
+  void SendGathered() {
+    auto finish = [this](boost::system::error_code ec) {
+      asio::post(strand_, [self = shared_from_this(), ec] { self->OnWritten(ec); });
+    };
+    while (gathered_ < gather_.size()) {
+      msghdr msg{};
+      msg.msg_iov = gather_.data() + gathered_;
+      msg.msg_iovlen = std::min<std::size_t>(gather_.size() - gathered_, IOV_MAX);
+      const ssize_t sent = ::sendmsg(socket_.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          socket_.async_wait(asio::ip::tcp::socket::wait_write,
+                             asio::bind_executor(strand_, [self = shared_from_this()](
+                                                              boost::system::error_code ec) {
+                               if (ec) return self->OnWritten(ec);
+                               self->SendGathered();
+                             }));
+          return;
+        }
+        return finish(boost::system::error_code(errno, boost::system::system_category()));
+      }
+      // Steps over what went out: whole pieces, then part of one.
+      auto left = static_cast<std::size_t>(sent);
+      while (left > 0 && left >= gather_[gathered_].iov_len) left -= gather_[gathered_++].iov_len;
+      if (left > 0) {
+        gather_[gathered_].iov_base = static_cast<std::byte*>(gather_[gathered_].iov_base) + left;
+        gather_[gathered_].iov_len -= left;
       }
     }
-    asio::async_write(socket_, gather_,
-                      asio::bind_executor(strand_, [self = shared_from_this()](
-                                                       boost::system::error_code ec, std::size_t) {
-                        self->OnWritten(ec);
-                      }));
+    finish({});
   }
 
   void OnWritten(boost::system::error_code ec) {
@@ -796,8 +837,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string remote_;
   wire::FrameReader reader_{server_.options_.max_frame_bytes};
   std::deque<OutFrame> writes_;
-  std::vector<asio::const_buffer> gather_;  // the write in progress
-  std::size_t in_write_ = 0;                // frames at the front of writes_ it covers
+  std::vector<iovec> gather_;  // the write in progress
+  std::size_t gathered_ = 0;   // pieces of it sent whole
+  std::size_t in_write_ = 0;   // frames at the front of writes_ it covers
   std::list<std::unique_ptr<ParkedFetch>> parked_;
   std::uint64_t queued_bytes_ = 0;
   std::uint32_t inflight_ = 0;
