@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "base/assert.h"
 #include "base/checksum.h"
 #include "base/endian.h"
 
@@ -193,6 +194,11 @@ Result<EventView> DecodeEvent(Bytes bytes, const EventLimits& limits) {
   if ((flags & kFlagHasKey) != 0) v.key_ = key;
   v.record_ = record;
   return v;
+}
+
+Offset PeekEventOffset(Bytes record) {
+  LOCKSTEP_ASSERT(record.size() >= kEventFixedBytes);
+  return Offset(LoadLe64(record.data() + 16));
 }
 
 EventHeader NextEventHeader(Bytes& region) {

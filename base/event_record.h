@@ -113,6 +113,10 @@ class EventView {
 // says how much this one took). kDataLoss for a damaged or malformed record, saying why.
 Result<EventView> DecodeEvent(Bytes bytes, const EventLimits& limits = {});
 
+// The offset field of a record whose batch checksum was verified (the log's own reads), without
+// decoding the rest. REQUIRES: record.size() >= kEventFixedBytes.
+Offset PeekEventOffset(Bytes record);
+
 // Reads one header from `region` (encoded as in the layout) and advances it. Only for regions
 // DecodeEvent validated.
 EventHeader NextEventHeader(Bytes& region);

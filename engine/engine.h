@@ -426,8 +426,8 @@ class Engine {
   std::shared_ptr<TopicEntry> FindTopic(std::string_view name) const;
   // Under catalog_mu_: the name of the topic with `id`, dropped or not ("" if none).
   std::string TopicNameLocked(TopicId id) const;
-  // Events of one partition in [from, end) in offset order, as stored; fn(EventView, Bytes
-  // record) returns false to stop.
+  // Events of one partition in [from, end) in offset order, as stored; fn(Bytes record,
+  // const LogReader&) returns false (or a Result<bool> holding false) to stop, or an error.
   template <typename Fn>
   Status ForEachEvent(const TopicEntry& topic, PartitionId partition, std::uint64_t from,
                       std::uint64_t end, Lsn start, bool trust_verified, Fn&& fn) const;

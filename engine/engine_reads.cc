@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
@@ -234,10 +235,11 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
     for (;;) {
       LOCKSTEP_ASSIGN_OR_RETURN(std::optional<Bytes> found, txn.NextEventIn(t.id, partition));
       if (!found) break;
-      LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event,
-                                base::DecodeEvent(*found, {.verify_checksum = false}));
-      if (event.offset().value() < want) continue;
-      if (event.offset().value() != want) {  // offsets are dense, in LSN order
+      // Only the offset is read here (NextEventIn checked the record's fixed part is there);
+      // whoever needs more decodes it.
+      const std::uint64_t offset = base::PeekEventOffset(*found).value();
+      if (offset < want) continue;
+      if (offset != want) {  // offsets are dense, in LSN order
         const std::uint64_t retained = t.start_offset[partition.value()].load();
         if (want < retained) {
           return base::OutOfRange(fmt::format(
@@ -245,9 +247,15 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
               want, t.name, partition.value(), retained));
         }
         return base::Internal(fmt::format("{}/{}: offset {} where {} was expected", t.name,
-                                          partition.value(), event.offset().value(), want));
+                                          partition.value(), offset, want));
       }
-      if (!fn(event, *found, reader)) return Status::Ok();
+      auto go_on = fn(*found, reader);
+      if constexpr (std::is_same_v<decltype(go_on), bool>) {
+        if (!go_on) return Status::Ok();
+      } else {
+        if (!go_on.ok()) return go_on.status();
+        if (!*go_on) return Status::Ok();
+      }
       if (++want == end) return Status::Ok();
     }
   }
@@ -277,8 +285,7 @@ Result<FetchedViews> Engine::FetchViews(std::string_view topic, PartitionId part
   const void* pinned = nullptr;
   LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(
       *t, partition, offset.value(), end, t->StartFor(partition.value(), offset.value()),
-      /*trust_verified=*/true,
-      [&](const base::EventView&, Bytes record, const storage::LogReader& reader) {
+      /*trust_verified=*/true, [&](Bytes record, const storage::LogReader& reader) {
         if (out.events > 0 && out.bytes + record.size() > options.max_bytes) return false;
         std::shared_ptr<const void> pin = reader.Pin();
         if (pin.get() != pinned) {  // one pin per segment, not per record
@@ -317,13 +324,16 @@ Result<std::uint64_t> Engine::FirstOffsetAtOrAfter(const TopicEntry& t, Partitio
   if (begin >= end) return end;
   const Lsn begin_lsn = begin == from->offset ? from->lsn : t.StartFor(partition.value(), begin);
   std::uint64_t found = end;
-  LOCKSTEP_RETURN_IF_ERROR(
-      ForEachEvent(t, partition, begin, end, begin_lsn, /*trust_verified=*/false,
-                   [&](const base::EventView& event, Bytes, const storage::LogReader&) {
-                     if (event.timestamp_ms() < timestamp_ms) return true;
-                     found = event.offset().value();
-                     return false;
-                   }));
+  LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(
+      t, partition, begin, end, begin_lsn, /*trust_verified=*/false,
+      [&](Bytes record, const storage::LogReader&) -> Result<bool> {
+        // The log verified the batch: the event's own checksum is the consumer's.
+        LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event,
+                                  base::DecodeEvent(record, {.verify_checksum = false}));
+        if (event.timestamp_ms() < timestamp_ms) return true;
+        found = event.offset().value();
+        return false;
+      }));
   return found;
 }
 
