@@ -77,7 +77,7 @@ namespace {
 constexpr std::uint32_t kInPlaceFrameBytes = 256 << 10;
 
 // A received response: the verified message and the attachment, pointing into the read buffer
-// — valid only during the callback, which converts what it needs right away.
+// — valid only during the callback, which converts what it needs right away — or into `body`.
 struct Response {
   const fb::ResponseMessage* message = nullptr;
   std::span<const std::byte> attachment;

@@ -307,7 +307,8 @@ class Client {
              const FetchOptions& options, Callback<FetchResult> done);
   Result<FetchResult> Fetch(const std::string& topic, PartitionId partition, Offset offset,
                             const FetchOptions& options = {});
-  // A fetch whose callback reads the records in place (decode them there; keep nothing).
+  // A fetch whose callback reads the records in place: they are valid during the callback, and
+  // after it only if it moves FetchView::storage out (set for large responses).
   void FetchInPlace(const std::string& topic, PartitionId partition, Offset offset,
                     const FetchOptions& options, std::function<void(Result<FetchView>)> done);
   Result<Offset> ListOffset(const std::string& topic, PartitionId partition, OffsetSpec spec,

@@ -91,8 +91,9 @@ struct ConsumedEventRef {
   }
 };
 
-// What PollBatch returns: the record bytes of the fetches it drew from, each copied once from
-// the network buffer, and the events decoded in place — no allocation per event. Movable;
+// What PollBatch returns: the record bytes of the fetches it drew from (the blocks large
+// responses were received into, or one copy of a small one), and the events decoded in place —
+// no allocation per event. Movable;
 // iterating it yields ConsumedEventRef, per partition in offset order. A batch holds whole
 // fetches (up to fetch_max_bytes each) until it is destroyed: Copy() what you keep longer.
 class ConsumedBatch {

@@ -54,7 +54,7 @@ struct Attachment {
 };
 
 // One response on its way out: the frame header, the FlatBuffers message, and an attachment,
-// written with one gather write.
+// written with gather writes (SendGathered).
 struct OutFrame {
   std::array<std::byte, wire::kFrameHeaderBytes> header;
   flatbuffers::DetachedBuffer message;
@@ -355,6 +355,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     gather_.clear();
     gathered_ = 0;
     in_write_ = std::min(writes_.size(), kMaxFrames);
+    // Empty pieces are left out: a tail of them would make sendmsg send 0 bytes for ever.
     auto add = [this](const void* data, std::size_t size) {
       if (size > 0) gather_.push_back({const_cast<void*>(data), size});
     };
@@ -385,7 +386,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
           socket_.async_wait(asio::ip::tcp::socket::wait_write,
                              asio::bind_executor(strand_, [self = shared_from_this()](
                                                               boost::system::error_code ec) {
-                               if (ec) return self->OnWritten(ec);
+                               // Closed meanwhile: the socket is gone, and so is the write.
+                               if (ec || self->closed_) return self->OnWritten(ec);
                                self->SendGathered();
                              }));
           return;

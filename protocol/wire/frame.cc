@@ -65,6 +65,7 @@ FrameReader::FrameReader(std::uint32_t max_frame_bytes, std::uint32_t in_place_f
 std::span<std::byte> FrameReader::Room() {
   if (in_place_) {
     // Exactly the rest of the frame: the next frame's bytes go to the buffer, by the next read.
+    LOCKSTEP_ASSERT(in_place_filled_ < in_place_header_.body_bytes());  // Next() takes it first
     return {in_place_.get() + in_place_filled_, in_place_header_.body_bytes() - in_place_filled_};
   }
   if (begin_ == end_) begin_ = end_ = 0;

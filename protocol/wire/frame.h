@@ -61,7 +61,9 @@ class FrameReader {
   // copy, the kernel's, instead of the buffer's moves and a receiver's copy out of it): the
   // client's fetch responses. Off by default.
   explicit FrameReader(std::uint32_t max_frame_bytes, std::uint32_t in_place_from = UINT32_MAX);
-  // Where to read next (never empty). Invalidates the spans of the last frame.
+  // Where to read next: never empty while Next() has no complete frame to give (call Next until
+  // it returns nullopt first). Invalidates the spans of the last frame, unless its body was
+  // moved out.
   std::span<std::byte> Room();
   void Filled(std::size_t bytes);
   // The next complete frame, nullopt until one is; kInvalidArgument for a header that cannot

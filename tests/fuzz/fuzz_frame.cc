@@ -26,11 +26,14 @@ void TryRequest(std::span<const std::byte> message) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
-  // The first byte picks the read size, so frames split across reads are covered too.
+  // The first byte picks the read size, so frames split across reads are covered too, and
+  // (its top bit) whether frames of 16 bytes and more are read in place, as the client reads
+  // large responses.
   const std::size_t chunk = 1 + data[0] % 64;
+  const bool in_place = (data[0] & 0x80) != 0;
   const auto* bytes = reinterpret_cast<const std::byte*>(data + 1);
   std::size_t left = size - 1;
-  lockstep::wire::FrameReader reader(64 << 10);
+  lockstep::wire::FrameReader reader(64 << 10, in_place ? 16 : UINT32_MAX);
   while (left > 0) {
     std::span<std::byte> room = reader.Room();
     const std::size_t n = std::min({room.size(), left, chunk});

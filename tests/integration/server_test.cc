@@ -365,6 +365,55 @@ TEST_F(ServerTest, AProducerBatchesAndDeliversInOrderAndAConsumerReadsItAll) {
 
 // PollBatch hands events out in place: each batch owns the bytes its events point into, so a
 // batch held while later polls go on still reads exactly what was written, field by field.
+// Fetch responses of 256 KiB and more are read straight into blocks the batches keep (the
+// client's in-place reads): 3 MiB of 1 KiB events in responses of up to 1 MiB, every batch held
+// until the consumer is gone, then every payload checked byte for byte.
+TEST_F(ServerTest, LargeFetchesAreKeptAsReceivedAndOutliveLaterPolls) {
+  ASSERT_TRUE(client_->CreateTopic("bulk", 1).ok());
+  constexpr int kEvents = 3000;
+  auto payload = [](int i) {
+    std::string p(1000 + static_cast<std::size_t>(i % 50), ' ');
+    for (std::size_t j = 0; j < p.size(); ++j) p[j] = static_cast<char>('a' + (i + j) % 26);
+    return p;
+  };
+  for (int i = 0; i < kEvents; i += 100) {
+    client::Transaction txn;
+    for (int j = i; j < i + 100; ++j) {
+      client::EventAppend e;
+      e.topic = "bulk";
+      e.payload = payload(j);
+      txn.Append(std::move(e));
+    }
+    ASSERT_TRUE(client_->Commit(std::move(txn)).ok());
+  }
+  client::ConsumerOptions co;
+  co.max_wait = 100ms;
+  co.fetch_max_bytes = 1 << 20;
+  co.fetch_max_events = 10'000;
+  auto consumer = client::Consumer::Create(*client_, co);
+  ASSERT_TRUE(consumer.ok());
+  ASSERT_TRUE((*consumer)->Assign("bulk").ok());
+  std::vector<client::ConsumedBatch> held;
+  std::size_t seen = 0;
+  for (int round = 0; round < 100 && seen < kEvents; ++round) {
+    auto batch = (*consumer)->PollBatch(1000ms);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    seen += batch->size();
+    held.push_back(std::move(*batch));
+  }
+  ASSERT_EQ(seen, static_cast<std::size_t>(kEvents));
+  consumer->reset();
+  std::uint64_t next = 0;
+  for (const client::ConsumedBatch& batch : held) {
+    for (client::ConsumedEventRef e : batch) {
+      ASSERT_EQ(e.event.offset().value(), next);
+      ASSERT_EQ(e.payload(), payload(static_cast<int>(next))) << next;
+      ++next;
+    }
+  }
+  EXPECT_EQ(next, static_cast<std::uint64_t>(kEvents));
+}
+
 TEST_F(ServerTest, PolledBatchesReadInPlaceAndOutliveLaterPolls) {
   ASSERT_TRUE(client_->CreateTopic("audit", 2).ok());
   constexpr int kEvents = 120;
