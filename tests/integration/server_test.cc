@@ -365,6 +365,19 @@ TEST_F(ServerTest, AProducerBatchesAndDeliversInOrderAndAConsumerReadsItAll) {
 
 // PollBatch hands events out in place: each batch owns the bytes its events point into, so a
 // batch held while later polls go on still reads exactly what was written, field by field.
+// Polls batches until `events` arrived (at most 200 polls of up to 1 s), keeping every batch.
+void PollAndHoldBatches(client::Consumer& consumer, std::size_t events,
+                        std::vector<client::ConsumedBatch>* held) {
+  std::size_t seen = 0;
+  for (int round = 0; round < 200 && seen < events; ++round) {
+    auto batch = consumer.PollBatch(1000ms);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    seen += batch->size();
+    held->push_back(std::move(*batch));
+  }
+  ASSERT_EQ(seen, events);
+}
+
 // Fetch responses of 256 KiB and more are read straight into blocks the batches keep (the
 // client's in-place reads): 3 MiB of 1 KiB events in responses of up to 1 MiB, every batch held
 // until the consumer is gone, then every payload checked byte for byte.
@@ -394,14 +407,7 @@ TEST_F(ServerTest, LargeFetchesAreKeptAsReceivedAndOutliveLaterPolls) {
   ASSERT_TRUE(consumer.ok());
   ASSERT_TRUE((*consumer)->Assign("bulk").ok());
   std::vector<client::ConsumedBatch> held;
-  std::size_t seen = 0;
-  for (int round = 0; round < 100 && seen < kEvents; ++round) {
-    auto batch = (*consumer)->PollBatch(1000ms);
-    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
-    seen += batch->size();
-    held.push_back(std::move(*batch));
-  }
-  ASSERT_EQ(seen, static_cast<std::size_t>(kEvents));
+  ASSERT_NO_FATAL_FAILURE(PollAndHoldBatches(**consumer, kEvents, &held));
   consumer->reset();
   std::uint64_t next = 0;
   for (const client::ConsumedBatch& batch : held) {
@@ -442,14 +448,7 @@ TEST_F(ServerTest, PolledBatchesReadInPlaceAndOutliveLaterPolls) {
   ASSERT_TRUE(consumer.ok());
   ASSERT_TRUE((*consumer)->Assign("audit").ok());
   std::vector<client::ConsumedBatch> held;
-  std::size_t seen = 0;
-  for (int round = 0; round < 200 && seen < kEvents; ++round) {
-    auto batch = (*consumer)->PollBatch(1000ms);
-    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
-    seen += batch->size();
-    held.push_back(std::move(*batch));
-  }
-  ASSERT_EQ(seen, static_cast<std::size_t>(kEvents));
+  ASSERT_NO_FATAL_FAILURE(PollAndHoldBatches(**consumer, kEvents, &held));
   ASSERT_GT(held.size(), 2u);
   // Moving a batch moves its events with it and leaves an empty batch behind.
   ASSERT_FALSE(held.front().empty());
