@@ -4,6 +4,14 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#if defined(__x86_64__)
+// libxxhash's `_dispatch` entry points pick the widest vector unit of the running CPU (AVX2,
+// AVX-512) once, where the plain ones are compiled for the baseline SSE2. Same hash, same bytes:
+// 2-3x faster on long inputs, which is what every consumer's per-event check and every batch
+// check pays. The header maps the plain names onto them.
+#include <xxh_x86dispatch.h>
+#endif
+
 namespace lockstep::base {
 
 std::uint64_t Xxh3(std::span<const std::byte> bytes, std::uint64_t seed) {

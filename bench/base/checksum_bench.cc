@@ -18,6 +18,7 @@ BENCHMARK(BM_Xxh3OneShot)
     ->ArgName("bytes")
     ->Arg(64)
     ->Arg(256)
+    ->Arg(1024)
     ->Arg(4096)
     ->Arg(64 << 10)
     ->Arg(1 << 20);

@@ -6,6 +6,10 @@
 
 #include <vector>
 
+// The plain, baseline-SSE2 entry points (no dispatch header here): what every file on disk was
+// checksummed with before base/ switched to the dispatching ones.
+#include <xxhash.h>
+
 #include "base/endian.h"
 
 namespace lockstep::base {
@@ -24,6 +28,23 @@ TEST(Checksum, ConcatEqualsOneShotOverTheConcatenation) {
               Xxh3(data, 42))
         << "split " << split;
   }
+}
+
+// The checksums are part of the file formats: whichever vector unit base/ hashes with, the values
+// must be the ones the plain library computes, for short inputs and for long ones (over 240
+// bytes XXH3 takes its vectorised path), one-shot and in two pieces.
+TEST(Checksum, EqualsThePlainLibraryAtEveryLength) {
+  auto data = Pattern(1 << 20);
+  for (std::size_t n :
+       {0u, 1u, 16u, 17u, 128u, 129u, 240u, 241u, 1024u, 1025u, 4096u, 65537u, 1u << 20}) {
+    const auto piece = std::span(data).first(n);
+    EXPECT_EQ(Xxh3(piece, 42), XXH3_64bits_withSeed(piece.data(), n, 42)) << n << " bytes";
+    EXPECT_EQ(Xxh3Concat(piece.first(n / 3), piece.subspan(n / 3), 42),
+              XXH3_64bits_withSeed(piece.data(), n, 42))
+        << n << " bytes in two pieces";
+  }
+  // And a pinned value, should the library itself ever change: XXH3-64 of no bytes, seed 0.
+  EXPECT_EQ(Xxh3({}, 0), 0x2D06800538D394C2ull);
 }
 
 TEST(Checksum, SeedMatters) {
