@@ -288,7 +288,8 @@ class Engine {
   // Events of `topic`/`partition` from `offset`, up to the visible LSN. kOutOfRange above the end
   // offset (an offset equal to it returns no events); kNotFound for an unknown topic;
   // kInvalidArgument for a partition the topic does not have.
-  // The records' log batches were verified (once per process); each event's own checksum is
+  // The records' log batches were verified as they entered the process (recovery, or this
+  // process wrote them) and are not hashed again; each event's own checksum is
   // not checked here: DecodeEvent (as the client's consumer does) checks it, end to end.
   Result<FetchResult> Fetch(std::string_view topic, PartitionId partition, Offset offset,
                             const FetchOptions& options = {}) const;

@@ -238,7 +238,6 @@ Status Log::LoadSegment(const std::string& name, Lsn expected_first, bool is_las
     break;
   }
   segment->end_pos.store(pos);
-  segment->verified_end.store(pos);  // recovery just checked every batch below it
   segment->last_lsn.store(next.value() - 1);
   {
     std::lock_guard lock(segments_mu_);
@@ -827,7 +826,6 @@ Status LogReader::Seek() {
   }
   auto entry = segment_->index.Find(next_lsn_);
   LOCKSTEP_ASSERT(entry.has_value());  // the first batch of a segment is always indexed
-  LOCKSTEP_RETURN_IF_ERROR(CatchUpVerification(entry->pos));
   LOCKSTEP_RETURN_IF_ERROR(EnterBatch(entry->pos));
   while (batch_last_lsn_ < next_lsn_) LOCKSTEP_RETURN_IF_ERROR(EnterBatch(batch_end_));
   // Skip to next_lsn_ inside the batch.
@@ -843,36 +841,8 @@ Status LogReader::Seek() {
   return Status::Ok();
 }
 
-// A reader entering a segment through its index would verify every batch from there on and
-// never raise the verified mark, which grows only from below: it first verifies the batches
-// between the mark and `pos` (once per process), so that the mark keeps up with it.
-Status LogReader::CatchUpVerification(std::uint64_t pos) {
-  if (!log_->options_.verify_checksums_on_read || !trust_verified_) return Status::Ok();
-  const ParseBatchOptions options{segment_->header.salt, true, true};
-  for (std::uint64_t at = segment_->verified_end.load(); at < pos;) {
-    BatchView batch = ParseBatch(segment_->bytes(), at, options);
-    if (batch.state != BatchState::kValid) {
-      return base::DataLoss(
-          fmt::format("segment {} position {}: {}", segment_->path, at,
-                      batch.state == BatchState::kAbsent ? "no batch" : batch.reason));
-    }
-    const std::uint64_t end = at + batch.header.total_bytes;
-    RaiseVerified(at, end);
-    at = std::max(end, segment_->verified_end.load());
-  }
-  return Status::Ok();
-}
-
-void LogReader::RaiseVerified(std::uint64_t from, std::uint64_t to) {
-  // Raised only from a batch that starts at or below it, so everything below stays verified.
-  std::uint64_t seen = segment_->verified_end.load();
-  while (from <= seen && seen < to && !segment_->verified_end.compare_exchange_weak(seen, to)) {
-  }
-}
-
 Status LogReader::EnterBatch(std::uint64_t pos) {
-  const bool verify = log_->options_.verify_checksums_on_read &&
-                      (!trust_verified_ || pos >= segment_->verified_end.load());
+  const bool verify = log_->options_.verify_checksums_on_read && !trust_verified_;
   const ParseBatchOptions options{segment_->header.salt, verify, verify};
   BatchView batch = ParseBatch(segment_->bytes(), pos, options);
   if (batch.state != BatchState::kValid) {
@@ -880,7 +850,6 @@ Status LogReader::EnterBatch(std::uint64_t pos) {
         fmt::format("segment {} position {}: {}", segment_->path, pos,
                     batch.state == BatchState::kAbsent ? "no batch" : batch.reason));
   }
-  if (verify) RaiseVerified(pos, pos + batch.header.total_bytes);
   batch_pos_ = pos;
   batch_end_ = pos + batch.header.total_bytes;
   batch_last_lsn_ = batch.header.last_lsn;

@@ -139,8 +139,6 @@ class LogReader {
   LogReader(const Log* log, Lsn from, bool trust_verified)
       : log_(log), next_lsn_(from), trust_verified_(trust_verified) {}
   Status Seek();
-  Status CatchUpVerification(std::uint64_t pos);
-  void RaiseVerified(std::uint64_t from, std::uint64_t to);
   Status EnterBatch(std::uint64_t pos);
 
   const Log* log_;
@@ -211,10 +209,11 @@ class Log {
   Status status() const;
 
   // A reader from `from`. kOutOfRange when `from` is below first_lsn() or above
-  // durable_lsn() + 1. With verify_checksums_on_read, a reader checks every batch it enters;
-  // `trust_verified` lets it skip batches below the segment's verified mark (verified once in
-  // this process) — only for readers whose own consumers verify what they read again (the
-  // fetch path: consumers check every event's checksum).
+  // durable_lsn() + 1. With verify_checksums_on_read, a reader checks every batch it enters.
+  // Every batch was verified as it entered this process — by recovery at open, or because this
+  // process wrote it from the bytes it checksummed — so `trust_verified` skips the check: only
+  // for readers whose own consumers verify what they read again (the fetch path: consumers
+  // check every event's checksum).
   Result<LogReader> Read(Lsn from, bool trust_verified = false) const;
 
   Result<RetentionReport> ApplyRetention(const RetentionPolicy& policy);

@@ -98,11 +98,6 @@ struct Segment {
   std::atomic<std::uint64_t> end_pos{kSegmentHeaderBytes};  // end of the last batch
   std::atomic<std::uint64_t> last_lsn;                      // first_lsn - 1 while empty
   std::atomic<std::int64_t> last_timestamp_ms{0};
-  // Batches below this position had their checksum verified in this process — by recovery, or
-  // by a reader that read on from there (always a batch boundary, only grows): readers verify
-  // each batch once, not on every read. Consumers verify every event's own checksum, end to
-  // end, on every read.
-  std::atomic<std::uint64_t> verified_end{kSegmentHeaderBytes};
 
   Lsn first_lsn() const { return header.first_lsn; }
   ConstBytes bytes() const { return mapping->bytes(); }

@@ -575,8 +575,8 @@ TEST_F(ServerTest, ConsumeTransformProduceCountsEveryInputExactlyOnce) {
   ExpectEveryInputDoubledOnce(kInputs);
 }
 
-// Batches are hashed once per process on the server; each event's own checksum is verified by
-// the consumer on every read. Damage that appears after the first read reaches the consumer,
+// The server's fetches do not hash batches again; each event's own checksum is verified by
+// the consumer on every read. Damage that appears after the data was written reaches the consumer,
 // which refuses it (kDataLoss) instead of handing out wrong bytes.
 TEST_F(ServerTest, AnEventDamagedOnDiskIsCaughtByTheConsumer) {
   ASSERT_TRUE(client_->CreateTopic("t1", 1).ok());
