@@ -62,7 +62,9 @@ struct TableWrite {
 };
 struct EventAppend {
   std::string topic;
-  std::optional<PartitionId> partition;  // nullopt: by hash of the key, else round-robin
+  // nullopt: by hash of the key; without a key, one partition for all of a transaction's
+  // keyless events of the topic, round-robin across transactions (sticky, as Kafka's batches).
+  std::optional<PartitionId> partition;
   std::optional<std::string> key;
   std::string payload;
   std::string type;

@@ -638,12 +638,18 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
                   depends);
     }
   }
-  // Partitions and offsets (tentative until the record is known to fit).
+  // Partitions and offsets (tentative until the record is known to fit). A topic's keyless
+  // events stick to one partition for the whole transaction, the next transaction taking the
+  // next partition (as Kafka's sticky partitioner does per batch): a producer's batch is one
+  // run of one partition in the record, which fetches of the other partitions pass over in one
+  // step (docs/engine-records.md).
   const Lsn lsn = expected_next_;  // AppendAt checks it (a rejection may come meanwhile)
   const std::int64_t now = options_.now_ms();
   std::vector<std::uint64_t>& offsets = scratch_offsets_;
   offsets.resize(topics.size());
   p->result.events.clear();
+  scratch_next_offsets_.clear();
+  scratch_sticky_.clear();
   for (std::size_t i = 0; i < topics.size(); ++i) {
     const EventAppend& e = txn.events()[i];
     TopicEntry& t = *topics[i];
@@ -653,14 +659,23 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     } else if (e.key) {
       partition = static_cast<std::uint32_t>(base::Xxh3(AsBytes(*e.key)) % t.partitions);
     } else {
-      partition = t.round_robin++ % t.partitions;
+      auto sticky = std::find_if(scratch_sticky_.begin(), scratch_sticky_.end(),
+                                 [&](const auto& s) { return s.first == &t; });
+      if (sticky == scratch_sticky_.end()) {
+        scratch_sticky_.push_back({&t, t.round_robin++ % t.partitions});
+        sticky = scratch_sticky_.end() - 1;
+      }
+      partition = sticky->second;
     }
-    // Earlier events of this transaction in the same partition come first (usually none).
-    std::uint64_t earlier = 0;
-    for (std::size_t j = 0; j < i; ++j) {
-      earlier += topics[j] == &t && p->result.events[j].partition.value() == partition;
+    // Dense offsets, in the transaction's order within a partition.
+    auto next = std::find_if(
+        scratch_next_offsets_.begin(), scratch_next_offsets_.end(),
+        [&](const NextOffset& n) { return n.topic == &t && n.partition == partition; });
+    if (next == scratch_next_offsets_.end()) {
+      scratch_next_offsets_.push_back({&t, partition, t.next_offset[partition]});
+      next = scratch_next_offsets_.end() - 1;
     }
-    offsets[i] = t.next_offset[partition] + earlier;
+    offsets[i] = next->next++;
     p->result.events.push_back({t.name, PartitionId(partition), Offset(offsets[i])});
   }
   // The record: writes, events encoded once, in place, with their final offset and LSN, then

@@ -518,6 +518,15 @@ class Engine {
   std::vector<TableEntry*> scratch_tables_;
   std::vector<TopicEntry*> scratch_topics_;
   std::vector<std::uint64_t> scratch_offsets_;
+  // Per partition a transaction appends to: the next offset it hands out.
+  struct NextOffset {
+    const TopicEntry* topic;
+    std::uint32_t partition;
+    std::uint64_t next;
+  };
+  std::vector<NextOffset> scratch_next_offsets_;
+  // Per topic: the partition its keyless events stick to in this transaction.
+  std::vector<std::pair<const TopicEntry*, std::uint32_t>> scratch_sticky_;
   std::vector<std::int64_t> scratch_timestamps_;
   std::vector<std::uint64_t> scratch_sizes_;
   std::vector<base::EventHeader> scratch_headers_;

@@ -17,6 +17,10 @@ using base::StoreLe32;
 using base::StoreLe64;
 
 constexpr std::uint8_t kFlagIdempotencyKey = 1;
+// An event operation: kind:u8, topic:u32, partition:u32, then the record (length:u32 first).
+constexpr std::size_t kEventOpHeader = 9;
+// A run: kind:u8, topic:u32, partition:u32, count:u32, run_bytes:u32, then the records.
+constexpr std::size_t kRunHeader = 17;
 
 Status Malformed(std::string_view why) {
   return base::DataLoss(fmt::format("malformed transaction record: {}", why));
@@ -76,27 +80,32 @@ Result<TxnOp> ReadDelete(Reader& r) {
   return TxnOp(op);
 }
 
-Result<TxnOp> ReadEvent(Reader& r, Bytes& rest, const base::EventLimits& limits) {
-  std::uint32_t topic = 0, partition = 0;
-  if (!r.U32(&topic) || !r.U32(&partition)) return Malformed("event runs past the record");
-  EventOp op{TopicId(topic), PartitionId(partition), {}};
+// Takes one event record from the front of `rest`: checked whole, or only for its extent when
+// the limits say not to verify (a verified batch: walks pass over the events of other
+// partitions, and whoever uses the record decodes it).
+Result<Bytes> TakeEventRecord(Bytes& rest, const base::EventLimits& limits) {
+  Bytes record;
   if (limits.verify_checksum) {
     auto event = base::DecodeEvent(rest, limits);
     if (!event.ok()) return Malformed(event.status().message());
-    op.record = event->record();
+    record = event->record();
   } else {
-    // A verified batch: only the record's extent is needed here (walks pass over the events of
-    // other partitions); whoever uses the record decodes it.
     const std::uint32_t length = rest.size() >= 4 ? base::LoadLe32(rest.data()) : 0;
     if (length < base::kEventFixedBytes || length > rest.size()) {
       return Malformed(fmt::format("event length {} outside [{}, {}]", length,
                                    base::kEventFixedBytes, rest.size()));
     }
-    op.record = rest.first(length);
+    record = rest.first(length);
   }
-  Bytes skipped;
-  r.Take(op.record.size(), &skipped);
-  return TxnOp(op);
+  rest = rest.subspan(record.size());
+  return record;
+}
+
+Result<TxnOp> ReadEvent(Reader& r, Bytes& rest, const base::EventLimits& limits) {
+  std::uint32_t topic = 0, partition = 0;
+  if (!r.U32(&topic) || !r.U32(&partition)) return Malformed("event runs past the record");
+  LOCKSTEP_ASSIGN_OR_RETURN(Bytes record, TakeEventRecord(rest, limits));
+  return TxnOp(EventOp{TopicId(topic), PartitionId(partition), record});
 }
 
 Result<TxnOp> ReadOffset(Reader& r) {
@@ -139,6 +148,8 @@ Result<TxnOp> ReadOp(OpKind kind, Reader& r, Bytes& rest, const base::EventLimit
       return ReadOffset(r);
     case OpKind::kCatalog:
       return ReadCatalog(r);
+    case OpKind::kEventRun:
+      break;  // the reader enters runs itself
   }
   return Malformed(fmt::format("unknown operation kind {}", static_cast<int>(kind)));
 }
@@ -155,6 +166,7 @@ void TxnRecordWriter::Reset(std::int64_t commit_ms,
                             std::optional<std::string_view> idempotency_key) {
   buffer_.clear();
   op_count_ = 0;
+  last_event_at_ = kNoEvent;
   std::byte* p = Grow(kTxnFixedBytes);
   p[0] = std::byte{kTxnRecordVersion};
   p[1] = std::byte{idempotency_key ? kFlagIdempotencyKey : std::uint8_t{0}};
@@ -178,6 +190,7 @@ void TxnRecordWriter::Put(TableId table, Bytes key, Bytes value) {
   if (!key.empty()) std::memcpy(p + 13, key.data(), key.size());
   if (!value.empty()) std::memcpy(p + 13 + key.size(), value.data(), value.size());
   ++op_count_;
+  last_event_at_ = kNoEvent;
 }
 
 void TxnRecordWriter::Delete(TableId table, Bytes key) {
@@ -187,16 +200,41 @@ void TxnRecordWriter::Delete(TableId table, Bytes key) {
   StoreLe32(p + 5, static_cast<std::uint32_t>(key.size()));
   if (!key.empty()) std::memcpy(p + 9, key.data(), key.size());
   ++op_count_;
+  last_event_at_ = kNoEvent;
 }
 
 std::span<std::byte> TxnRecordWriter::AddEvent(TopicId topic, PartitionId partition,
                                                std::size_t event_bytes) {
-  std::byte* p = Grow(1 + 8 + event_bytes);
-  p[0] = std::byte{static_cast<std::uint8_t>(OpKind::kEvent)};
-  StoreLe32(p + 1, topic.value());
-  StoreLe32(p + 5, partition.value());
-  ++op_count_;
-  return {p + 9, event_bytes};
+  LOCKSTEP_ASSERT(event_bytes <= UINT32_MAX);
+  if (last_event_at_ == kNoEvent || last_topic_ != topic || last_partition_ != partition) {
+    last_event_at_ = buffer_.size();
+    last_topic_ = topic;
+    last_partition_ = partition;
+    std::byte* p = Grow(kEventOpHeader + event_bytes);
+    p[0] = std::byte{static_cast<std::uint8_t>(OpKind::kEvent)};
+    StoreLe32(p + 1, topic.value());
+    StoreLe32(p + 5, partition.value());
+    ++op_count_;
+    return {p + kEventOpHeader, event_bytes};
+  }
+  if (buffer_[last_event_at_] == std::byte{static_cast<std::uint8_t>(OpKind::kEvent)}) {
+    // The partition's second event in a row: its lone event becomes a run of one, moved up by
+    // the run header's extra fields (one event's bytes, once per run).
+    const std::size_t first_bytes = buffer_.size() - last_event_at_ - kEventOpHeader;
+    Grow(kRunHeader - kEventOpHeader);
+    std::byte* op = buffer_.data() + last_event_at_;
+    std::memmove(op + kRunHeader, op + kEventOpHeader, first_bytes);
+    op[0] = std::byte{static_cast<std::uint8_t>(OpKind::kEventRun)};
+    StoreLe32(op + 9, 1);
+    StoreLe32(op + 13, static_cast<std::uint32_t>(first_bytes));
+  }
+  std::byte* p = Grow(event_bytes);
+  std::byte* run = buffer_.data() + last_event_at_;
+  const std::uint64_t run_bytes = std::uint64_t{LoadLe32(run + 13)} + event_bytes;
+  LOCKSTEP_ASSERT(run_bytes <= UINT32_MAX);
+  StoreLe32(run + 9, LoadLe32(run + 9) + 1);
+  StoreLe32(run + 13, static_cast<std::uint32_t>(run_bytes));
+  return {p, event_bytes};
 }
 
 void TxnRecordWriter::CommitOffset(const OffsetOp& op) {
@@ -211,6 +249,7 @@ void TxnRecordWriter::CommitOffset(const OffsetOp& op) {
   StoreLe16(p + 25, static_cast<std::uint16_t>(op.group.size()));
   if (!op.group.empty()) std::memcpy(p + 27, op.group.data(), op.group.size());
   ++op_count_;
+  last_event_at_ = kNoEvent;
 }
 
 void TxnRecordWriter::ChangeCatalog(const CatalogOp& op) {
@@ -227,6 +266,7 @@ void TxnRecordWriter::ChangeCatalog(const CatalogOp& op) {
   StoreLe64(q + 4, static_cast<std::uint64_t>(op.retention_ms));
   StoreLe64(q + 12, op.retention_bytes);
   ++op_count_;
+  last_event_at_ = kNoEvent;
 }
 
 Bytes TxnRecordWriter::Finish() {
@@ -246,7 +286,10 @@ Result<TxnRecordReader> TxnRecordReader::Open(Bytes record, TxnReadOptions optio
       !r.U64(&commit_ms)) {
     return Malformed("shorter than its fixed fields");
   }
-  if (version != kTxnRecordVersion) return Malformed(fmt::format("unknown version {}", version));
+  if (version < kTxnRecordOldestVersion || version > kTxnRecordVersion) {
+    return Malformed(fmt::format("unknown version {}", version));
+  }
+  out.version_ = version;
   if ((flags & ~kFlagIdempotencyKey) != 0 || reserved != 0) return Malformed("unknown flags");
   out.commit_ms_ = static_cast<std::int64_t>(commit_ms);
   if ((flags & kFlagIdempotencyKey) != 0) {
@@ -261,7 +304,39 @@ Result<TxnRecordReader> TxnRecordReader::Open(Bytes record, TxnReadOptions optio
   return out;
 }
 
+Status TxnRecordReader::EnterRun(Bytes& rest) {
+  if (version_ < 2) return Malformed(fmt::format("an event run in a version {} record", version_));
+  Reader r(&rest);
+  std::uint32_t topic = 0, partition = 0, count = 0, run_bytes = 0;
+  if (!r.U32(&topic) || !r.U32(&partition) || !r.U32(&count) || !r.U32(&run_bytes)) {
+    return Malformed("event run header runs past the record");
+  }
+  if (count == 0) return Malformed("an empty event run");
+  if (!r.Take(run_bytes, &run_rest_)) {
+    return Malformed(fmt::format("event run of {} bytes runs past the record ({} left)", run_bytes,
+                                 rest.size()));
+  }
+  run_left_ = count;
+  run_topic_ = TopicId(topic);
+  run_partition_ = PartitionId(partition);
+  return Status::Ok();
+}
+
+Result<Bytes> TxnRecordReader::NextInRun() {
+  LOCKSTEP_ASSERT(run_left_ > 0);
+  LOCKSTEP_ASSIGN_OR_RETURN(Bytes record, TakeEventRecord(run_rest_, event_limits_));
+  if (--run_left_ == 0 && !run_rest_.empty()) {
+    return Malformed(
+        fmt::format("{} bytes left in an event run after its last event", run_rest_.size()));
+  }
+  return record;
+}
+
 Result<std::optional<TxnOp>> TxnRecordReader::Next() {
+  if (run_left_ > 0) {
+    LOCKSTEP_ASSIGN_OR_RETURN(Bytes record, NextInRun());
+    return std::optional<TxnOp>(EventOp{run_topic_, run_partition_, record});
+  }
   if (ops_read_ == op_count_) {
     if (!rest_.empty()) return Malformed("bytes left after the last operation");
     return std::optional<TxnOp>();
@@ -269,6 +344,11 @@ Result<std::optional<TxnOp>> TxnRecordReader::Next() {
   Reader r(&rest_);
   std::uint8_t kind = 0;
   if (!r.U8(&kind)) return Malformed("fewer operations than its count");
+  if (static_cast<OpKind>(kind) == OpKind::kEventRun) {
+    LOCKSTEP_RETURN_IF_ERROR(EnterRun(rest_));
+    ++ops_read_;
+    return Next();
+  }
   auto op = ReadOp(static_cast<OpKind>(kind), r, rest_, event_limits_);
   if (!op.ok()) return op.status();
   ++ops_read_;
@@ -276,9 +356,25 @@ Result<std::optional<TxnOp>> TxnRecordReader::Next() {
 }
 
 Result<std::optional<Bytes>> TxnRecordReader::NextEventIn(TopicId topic, PartitionId partition) {
-  // An event operation: kind:u8, topic:u32, partition:u32, then the record (length:u32 first).
-  constexpr std::size_t kEventOpHeader = 9;
   for (;;) {
+    if (run_left_ > 0) {
+      if (run_topic_ == topic && run_partition_ == partition) {
+        LOCKSTEP_ASSIGN_OR_RETURN(Bytes record, NextInRun());
+        return std::optional<Bytes>(record);
+      }
+      // Another partition's run (entered by Next()): the rest of it goes in one step.
+      run_rest_ = {};
+      run_left_ = 0;
+      continue;
+    }
+    if (ops_read_ < op_count_ && rest_.size() >= kRunHeader &&
+        std::to_integer<std::uint8_t>(rest_[0]) == static_cast<std::uint8_t>(OpKind::kEventRun)) {
+      Bytes after_kind = rest_.subspan(1);
+      LOCKSTEP_RETURN_IF_ERROR(EnterRun(after_kind));
+      rest_ = after_kind;
+      ++ops_read_;
+      continue;  // ours is read above; another's is passed over whole
+    }
     if (ops_read_ == op_count_ || rest_.empty() ||
         std::to_integer<std::uint8_t>(rest_[0]) != static_cast<std::uint8_t>(OpKind::kEvent) ||
         rest_.size() < kEventOpHeader + 4) {

@@ -2,13 +2,16 @@
 // The transaction record: what the engine appends to the log for one committed transaction, and
 // what recovery replays. One record per LSN. Grammar and version: docs/engine-records.md.
 //
-//   txn      = version:u8 = 1, flags:u8 (bit 0: has idempotency key), reserved:u16 = 0,
-//              op_count:u32, commit_ms:i64,
+//   txn      = version:u8 = 2 (1 is still read), flags:u8 (bit 0: has idempotency key),
+//              reserved:u16 = 0, op_count:u32, commit_ms:i64,
 //              [idempotency_key_bytes:u16, idempotency_key], op{op_count}
 //   op       = kind:u8, then
 //     put    : table:u32, key_bytes:u32, value_bytes:u32, key, value
 //     delete : table:u32, key_bytes:u32, key
 //     event  : topic:u32, partition:u32, event record (base/event_record.h: self-delimiting)
+//     run    : topic:u32, partition:u32, count:u32, run_bytes:u32, count event records filling
+//              run_bytes exactly (version 2: consecutive events of one partition, so that a
+//              fetch passes over another partition's events in one step)
 //     offset : topic:u32, partition:u32, generation:u64, offset:u64, group_bytes:u16, group
 //     catalog: change:u8, id:u32, name_bytes:u16, name, partitions:u32, retention_ms:i64,
 //              retention_bytes:u64   (the last three matter for topics only)
@@ -32,10 +35,19 @@ using base::Bytes;
 using base::Result;
 using base::Status;
 
-inline constexpr std::uint8_t kTxnRecordVersion = 1;
+inline constexpr std::uint8_t kTxnRecordVersion = 2;
+
+inline constexpr std::uint8_t kTxnRecordOldestVersion = 1;
 inline constexpr std::size_t kTxnFixedBytes = 16;
 
-enum class OpKind : std::uint8_t { kPut = 1, kDelete = 2, kEvent = 3, kOffset = 4, kCatalog = 5 };
+enum class OpKind : std::uint8_t {
+  kPut = 1,
+  kDelete = 2,
+  kEvent = 3,
+  kOffset = 4,
+  kCatalog = 5,
+  kEventRun = 6,
+};
 
 struct PutOp {
   TableId table;
@@ -84,6 +96,8 @@ class TxnRecordWriter {
   void Delete(TableId table, Bytes key);
   // Reserves room for an event record of `event_bytes` and returns it, for the caller to encode
   // the event in place (base::EncodeEvent): events are encoded once, straight into the record.
+  // Consecutive events of one partition share a run operation (a lone event stays an event
+  // operation): readers still see one EventOp each, in order.
   std::span<std::byte> AddEvent(TopicId topic, PartitionId partition, std::size_t event_bytes);
   void CommitOffset(const OffsetOp& op);
   // REQUIRES: op.name at most 65,535 bytes.
@@ -97,6 +111,12 @@ class TxnRecordWriter {
   std::byte* Grow(std::size_t n);
   std::vector<std::byte> buffer_;
   std::uint32_t op_count_ = 0;
+  // Where the last operation starts when it is an event or a run (else kNoEvent), and its
+  // partition: the next event of the same partition joins it.
+  static constexpr std::size_t kNoEvent = ~std::size_t{0};
+  std::size_t last_event_at_ = kNoEvent;
+  TopicId last_topic_;
+  PartitionId last_partition_;
 };
 
 // A parsed record: its fixed fields and an iterator over its operations.
@@ -110,6 +130,7 @@ struct TxnReadOptions {
 class TxnRecordReader {
  public:
   // Checks the fixed fields; operations are checked as Next() reaches them.
+  // op_count() counts a run of events as one operation; Next() returns its events one by one.
   static Result<TxnRecordReader> Open(Bytes record, TxnReadOptions options = {});
 
   std::int64_t commit_ms() const { return commit_ms_; }
@@ -121,12 +142,24 @@ class TxnRecordReader {
   Result<std::optional<TxnOp>> Next();
   // The next event of one partition, passing over every other operation (the fetch path's
   // walk): nullopt after the last operation. Other partitions' events are checked for their
-  // extent only; the returned one as Next() checks it (per TxnReadOptions).
+  // extent only (a run of them: the run's extent, passed in one step); the returned one as
+  // Next() checks it (per TxnReadOptions).
   Result<std::optional<Bytes>> NextEventIn(TopicId topic, PartitionId partition);
 
  private:
   TxnRecordReader() = default;
+  // Reads a run's header (the kind byte already taken) and enters it.
+  Status EnterRun(Bytes& rest);
+  // The next event record of the run being read.
+  Result<Bytes> NextInRun();
+
   Bytes rest_;
+  std::uint8_t version_ = kTxnRecordVersion;
+  // The run being read: its unread event records and how many they are.
+  Bytes run_rest_;
+  std::uint32_t run_left_ = 0;
+  TopicId run_topic_;
+  PartitionId run_partition_;
   base::EventLimits event_limits_;
   std::int64_t commit_ms_ = 0;
   std::optional<std::string_view> idempotency_key_;

@@ -110,6 +110,92 @@ TEST_F(EngineTest, EventsGetDenseOffsetsPerPartition) {
   EXPECT_EQ(two->events[1].offset.value(), two->events[0].offset.value() + 1);
 }
 
+// A transaction's keyless events of a topic go to one partition together, the next transaction's
+// to the next partition; keyed and explicit ones keep their own. The record holds them as runs:
+// fetches, a reopen's replay and a retried idempotency key all see them as committed, in order.
+TEST_F(EngineTest, KeylessEventsOfATransactionStickToOnePartition) {
+  auto event = [](std::string payload, std::optional<std::string> key = std::nullopt,
+                  std::optional<std::uint32_t> partition = std::nullopt) {
+    EventAppend ev;
+    ev.topic = "orders";
+    ev.payload = std::move(payload);
+    ev.key = std::move(key);
+    if (partition) ev.partition = PartitionId(*partition);
+    return ev;
+  };
+  auto batch = [&](int n, const std::string& tag) {
+    Transaction t;
+    t.IdempotencyKey("batch-" + tag);
+    for (int i = 0; i < n; ++i) {
+      t.Append(event(tag + std::to_string(i)));
+      if (i == 2) t.Append(event(tag + "-keyed", "alice"));
+      if (i == 4) t.Append(event(tag + "-explicit", std::nullopt, 3));
+    }
+    return t;
+  };
+  std::vector<CommitResult> results;
+  {
+    auto e = Open();
+    ASSERT_TRUE(e->CreateTopic("orders", 4).ok());
+    for (const char* tag : {"a", "b", "c", "d", "e"}) {
+      auto r = Commit(*e, batch(8, tag));
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      results.push_back(*r);
+    }
+  }
+  std::map<std::uint32_t, std::vector<std::string>> expected;  // per partition, offset order
+  std::optional<std::uint32_t> alice;
+  for (std::size_t b = 0; b < results.size(); ++b) {
+    const auto& events = results[b].events;
+    ASSERT_EQ(events.size(), 10u);
+    const std::uint32_t keyless = events[0].partition.value();
+    EXPECT_EQ(keyless, (results[0].events[0].partition.value() + b) % 4)
+        << "each transaction takes the next partition";
+    const std::string tag(1, static_cast<char>('a' + b));
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const std::uint32_t p = events[i].partition.value();
+      std::string payload;
+      if (i == 3) {
+        payload = tag + "-keyed";
+        if (!alice) alice = p;
+        EXPECT_EQ(p, *alice);
+      } else if (i == 6) {
+        payload = tag + "-explicit";
+        EXPECT_EQ(p, 3u);
+      } else {
+        payload = tag + std::to_string(i - (i > 3) - (i > 6));
+        EXPECT_EQ(p, keyless) << "event " << i << " of transaction " << tag;
+      }
+      EXPECT_EQ(events[i].offset.value(), expected[p].size()) << "dense offsets";
+      expected[p].push_back(payload);
+    }
+  }
+  auto e = Open();  // replay reads the runs back
+  for (const auto& [p, payloads] : expected) {
+    auto fetched = e->Fetch("orders", PartitionId(p), Offset(0));
+    ASSERT_TRUE(fetched.ok()) << fetched.status().ToString();
+    ASSERT_EQ(fetched->events, payloads.size());
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < payloads.size(); ++i) {
+      auto ev = base::DecodeEvent(Bytes(fetched->records).subspan(at));
+      ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+      EXPECT_EQ(ev->offset().value(), i);
+      EXPECT_EQ(
+          std::string(reinterpret_cast<const char*>(ev->payload().data()), ev->payload().size()),
+          payloads[i]);
+      at += ev->record().size();
+    }
+  }
+  // A retried key answers the original result, event for event in the transaction's order.
+  auto retried = Commit(*e, batch(8, "c"));
+  ASSERT_TRUE(retried.ok()) << retried.status().ToString();
+  ASSERT_EQ(retried->events.size(), results[2].events.size());
+  for (std::size_t i = 0; i < retried->events.size(); ++i) {
+    EXPECT_EQ(retried->events[i].partition, results[2].events[i].partition) << i;
+    EXPECT_EQ(retried->events[i].offset, results[2].events[i].offset) << i;
+  }
+}
+
 TEST_F(EngineTest, CatalogRefusesBadAndDuplicateNames) {
   auto e = Open();
   EXPECT_TRUE(e->CreateTable("orders").ok());

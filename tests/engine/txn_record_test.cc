@@ -1,14 +1,18 @@
 // Proves the transaction record: every operation kind round-trips in order, events are encoded in
-// place and read back whole, the writer reuses its buffer (no allocation after warm-up is
-// checked by size/capacity), and the reader rejects truncations, lying lengths, unknown kinds and
-// leftovers with kDataLoss instead of reading out of bounds.
+// place and read back whole, consecutive events of a partition share a run that a walk passes
+// over in one step, version 1 records still read, the writer reuses its buffer (no allocation after
+// warm-up is checked by size/capacity), and the reader rejects truncations, lying lengths, unknown
+// kinds and leftovers with kDataLoss instead of reading out of bounds.
 #include "engine/txn_record.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "base/endian.h"
 #include "tests/testing/bytes.h"
@@ -46,6 +50,61 @@ std::vector<TxnOp> ReadAll(TxnRecordReader& r) {
     ops.push_back(**op);
   }
   return ops;
+}
+
+// Appends one event whose payload names its offset ("p<offset>").
+void AddEvent(TxnRecordWriter& w, TopicId topic, PartitionId partition, std::uint64_t offset) {
+  const std::string payload = "p" + std::to_string(offset);
+  base::EventFields event;
+  event.payload = AsBytes(payload);
+  auto room = w.AddEvent(topic, partition, base::EncodedEventBytes(event));
+  base::EncodeEvent(event, Offset(offset), Lsn(7), room);
+}
+
+// Events, runs of events and other operations, interleaved: (1,0) x3, (1,1), (1,0) x2, a put,
+// (1,0), then (2,0) x2.
+std::vector<std::byte> WithRuns(TxnRecordWriter& w) {
+  w.Reset(3, {});
+  for (std::uint64_t o : {10, 11, 12}) AddEvent(w, TopicId(1), PartitionId(0), o);
+  AddEvent(w, TopicId(1), PartitionId(1), 20);
+  for (std::uint64_t o : {13, 14}) AddEvent(w, TopicId(1), PartitionId(0), o);
+  w.Put(TableId(1), AsBytes("k"), AsBytes("v"));
+  AddEvent(w, TopicId(1), PartitionId(0), 15);
+  for (std::uint64_t o : {30, 31}) AddEvent(w, TopicId(2), PartitionId(0), o);
+  auto bytes = w.Finish();
+  return {bytes.begin(), bytes.end()};
+}
+
+std::vector<std::uint64_t> OffsetsIn(TxnRecordReader& r, TopicId topic, PartitionId partition) {
+  std::vector<std::uint64_t> offsets;
+  for (;;) {
+    auto next = r.NextEventIn(topic, partition);
+    EXPECT_TRUE(next.ok()) << next.status().ToString();
+    if (!next.ok() || !*next) break;
+    offsets.push_back(base::DecodeEvent(**next)->offset().value());
+  }
+  return offsets;
+}
+
+// Plants 0x7fffffff (a huge length or count) at every position in turn: the walk refuses it or
+// stays inside the record, never reading out of it.
+void ExpectPlantedLiesRefused(Bytes bytes) {
+  for (std::size_t at = 0; at + 4 <= bytes.size(); ++at) {
+    std::vector<std::byte> b(bytes.begin(), bytes.end());
+    base::StoreLe32(b.data() + at, 0x7fffffff);
+    auto r = TxnRecordReader::Open(b, {.verify_event_checksums = false});
+    if (!r.ok()) continue;
+    for (int i = 0; i < 10; ++i) {
+      auto next = r->NextEventIn(TopicId(1), PartitionId(0));
+      if (!next.ok()) {
+        EXPECT_EQ(next.status().code(), base::StatusCode::kDataLoss);
+        break;
+      }
+      if (!*next) break;
+      ASSERT_GE(next->value().data(), b.data());
+      ASSERT_LE(next->value().data() + next->value().size(), b.data() + b.size());
+    }
+  }
 }
 
 TEST(TxnRecord, EveryOperationRoundTripsInOrder) {
@@ -120,23 +179,111 @@ TEST(TxnRecord, NextEventInPassesOverEverythingElse) {
     EXPECT_EQ(offsets, (std::vector<std::uint64_t>{10, 11}));
   }
   // A lie planted anywhere (a huge length or count) is refused, never followed out of the
-  // record.
-  for (std::size_t at = 0; at + 4 <= bytes.size(); ++at) {
-    std::vector<std::byte> b(bytes.begin(), bytes.end());
-    base::StoreLe32(b.data() + at, 0x7fffffff);
-    auto r = TxnRecordReader::Open(b, {.verify_event_checksums = false});
-    if (!r.ok()) continue;
-    for (int i = 0; i < 10; ++i) {
-      auto next = r->NextEventIn(TopicId(1), PartitionId(0));
-      if (!next.ok()) {
-        EXPECT_EQ(next.status().code(), base::StatusCode::kDataLoss);
-        break;
+  // record; also in a record with runs.
+  ExpectPlantedLiesRefused(bytes);
+  TxnRecordWriter with_runs;
+  ExpectPlantedLiesRefused(WithRuns(with_runs));
+}
+
+// Consecutive events of one partition share a run; a lone event stays an event operation.
+// Readers see every event on its own, in the order written, whichever way they read.
+TEST(TxnRecord, ConsecutiveEventsOfAPartitionShareARun) {
+  TxnRecordWriter w;
+  const auto bytes = WithRuns(w);
+  // run(3), event, run(2), put, event, run(2).
+  EXPECT_EQ(w.op_count(), 6u);
+  EXPECT_EQ(bytes[kTxnFixedBytes], std::byte{static_cast<std::uint8_t>(OpKind::kEventRun)});
+  EXPECT_EQ(base::LoadLe32(bytes.data() + kTxnFixedBytes + 9), 3u);  // the first run's count
+  for (bool verify : {true, false}) {
+    auto r = TxnRecordReader::Open(bytes, {.verify_event_checksums = verify});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    std::vector<std::string> seen;
+    for (const TxnOp& op : ReadAll(*r)) {
+      if (const auto* ev = std::get_if<EventOp>(&op)) {
+        seen.push_back(fmt::format("{}/{}@{}", ev->topic.value(), ev->partition.value(),
+                                   base::DecodeEvent(ev->record)->offset().value()));
+      } else {
+        seen.push_back("put");
       }
-      if (!*next) break;
-      ASSERT_GE(next->value().data(), b.data());
-      ASSERT_LE(next->value().data() + next->value().size(), b.data() + b.size());
     }
+    EXPECT_EQ(seen, (std::vector<std::string>{"1/0@10", "1/0@11", "1/0@12", "1/1@20", "1/0@13",
+                                              "1/0@14", "put", "1/0@15", "2/0@30", "2/0@31"}));
+    for (auto [topic, partition, want] :
+         {std::tuple{1u, 0u, std::vector<std::uint64_t>{10, 11, 12, 13, 14, 15}},
+          std::tuple{1u, 1u, std::vector<std::uint64_t>{20}},
+          std::tuple{2u, 0u, std::vector<std::uint64_t>{30, 31}},
+          std::tuple{2u, 1u, std::vector<std::uint64_t>{}}}) {
+      auto walk = TxnRecordReader::Open(bytes, {.verify_event_checksums = verify});
+      ASSERT_TRUE(walk.ok());
+      EXPECT_EQ(OffsetsIn(*walk, TopicId(topic), PartitionId(partition)), want)
+          << topic << "/" << partition;
+    }
+    // Next() may stop inside another partition's run; NextEventIn goes on past the rest of it.
+    auto mixed = TxnRecordReader::Open(bytes, {.verify_event_checksums = verify});
+    ASSERT_TRUE(mixed.ok());
+    ASSERT_TRUE(mixed->Next().ok());  // 1/0@10, inside the first run
+    EXPECT_EQ(OffsetsIn(*mixed, TopicId(1), PartitionId(1)), std::vector<std::uint64_t>{20});
   }
+}
+
+// Records written before runs existed (version 1) are still read.
+TEST(TxnRecord, VersionOneRecordsAreStillRead) {
+  TxnRecordWriter w;
+  auto bytes = Sample(w);  // no two events in a row: no run
+  bytes[0] = std::byte{1};
+  auto r = TxnRecordReader::Open(bytes);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(ReadAll(*r).size(), 6u);
+}
+
+// A run that lies about itself is refused by both ways of reading, never followed out of it.
+TEST(TxnRecord, RunsThatLieAreRejected) {
+  TxnRecordWriter w;
+  const auto bytes = WithRuns(w);
+  const std::size_t run = kTxnFixedBytes;  // the first run: 3 events of 1/0
+  auto expect_rejected = [](const std::vector<std::byte>& b, const char* what) {
+    for (int way = 0; way < 2; ++way) {
+      auto r = TxnRecordReader::Open(b, {.verify_event_checksums = way == 0});
+      ASSERT_TRUE(r.ok()) << what;
+      bool refused = false;
+      for (int i = 0; i < 20 && !refused; ++i) {
+        if (way == 0) {
+          auto op = r->Next();
+          refused = !op.ok();
+          if (refused) {
+            EXPECT_EQ(op.status().code(), base::StatusCode::kDataLoss) << what;
+          }
+          if (op.ok() && !op->has_value()) break;
+        } else {
+          auto next = r->NextEventIn(TopicId(1), PartitionId(0));
+          refused = !next.ok();
+          if (refused) {
+            EXPECT_EQ(next.status().code(), base::StatusCode::kDataLoss) << what;
+          }
+          if (next.ok() && !*next) break;
+        }
+      }
+      EXPECT_TRUE(refused) << what << " was accepted (way " << way << ")";
+    }
+  };
+  auto b = bytes;
+  base::StoreLe32(b.data() + run + 9, 0);
+  expect_rejected(b, "an empty run");
+  b = bytes;
+  base::StoreLe32(b.data() + run + 9, 4);
+  expect_rejected(b, "a count above the run's events");
+  b = bytes;
+  base::StoreLe32(b.data() + run + 9, 2);
+  expect_rejected(b, "a count below the run's events (bytes left in the run)");
+  b = bytes;
+  base::StoreLe32(b.data() + run + 13, static_cast<std::uint32_t>(bytes.size()));
+  expect_rejected(b, "run bytes past the record");
+  b = bytes;
+  base::StoreLe32(b.data() + run + 13, base::LoadLe32(b.data() + run + 13) - 1);
+  expect_rejected(b, "run bytes cutting its last event");
+  b = bytes;
+  b[0] = std::byte{1};
+  expect_rejected(b, "a run in a version 1 record");
 }
 
 TEST(TxnRecord, NoIdempotencyKeyAndNoOperations) {
@@ -233,14 +380,16 @@ TEST(TxnRecord, RandomBytesNeverCrashTheReader) {
   std::mt19937_64 rng(seed);
   TxnRecordWriter w;
   const auto valid = Sample(w);
+  TxnRecordWriter w2;
+  const auto with_runs = WithRuns(w2);
   for (int i = 0; i < 20000; ++i) {
-    std::vector<std::byte> b = valid;
+    std::vector<std::byte> b = i % 2 == 0 ? valid : with_runs;
     const int flips = std::uniform_int_distribution<int>(1, 8)(rng);
     for (int f = 0; f < flips; ++f) b[rng() % b.size()] = static_cast<std::byte>(rng());
     if (i % 3 == 0) b.resize(rng() % (b.size() + 1));
     auto r = TxnRecordReader::Open(b);
     if (!r.ok()) continue;
-    for (int k = 0; k < 16; ++k) {
+    for (int k = 0; k < 32; ++k) {
       auto op = r->Next();
       if (!op.ok() || !op->has_value()) break;
     }
