@@ -83,7 +83,7 @@ struct Response {
   std::span<const std::byte> attachment;
   // A large response read in place (wire::FrameReader): `message` and `attachment` point into
   // it; a callback may move it out to keep the attachment (a fetch's records) without a copy.
-  std::unique_ptr<std::byte[]> body;
+  base::Block body;
 };
 
 struct Call {
@@ -221,7 +221,7 @@ class Client::Impl {
                         if (gen != generation_) return;
                         if (ec) return Lost("handshake: " + ec.message());
                       });
-    reader_.emplace(options_.max_frame_bytes, kInPlaceFrameBytes);
+    reader_.emplace(options_.max_frame_bytes, kInPlaceFrameBytes, blocks_);
     ReadMore();
   }
 
@@ -407,7 +407,10 @@ class Client::Impl {
   std::deque<std::uint64_t> queue_;
   std::vector<std::byte> handshake_;
   std::optional<wire::FrameReader> reader_;  // per connection
-  std::uint64_t generation_ = 0;             // of the current connection attempt
+  // Blocks for large responses, recycled once their holders (consumers' batches) let go: 16 MiB
+  // keeps four 4 MiB fetches' blocks between a release and the next response.
+  std::shared_ptr<base::BlockPool> blocks_ = base::BlockPool::Create(16 << 20);
+  std::uint64_t generation_ = 0;  // of the current connection attempt
   bool ready_ = false;
   bool writing_ = false;
   bool closed_ = false;

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/block_pool.h"
 #include "base/status.h"
 #include "base/strong_id.h"
 
@@ -182,7 +183,7 @@ struct FetchView {
   std::uint32_t events = 0;
   Offset next_offset;
   Offset high_watermark;
-  std::unique_ptr<std::byte[]> storage;
+  base::Block storage;
 };
 enum class OffsetSpec : std::uint8_t { kEarliest, kLatest, kTimestamp };
 struct GroupOffset {

@@ -37,7 +37,7 @@ Status Decode(FetchView& fetched, Offset from, Decoded* decoded) {
   if (fetched.storage) {
     part.bytes = std::move(fetched.storage);
   } else {
-    part.bytes = std::make_unique_for_overwrite<std::byte[]>(fetched.records.size());
+    part.bytes = base::NewBlock(fetched.records.size());
     std::copy(fetched.records.begin(), fetched.records.end(), part.bytes.get());
     rest = base::Bytes(part.bytes.get(), fetched.records.size());
   }
@@ -379,35 +379,21 @@ void Consumer::IssueFetch(std::shared_ptr<Partition> part, Offset from, std::uin
         ready = std::move(s);
       }
     }
-    Offset again;
-    std::uint64_t again_epoch = 0;
-    {
-      std::lock_guard lock(mu_);
+    std::lock_guard lock(mu_);
+    // A stale fetch (a seek came meanwhile, which sent a fetch of its own, or the partition
+    // went away) is dropped.
+    if (epoch == part->epoch) {
       part->fetching = false;
-      if (epoch == part->epoch) {
-        part->ready = std::move(ready);
-        --fetches_in_flight_;
-        cv_.notify_all();
-        return;
-      }
-      // A seek came while this fetch was out: fetch again from the new position, unless the
-      // partition is gone (a rebalance) or the consumer is closing. The in-flight count passes
-      // to the new fetch, so the destructor keeps waiting.
-      auto it = partitions_.find({part->topic, part->partition.value()});
-      if (closed_ || it == partitions_.end() || it->second != part || part->ready) {
-        --fetches_in_flight_;
-        cv_.notify_all();
-        return;
-      }
-      part->fetching = true;
-      again = part->position;
-      again_epoch = part->epoch;
+      part->ready = std::move(ready);
     }
-    IssueFetch(part, again, again_epoch);
+    --fetches_in_flight_;
+    cv_.notify_all();
   });
 }
 
 Status Consumer::Seek(const std::string& topic, PartitionId partition, Offset offset) {
+  std::shared_ptr<Partition> part;
+  std::uint64_t epoch = 0;
   {
     std::lock_guard lock(mu_);
     auto it = partitions_.find({topic, partition.value()});
@@ -415,11 +401,17 @@ Status Consumer::Seek(const std::string& topic, PartitionId partition, Offset of
       return base::FailedPrecondition(
           fmt::format("{}/{} is not assigned to this consumer", topic, partition.value()));
     }
-    it->second->position = offset;
-    ++it->second->epoch;
-    it->second->ready.reset();
+    part = it->second;
+    part->position = offset;
+    epoch = ++part->epoch;
+    part->ready.reset();
+    if (closed_) return Status::Ok();
+    // A fetch from the new position goes out now, also when one from the old position is still
+    // out (perhaps parked in a long-poll until max_wait): that one is dropped when it returns.
+    part->fetching = true;
+    ++fetches_in_flight_;
   }
-  StartFetch(topic, partition);
+  IssueFetch(std::move(part), offset, epoch);
   return Status::Ok();
 }
 

@@ -121,7 +121,7 @@ class ConsumedBatch {
   struct Part {
     std::string topic;
     PartitionId partition;
-    std::unique_ptr<std::byte[]> bytes;  // the events point in here (moving keeps them valid)
+    base::Block bytes;  // the events point in here (moving keeps them valid)
     std::vector<base::EventView> events;
   };
   class Iterator {

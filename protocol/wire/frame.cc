@@ -59,8 +59,12 @@ std::array<std::byte, kFrameHeaderBytes> EncodeFrameHeader(std::uint32_t message
   return out;
 }
 
-FrameReader::FrameReader(std::uint32_t max_frame_bytes, std::uint32_t in_place_from)
-    : max_frame_bytes_(max_frame_bytes), buffer_(64 << 10), in_place_from_(in_place_from) {}
+FrameReader::FrameReader(std::uint32_t max_frame_bytes, std::uint32_t in_place_from,
+                         std::shared_ptr<base::BlockPool> pool)
+    : max_frame_bytes_(max_frame_bytes),
+      buffer_(64 << 10),
+      in_place_from_(in_place_from),
+      pool_(std::move(pool)) {}
 
 std::span<std::byte> FrameReader::Room() {
   if (in_place_) {
@@ -115,7 +119,7 @@ Result<std::optional<FrameReader::Frame>> FrameReader::Next() {
       // A large frame: its body goes to a block of its own, with what has arrived of it.
       const std::size_t arrived = available - kFrameHeaderBytes;
       in_place_header_ = header;
-      in_place_ = std::make_unique_for_overwrite<std::byte[]>(header.body_bytes());
+      in_place_ = pool_ ? pool_->Take(header.body_bytes()) : base::NewBlock(header.body_bytes());
       std::memcpy(in_place_.get(), buffer_.data() + begin_ + kFrameHeaderBytes, arrived);
       in_place_filled_ = arrived;
       begin_ = end_ = 0;

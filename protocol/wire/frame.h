@@ -15,6 +15,7 @@
 #include <span>
 #include <vector>
 
+#include "base/block_pool.h"
 #include "base/status.h"
 #include "protocol/wire/lockstep_generated.h"
 
@@ -54,13 +55,14 @@ class FrameReader {
     std::span<const std::byte> attachment;
     // Set for a frame read in place (below): the spans point into it, and whoever moves it out
     // keeps them valid for as long as it likes.
-    std::unique_ptr<std::byte[]> body;
+    base::Block body;
   };
   // Frames whose body is at least `in_place_from` bytes and not yet in the buffer when their
   // header arrives are read straight into a block of their own, of exactly their size (one
   // copy, the kernel's, instead of the buffer's moves and a receiver's copy out of it): the
-  // client's fetch responses. Off by default.
-  explicit FrameReader(std::uint32_t max_frame_bytes, std::uint32_t in_place_from = UINT32_MAX);
+  // client's fetch responses. Off by default. The blocks come from `pool` when given.
+  explicit FrameReader(std::uint32_t max_frame_bytes, std::uint32_t in_place_from = UINT32_MAX,
+                       std::shared_ptr<base::BlockPool> pool = nullptr);
   // Where to read next: never empty while Next() has no complete frame to give (call Next until
   // it returns nullopt first). Invalidates the spans of the last frame, unless its body was
   // moved out.
@@ -81,7 +83,8 @@ class FrameReader {
   std::uint32_t in_place_from_;
   // The frame being read in place: its header, its body and how much of it has arrived.
   FrameHeader in_place_header_;
-  std::unique_ptr<std::byte[]> in_place_;
+  std::shared_ptr<base::BlockPool> pool_;
+  base::Block in_place_;
   std::size_t in_place_filled_ = 0;
 };
 

@@ -81,6 +81,49 @@ TEST_F(ServerTest, AParkedLongPollReturnsAsSoonAsANewEventIsDurable) {
   EXPECT_EQ(empty->events, 0u);
 }
 
+// A seek does not wait for the prefetch already out, which may be parked in a long-poll at the
+// partition's end until its max_wait: a fetch from the new position goes out at once.
+TEST_F(ServerTest, ASeekDoesNotWaitForAParkedPrefetch) {
+  ASSERT_TRUE(client_->CreateTopic("replay", 1).ok());
+  for (const char* p : {"a", "b", "c"}) {
+    ASSERT_TRUE(client_->Commit(client::Transaction().Append(Event("replay", p))).ok());
+  }
+  client::ConsumerOptions co;
+  co.max_wait = 5'000ms;  // the consumer's end waits for its last parked prefetch: not longer
+  auto consumer = client::Consumer::Create(*client_, co);
+  ASSERT_TRUE(consumer.ok());
+  ASSERT_TRUE((*consumer)->Assign("replay").ok());
+  std::vector<std::string> seen;
+  for (int round = 0; round < 50 && seen.size() < 3; ++round) {
+    auto batch = (*consumer)->Poll(1000ms);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    for (const auto& e : *batch) seen.push_back(e.payload);
+  }
+  ASSERT_EQ(seen, (std::vector<std::string>{"a", "b", "c"}));
+  // The next prefetch is parked at offset 3 now, for up to 5 s.
+  std::this_thread::sleep_for(100ms);
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE((*consumer)->Seek("replay", PartitionId(0), Offset(1)).ok());
+  seen.clear();
+  for (int round = 0; round < 50 && seen.size() < 2; ++round) {
+    auto batch = (*consumer)->Poll(1000ms);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    for (const auto& e : *batch) seen.push_back(e.payload);
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"b", "c"}));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2500ms)
+      << "the seek waited for the parked fetch";
+  // The parked fetch, answered at last by a new event, is dropped: nothing is delivered twice.
+  ASSERT_TRUE(client_->Commit(client::Transaction().Append(Event("replay", "d"))).ok());
+  seen.clear();
+  for (int round = 0; round < 50 && seen.empty(); ++round) {
+    auto batch = (*consumer)->Poll(1000ms);
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    for (const auto& e : *batch) seen.push_back(e.payload);
+  }
+  EXPECT_EQ(seen, std::vector<std::string>{"d"});
+}
+
 TEST_F(ServerTest, TransactionsConflictsAndReadsAsOfAnLsn) {
   ASSERT_TRUE(client_->CreateTable("accounts").ok());
   ASSERT_TRUE(client_->CreateTopic("transfers", 1).ok());

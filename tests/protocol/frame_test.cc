@@ -52,6 +52,7 @@ TEST(Frame, TheReaderReassemblesFramesFromAnyChunking) {
   SCOPED_TRACE(testing::SeedTrace(seed));
   std::mt19937_64 rng(seed);
   std::size_t in_place_frames = 0;
+  std::size_t released_blocks = 0;
   for (int round = 0; round < 50; ++round) {
     // A stream of frames: mostly small, some larger than the reader's 64 KiB buffer.
     std::vector<std::byte> stream;
@@ -70,11 +71,16 @@ TEST(Frame, TheReaderReassemblesFramesFromAnyChunking) {
       sent.emplace_back(std::move(m), std::move(a));
     }
     // Every other round reads frames of 100,000 bytes and more in place: those whose body is
-    // moved out must stay readable after every later read.
+    // moved out must stay readable after every later read. Every fourth takes the blocks from a
+    // pool and lets every other body go at once, so that later frames reuse their blocks: a
+    // block still held is never handed out again.
     const bool in_place = round % 2 == 1;
-    FrameReader reader(1 << 20, in_place ? 100'000 : UINT32_MAX);
+    const bool pooled = round % 4 == 3;
+    auto pool = pooled ? base::BlockPool::Create(1 << 20) : nullptr;
+    FrameReader reader(1 << 20, in_place ? 100'000 : UINT32_MAX, pool);
+    std::size_t released = 0;
     struct Kept {
-      std::unique_ptr<std::byte[]> body;
+      base::Block body;
       std::span<const std::byte> message, attachment;
       std::size_t index;
     };
@@ -103,6 +109,11 @@ TEST(Frame, TheReaderReassemblesFramesFromAnyChunking) {
         if ((*frame)->body) {
           EXPECT_TRUE(in_place);
           EXPECT_GE(m.size() + a.size(), 100'000u);
+          if (pooled && got % 2 == 0) {
+            ++released;  // checked above; its block goes back to the pool now
+            (*frame)->body.reset();
+            continue;
+          }
           kept.push_back(
               {std::move((*frame)->body), (*frame)->message, (*frame)->attachment, got - 1});
         }
@@ -115,8 +126,10 @@ TEST(Frame, TheReaderReassemblesFramesFromAnyChunking) {
       EXPECT_TRUE(a.empty() || std::memcmp(k.attachment.data(), a.data(), a.size()) == 0);
     }
     if (in_place) in_place_frames += kept.size();
+    if (pooled) released_blocks += released;
   }
   EXPECT_GT(in_place_frames, 10u);  // the set-up reaches the in-place path
+  EXPECT_GT(released_blocks, 5u);   // and blocks go back to the pool mid-stream
 }
 
 TEST(Frame, TheReaderRefusesABadHeaderMidStream) {
