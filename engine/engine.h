@@ -112,7 +112,8 @@ struct FetchResult {
 };
 
 // A fetch answered without copying: the event records are views into the mapped log segments,
-// in offset order, which `pins` keep mapped (also past retention) for as long as they live.
+// in offset order, which `pins` keep mapped (also past retention) for as long as they live. A
+// view holds one record or several back to back (a run of a producer's batch).
 // The server writes them to the socket with one gather write.
 struct FetchedViews {
   std::vector<Bytes> records;
@@ -432,6 +433,11 @@ class Engine {
   template <typename Fn>
   Status ForEachEvent(const TopicEntry& topic, PartitionId partition, std::uint64_t from,
                       std::uint64_t end, Lsn start, bool trust_verified, Fn&& fn) const;
+  // FetchViews' walk: the partition's records in [from, end) into `out`, within the limits.
+  Status CollectViews(const TopicEntry& topic, PartitionId partition, std::uint64_t from,
+                      std::uint64_t end, const FetchOptions& options, FetchedViews& out) const;
+  Status OffsetGap(const TopicEntry& topic, PartitionId partition, std::uint64_t want,
+                   std::uint64_t found) const;
 
   EngineOptions options_;
   std::unique_ptr<storage::Log> log_;

@@ -239,16 +239,7 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
       // whoever needs more decodes it.
       const std::uint64_t offset = base::PeekEventOffset(*found).value();
       if (offset < want) continue;
-      if (offset != want) {  // offsets are dense, in LSN order
-        const std::uint64_t retained = t.start_offset[partition.value()].load();
-        if (want < retained) {
-          return base::OutOfRange(fmt::format(
-              "offset {} of {}/{} is below its start offset {} (retention deleted it meanwhile)",
-              want, t.name, partition.value(), retained));
-        }
-        return base::Internal(fmt::format("{}/{}: offset {} where {} was expected", t.name,
-                                          partition.value(), offset, want));
-      }
+      if (offset != want) return OffsetGap(t, partition, want, offset);  // offsets are dense
       auto go_on = fn(*found, reader);
       if constexpr (std::is_same_v<decltype(go_on), bool>) {
         if (!go_on) return Status::Ok();
@@ -282,22 +273,94 @@ Result<FetchedViews> Engine::FetchViews(std::string_view topic, PartitionId part
                     offset.value(), topic, partition.value(), start));
   }
   if (offset.value() == end || options.max_events == 0) return out;
-  const void* pinned = nullptr;
-  LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(
-      *t, partition, offset.value(), end, t->StartFor(partition.value(), offset.value()),
-      /*trust_verified=*/true, [&](Bytes record, const storage::LogReader& reader) {
-        if (out.events > 0 && out.bytes + record.size() > options.max_bytes) return false;
-        std::shared_ptr<const void> pin = reader.Pin();
-        if (pin.get() != pinned) {  // one pin per segment, not per record
-          pinned = pin.get();
-          out.pins.push_back(std::move(pin));
-        }
-        out.records.push_back(record);
-        out.bytes += record.size();
-        return ++out.events < options.max_events;
-      }));
+  LOCKSTEP_RETURN_IF_ERROR(CollectViews(*t, partition, offset.value(), end, options, out));
   out.next_offset = Offset(offset.value() + out.events);
   return out;
+}
+
+// Walks the log by pieces (NextPieceIn): a run of the partition's events that fits whole goes
+// out as one view, unread — the events of a producer's batch cost the server one offset peek —
+// and only a piece that straddles the start, the end or a limit is taken event by event.
+Status Engine::CollectViews(const TopicEntry& t, PartitionId partition, std::uint64_t from,
+                            std::uint64_t end, const FetchOptions& options,
+                            FetchedViews& out) const {
+  // Retention may have deleted the indexed LSN's segment; `from` itself is held (it is at or
+  // above the partition's start offset), so reading from the log's start loses nothing.
+  LOCKSTEP_ASSIGN_OR_RETURN(
+      storage::LogReader reader,
+      log_->Read(std::max(t.StartFor(partition.value(), from), log_->first_lsn()),
+                 /*trust_verified=*/true));
+  const void* pinned = nullptr;
+  std::uint64_t want = from;
+  auto take = [&](Bytes records, std::uint32_t count) {
+    std::shared_ptr<const void> pin = reader.Pin();
+    if (pin.get() != pinned) {  // one pin per segment, not per record
+      pinned = pin.get();
+      out.pins.push_back(std::move(pin));
+    }
+    out.records.push_back(records);
+    out.bytes += records.size();
+    out.events += count;
+    want += count;
+  };
+  auto full = [&] { return want == end || out.events == options.max_events; };
+  while (!full()) {
+    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
+    if (!record) {
+      return base::Internal(fmt::format("{}/{}: the log ended before offset {} (end {})", t.name,
+                                        partition.value(), want, end));
+    }
+    // The log reader's batch checksum covers these records; consumers verify each event's own
+    // checksum again, end to end.
+    LOCKSTEP_ASSIGN_OR_RETURN(
+        TxnRecordReader txn,
+        TxnRecordReader::Open(record->bytes, {.verify_event_checksums = false}));
+    while (!full()) {
+      LOCKSTEP_ASSIGN_OR_RETURN(std::optional<EventPiece> piece, txn.NextPieceIn(t.id, partition));
+      if (!piece) break;
+      if (piece->records.size() < base::kEventFixedBytes) {
+        return base::DataLoss(fmt::format("{}/{}: a run of {} bytes holds no event", t.name,
+                                          partition.value(), piece->records.size()));
+      }
+      // Offsets are dense and consecutive inside a piece (the sequencer numbers them so).
+      const std::uint64_t first = base::PeekEventOffset(piece->records).value();
+      if (first + piece->count <= want) continue;
+      if (first > want) return OffsetGap(t, partition, want, first);
+      if (first == want && want + piece->count <= end &&
+          out.events + piece->count <= options.max_events &&
+          out.bytes + piece->records.size() <= options.max_bytes) {
+        take(piece->records, piece->count);
+        continue;
+      }
+      Bytes rest = piece->records;
+      for (std::uint64_t offset = first; !full() && !rest.empty(); ++offset) {
+        LOCKSTEP_ASSIGN_OR_RETURN(Bytes event, NextRecordIn(rest));
+        if (offset < want) continue;
+        if (base::PeekEventOffset(event).value() != offset) {
+          return base::DataLoss(fmt::format("{}/{}: offset {} inside a run where {} belongs",
+                                            t.name, partition.value(),
+                                            base::PeekEventOffset(event).value(), offset));
+        }
+        if (out.events > 0 && out.bytes + event.size() > options.max_bytes) return Status::Ok();
+        take(event, 1);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// The error for a walk that found offset `found` where `want` was due: retention moved the
+// partition's start meanwhile, or the log disagrees with the index (a bug).
+Status Engine::OffsetGap(const TopicEntry& t, PartitionId partition, std::uint64_t want,
+                         std::uint64_t found) const {
+  const std::uint64_t retained = t.start_offset[partition.value()].load();
+  if (want < retained) {
+    return base::OutOfRange(fmt::format(
+        "offset {} of {}/{} is below its start offset {} (retention deleted it meanwhile)", want,
+        t.name, partition.value(), retained));
+  }
+  return base::Internal(fmt::format("{}/{}: offset {} where {} was expected", t.name,
+                                    partition.value(), found, want));
 }
 
 Result<FetchResult> Engine::Fetch(std::string_view topic, PartitionId partition, Offset offset,

@@ -19,8 +19,6 @@ using base::StoreLe64;
 constexpr std::uint8_t kFlagIdempotencyKey = 1;
 // An event operation: kind:u8, topic:u32, partition:u32, then the record (length:u32 first).
 constexpr std::size_t kEventOpHeader = 9;
-// A run: kind:u8, topic:u32, partition:u32, count:u32, run_bytes:u32, then the records.
-constexpr std::size_t kRunHeader = 17;
 
 Status Malformed(std::string_view why) {
   return base::DataLoss(fmt::format("malformed transaction record: {}", why));
@@ -84,19 +82,10 @@ Result<TxnOp> ReadDelete(Reader& r) {
 // the limits say not to verify (a verified batch: walks pass over the events of other
 // partitions, and whoever uses the record decodes it).
 Result<Bytes> TakeEventRecord(Bytes& rest, const base::EventLimits& limits) {
-  Bytes record;
-  if (limits.verify_checksum) {
-    auto event = base::DecodeEvent(rest, limits);
-    if (!event.ok()) return Malformed(event.status().message());
-    record = event->record();
-  } else {
-    const std::uint32_t length = rest.size() >= 4 ? base::LoadLe32(rest.data()) : 0;
-    if (length < base::kEventFixedBytes || length > rest.size()) {
-      return Malformed(fmt::format("event length {} outside [{}, {}]", length,
-                                   base::kEventFixedBytes, rest.size()));
-    }
-    record = rest.first(length);
-  }
+  if (!limits.verify_checksum) return NextRecordIn(rest);
+  auto event = base::DecodeEvent(rest, limits);
+  if (!event.ok()) return Malformed(event.status().message());
+  const Bytes record = event->record();
   rest = rest.subspan(record.size());
   return record;
 }
@@ -155,6 +144,17 @@ Result<TxnOp> ReadOp(OpKind kind, Reader& r, Bytes& rest, const base::EventLimit
 }
 
 }  // namespace
+
+Result<Bytes> NextRecordIn(Bytes& records) {
+  const std::uint32_t length = records.size() >= 4 ? base::LoadLe32(records.data()) : 0;
+  if (length < base::kEventFixedBytes || length > records.size()) {
+    return Malformed(fmt::format("event length {} outside [{}, {}]", length, base::kEventFixedBytes,
+                                 records.size()));
+  }
+  const Bytes record = records.first(length);
+  records = records.subspan(length);
+  return record;
+}
 
 std::byte* TxnRecordWriter::Grow(std::size_t n) {
   const std::size_t at = buffer_.size();
@@ -221,9 +221,9 @@ std::span<std::byte> TxnRecordWriter::AddEvent(TopicId topic, PartitionId partit
     // The partition's second event in a row: its lone event becomes a run of one, moved up by
     // the run header's extra fields (one event's bytes, once per run).
     const std::size_t first_bytes = buffer_.size() - last_event_at_ - kEventOpHeader;
-    Grow(kRunHeader - kEventOpHeader);
+    Grow(kEventRunHeaderBytes - kEventOpHeader);
     std::byte* op = buffer_.data() + last_event_at_;
-    std::memmove(op + kRunHeader, op + kEventOpHeader, first_bytes);
+    std::memmove(op + kEventRunHeaderBytes, op + kEventOpHeader, first_bytes);
     op[0] = std::byte{static_cast<std::uint8_t>(OpKind::kEventRun)};
     StoreLe32(op + 9, 1);
     StoreLe32(op + 13, static_cast<std::uint32_t>(first_bytes));
@@ -322,6 +322,14 @@ Status TxnRecordReader::EnterRun(Bytes& rest) {
   return Status::Ok();
 }
 
+Status TxnRecordReader::EnterRunAtFront() {
+  Bytes after_kind = rest_.subspan(1);
+  LOCKSTEP_RETURN_IF_ERROR(EnterRun(after_kind));
+  rest_ = after_kind;
+  ++ops_read_;
+  return Status::Ok();
+}
+
 Result<Bytes> TxnRecordReader::NextInRun() {
   LOCKSTEP_ASSERT(run_left_ > 0);
   LOCKSTEP_ASSIGN_OR_RETURN(Bytes record, TakeEventRecord(run_rest_, event_limits_));
@@ -355,6 +363,30 @@ Result<std::optional<TxnOp>> TxnRecordReader::Next() {
   return std::optional<TxnOp>(std::move(op).value());
 }
 
+Result<std::optional<EventPiece>> TxnRecordReader::NextPieceIn(TopicId topic,
+                                                               PartitionId partition) {
+  for (;;) {
+    if (run_left_ > 0) {
+      const bool ours = run_topic_ == topic && run_partition_ == partition;
+      const EventPiece piece{run_rest_, run_left_};
+      run_rest_ = {};
+      run_left_ = 0;
+      if (ours) return std::optional<EventPiece>(piece);
+      continue;  // another partition's run, passed over in one step
+    }
+    if (RunAtFront()) {
+      LOCKSTEP_RETURN_IF_ERROR(EnterRunAtFront());
+      continue;
+    }
+    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<TxnOp> op, Next());
+    if (!op) return std::optional<EventPiece>();
+    const auto* ev = std::get_if<EventOp>(&*op);
+    if (ev != nullptr && ev->topic == topic && ev->partition == partition) {
+      return std::optional<EventPiece>(EventPiece{ev->record, 1});
+    }
+  }
+}
+
 Result<std::optional<Bytes>> TxnRecordReader::NextEventIn(TopicId topic, PartitionId partition) {
   for (;;) {
     if (run_left_ > 0) {
@@ -367,12 +399,8 @@ Result<std::optional<Bytes>> TxnRecordReader::NextEventIn(TopicId topic, Partiti
       run_left_ = 0;
       continue;
     }
-    if (ops_read_ < op_count_ && rest_.size() >= kRunHeader &&
-        std::to_integer<std::uint8_t>(rest_[0]) == static_cast<std::uint8_t>(OpKind::kEventRun)) {
-      Bytes after_kind = rest_.subspan(1);
-      LOCKSTEP_RETURN_IF_ERROR(EnterRun(after_kind));
-      rest_ = after_kind;
-      ++ops_read_;
+    if (RunAtFront()) {
+      LOCKSTEP_RETURN_IF_ERROR(EnterRunAtFront());
       continue;  // ours is read above; another's is passed over whole
     }
     if (ops_read_ == op_count_ || rest_.empty() ||

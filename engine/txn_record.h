@@ -38,6 +38,8 @@ using base::Status;
 inline constexpr std::uint8_t kTxnRecordVersion = 2;
 
 inline constexpr std::uint8_t kTxnRecordOldestVersion = 1;
+// kind:u8, topic:u32, partition:u32, count:u32, run_bytes:u32.
+inline constexpr std::size_t kEventRunHeaderBytes = 17;
 inline constexpr std::size_t kTxnFixedBytes = 16;
 
 enum class OpKind : std::uint8_t {
@@ -127,6 +129,12 @@ struct TxnReadOptions {
   bool verify_event_checksums = true;
 };
 
+// Events of one partition that lie back to back in a record: a whole run, or a lone event.
+struct EventPiece {
+  Bytes records;
+  std::uint32_t count = 0;
+};
+
 class TxnRecordReader {
  public:
   // Checks the fixed fields; operations are checked as Next() reaches them.
@@ -145,9 +153,21 @@ class TxnRecordReader {
   // extent only (a run of them: the run's extent, passed in one step); the returned one as
   // Next() checks it (per TxnReadOptions).
   Result<std::optional<Bytes>> NextEventIn(TopicId topic, PartitionId partition);
+  // The same walk by pieces: the partition's next run (what is left of it, when Next or
+  // NextEventIn stopped inside it) or lone event, nullopt after the last operation. The records
+  // inside a run are not looked at (a fetch sends a whole run as it lies); whoever takes part of
+  // one walks it (NextRecordIn).
+  Result<std::optional<EventPiece>> NextPieceIn(TopicId topic, PartitionId partition);
 
  private:
   TxnRecordReader() = default;
+  // Whether a run operation starts at the front of rest_ (with room for its header).
+  bool RunAtFront() const {
+    return run_left_ == 0 && ops_read_ < op_count_ && rest_.size() >= kEventRunHeaderBytes &&
+           std::to_integer<std::uint8_t>(rest_[0]) == static_cast<std::uint8_t>(OpKind::kEventRun);
+  }
+  // Reads the run at the front of rest_ (kind byte included) and enters it.
+  Status EnterRunAtFront();
   // Reads a run's header (the kind byte already taken) and enters it.
   Status EnterRun(Bytes& rest);
   // The next event record of the run being read.
@@ -166,5 +186,9 @@ class TxnRecordReader {
   std::uint32_t op_count_ = 0;
   std::uint32_t ops_read_ = 0;
 };
+
+// Takes the next event record off the front of `records` (a piece's), checking its extent only:
+// kDataLoss when its length is out of bounds.
+Result<Bytes> NextRecordIn(Bytes& records);
 
 }  // namespace lockstep::engine

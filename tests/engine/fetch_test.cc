@@ -7,6 +7,8 @@
 
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "engine/engine.h"
 #include "storage/fault_io.h"
 #include "tests/engine/engine_fixture.h"
@@ -98,6 +100,88 @@ TEST_F(FetchTest, FromAnyOffsetWithLimits) {
   ASSERT_TRUE(some.ok());
   EXPECT_GT(some->events, 1u);
   EXPECT_LE(some->records.size(), 1000u);
+}
+
+// A run of a partition's events that fits goes out whole as one view; a fetch that starts, or
+// stops (at max_events or max_bytes), inside a run takes its events one by one. Every start and
+// every limit gives exactly the greatest prefix of the events from there that fits.
+TEST_F(FetchTest, RunsGoOutWholeOrEventByEventAtTheEdges) {
+  auto e = std::move(Engine::Open(Options())).value();
+  ASSERT_TRUE(e->CreateTopic("batches", 2).ok());
+  ASSERT_TRUE(e->CreateTable("t").ok());
+  std::vector<std::string> payloads;  // partition 0's, by offset
+  for (int i = 0; i < 12; ++i) {
+    Transaction t;
+    t.Put("t", "k", "v");
+    for (int j = 0; j <= i % 4; ++j) {  // runs of 1 to 4 events, a lone event every fourth
+      payloads.push_back(
+          fmt::format("p{}-{}{}", i, j, std::string(static_cast<std::size_t>(j * 7), 'x')));
+      EventAppend ev;
+      ev.topic = "batches";
+      ev.partition = PartitionId(0);
+      ev.payload = payloads.back();
+      t.Append(ev);
+    }
+    for (int j = 0; j < 3; ++j) {  // another partition's run in the same record
+      EventAppend other;
+      other.topic = "batches";
+      other.partition = PartitionId(1);
+      other.payload = "other";
+      t.Append(other);
+    }
+    ASSERT_TRUE(e->Commit(std::move(t)).get().ok());
+  }
+  const std::uint64_t total = payloads.size();
+  // Each event's record size, from one fetch of everything.
+  auto all = e->FetchViews("batches", PartitionId(0), Offset(0), {.max_events = 1000});
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->events, total);
+  EXPECT_LT(all->records.size(), total) << "runs did not go out whole";
+  std::vector<std::size_t> sizes;
+  for (Bytes piece : all->records) {
+    while (!piece.empty()) {
+      auto ev = base::DecodeEvent(piece);
+      ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+      sizes.push_back(ev->record().size());
+      piece = piece.subspan(ev->record().size());
+    }
+  }
+  ASSERT_EQ(sizes.size(), total);
+  for (std::uint64_t from = 0; from <= total; ++from) {
+    for (std::uint32_t max_events : {1u, 2u, 3u, 5u, 1000u}) {
+      for (std::uint32_t max_bytes : {1u, 150u, 400u, 1u << 20}) {
+        SCOPED_TRACE(
+            fmt::format("from {} max_events {} max_bytes {}", from, max_events, max_bytes));
+        // The greatest prefix that fits, at least one event.
+        std::uint64_t want = 0;
+        std::size_t bytes = 0;
+        while (from + want < total && want < max_events &&
+               (want == 0 || bytes + sizes[from + want] <= max_bytes)) {
+          bytes += sizes[from + want];
+          ++want;
+        }
+        auto got = e->FetchViews("batches", PartitionId(0), Offset(from),
+                                 {.max_events = max_events, .max_bytes = max_bytes});
+        ASSERT_TRUE(got.ok()) << got.status().ToString();
+        ASSERT_EQ(got->events, want);
+        EXPECT_EQ(got->bytes, bytes);
+        EXPECT_EQ(got->next_offset, Offset(from + want));
+        std::uint64_t offset = from;
+        for (Bytes piece : got->records) {
+          while (!piece.empty()) {
+            auto ev = base::DecodeEvent(piece);
+            ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+            ASSERT_LT(offset, total);
+            EXPECT_EQ(ev->offset(), Offset(offset));
+            EXPECT_EQ(Str(ev->payload()), payloads[offset]);
+            piece = piece.subspan(ev->record().size());
+            ++offset;
+          }
+        }
+        EXPECT_EQ(offset, from + want);
+      }
+    }
+  }
 }
 
 TEST_F(FetchTest, EdgesAndBadInput) {
