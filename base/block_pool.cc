@@ -33,9 +33,14 @@ Block BlockPool::Take(std::size_t bytes) {
   {
     std::lock_guard lock(mu_);
     auto best = cached_.end();
+    // At most twice the size asked for (and a grain): a small response never pins a large
+    // block for as long as its batch lives.
+    const std::size_t largest = 2 * std::max(bytes, kGrain);
     for (auto it = cached_.begin(); it != cached_.end(); ++it) {
-      if (it->capacity >= bytes && (best == cached_.end() || it->capacity < best->capacity))
+      if (it->capacity >= bytes && it->capacity <= largest &&
+          (best == cached_.end() || it->capacity < best->capacity)) {
         best = it;
+      }
     }
     if (best != cached_.end()) {
       const Cached c = *best;

@@ -34,8 +34,9 @@ class BlockPool : public std::enable_shared_from_this<BlockPool> {
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
 
-  // A block of at least `bytes`: the smallest cached one that is large enough, else a new one
-  // (its size rounded up to 64 KiB, so that blocks of similar sizes serve each other).
+  // A block of at least `bytes`: the smallest cached one that is large enough and at most twice
+  // that, else a new one (its size rounded up to 64 KiB, so that blocks of similar sizes serve
+  // each other).
   Block Take(std::size_t bytes);
   std::size_t cached_bytes() const;
 

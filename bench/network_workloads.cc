@@ -194,7 +194,7 @@ base::Result<NetworkRow> RunConsume(const NetworkWorkload& w) {
   do {
     if (row.ops > 0) {
       for (std::uint32_t p = 0; p < kPartitions; ++p) {
-        LOCKSTEP_RETURN_IF_ERROR(consumer->SeekToBeginning(topic, PartitionId(p)));
+        LOCKSTEP_RETURN_IF_ERROR(consumer->Seek(topic, PartitionId(p), Offset(0)));
       }
     }
     for (std::uint64_t consumed = 0; consumed < total;) {

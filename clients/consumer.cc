@@ -18,7 +18,9 @@ struct Consumer::Partition {
   std::string topic;
   PartitionId partition;
   Offset position;                       // the next offset Poll delivers
-  bool fetching = false;                 // a prefetch is in flight
+  bool fetching = false;                 // a prefetch from `position` is in flight (or due)
+  std::uint32_t in_flight = 0;           // prefetches in flight, stale ones included
+  bool refetch = false;                  // the next stale one back sends the due prefetch
   std::uint64_t epoch = 0;               // bumped by a seek: older prefetches are dropped
   std::optional<Result<Decoded>> ready;  // a completed prefetch, from `position`
   Offset committed;                      // what Commit last wrote
@@ -49,6 +51,13 @@ Status Decode(FetchView& fetched, Offset from, Decoded* decoded) {
     LOCKSTEP_ASSIGN_OR_RETURN(base::EventView e, base::DecodeEvent(rest));
     rest = rest.subspan(e.record().size());
     if (e.offset() < from) continue;
+    // Offsets run on from `from` without a gap, end to end: a server that skipped events
+    // (a damaged record it trusted) is caught here, not by a consumer missing them.
+    if (e.offset() != decoded->next) {
+      return base::DataLoss(fmt::format("{}/{}: offset {} where {} was due", part.topic,
+                                        part.partition.value(), e.offset().value(),
+                                        decoded->next.value()));
+    }
     decoded->next = Offset(e.offset().value() + 1);
     part.events.push_back(e);
   }
@@ -348,6 +357,7 @@ void Consumer::StartFetch(const std::string& topic, PartitionId partition) {
     part = it->second;
     if (part->fetching || part->ready) return;
     part->fetching = true;
+    ++part->in_flight;
     from = part->position;
     epoch = part->epoch;
     ++fetches_in_flight_;
@@ -364,11 +374,17 @@ void Consumer::IssueFetch(std::shared_ptr<Partition> part, Offset from, std::uin
   const std::string topic = part->topic;
   const PartitionId partition = part->partition;
   client_.FetchInPlace(topic, partition, from, o, [this, part, epoch, from](Result<FetchView> r) {
-    // Decoded outside the lock, into a batch of its own: a bad record moves no position.
+    bool stale = false;
+    {
+      std::lock_guard lock(mu_);
+      stale = epoch != part->epoch;
+    }
+    // Decoded outside the lock, into a batch of its own: a bad record moves no position. A
+    // stale fetch is not decoded (it is dropped below: its epoch never comes back).
     std::optional<Result<Decoded>> ready;
-    if (!r.ok()) {
+    if (!stale && !r.ok()) {
       ready = r.status();
-    } else {
+    } else if (!stale) {
       Decoded decoded;
       decoded.part.topic = part->topic;
       decoded.part.partition = part->partition;
@@ -379,15 +395,33 @@ void Consumer::IssueFetch(std::shared_ptr<Partition> part, Offset from, std::uin
         ready = std::move(s);
       }
     }
-    std::lock_guard lock(mu_);
-    // A stale fetch (a seek came meanwhile, which sent a fetch of its own, or the partition
-    // went away) is dropped.
-    if (epoch == part->epoch) {
-      part->fetching = false;
-      part->ready = std::move(ready);
+    Offset again;
+    std::uint64_t again_epoch = 0;
+    {
+      std::lock_guard lock(mu_);
+      --part->in_flight;
+      if (epoch == part->epoch) {
+        part->fetching = false;
+        part->ready = std::move(ready);
+        --fetches_in_flight_;
+        cv_.notify_all();
+        return;
+      }
+      // Stale (a seek came meanwhile, or the partition went away): dropped. When seeks found
+      // two prefetches out already, the fetch from the new position is sent now, in its place
+      // (the in-flight count passes to it, so the destructor keeps waiting).
+      auto it = partitions_.find({part->topic, part->partition.value()});
+      if (!part->refetch || closed_ || it == partitions_.end() || it->second != part) {
+        --fetches_in_flight_;
+        cv_.notify_all();
+        return;
+      }
+      part->refetch = false;
+      ++part->in_flight;
+      again = part->position;
+      again_epoch = part->epoch;
     }
-    --fetches_in_flight_;
-    cv_.notify_all();
+    IssueFetch(part, again, again_epoch);
   });
 }
 
@@ -406,9 +440,16 @@ Status Consumer::Seek(const std::string& topic, PartitionId partition, Offset of
     epoch = ++part->epoch;
     part->ready.reset();
     if (closed_) return Status::Ok();
+    part->fetching = true;
     // A fetch from the new position goes out now, also when one from the old position is still
     // out (perhaps parked in a long-poll until max_wait): that one is dropped when it returns.
-    part->fetching = true;
+    // At most two per partition, though: with two out already (seeks in a row), the first of
+    // them back sends it.
+    if (part->in_flight >= 2) {
+      part->refetch = true;
+      return Status::Ok();
+    }
+    ++part->in_flight;
     ++fetches_in_flight_;
   }
   IssueFetch(std::move(part), offset, epoch);

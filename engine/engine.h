@@ -432,10 +432,12 @@ class Engine {
   // const LogReader&) returns false (or a Result<bool> holding false) to stop, or an error.
   template <typename Fn>
   Status ForEachEvent(const TopicEntry& topic, PartitionId partition, std::uint64_t from,
-                      std::uint64_t end, Lsn start, bool trust_verified, Fn&& fn) const;
+                      std::uint64_t end, Lsn start, Fn&& fn) const;
   // FetchViews' walk: the partition's records in [from, end) into `out`, within the limits.
   Status CollectViews(const TopicEntry& topic, PartitionId partition, std::uint64_t from,
                       std::uint64_t end, const FetchOptions& options, FetchedViews& out) const;
+  Status CheckRun(const TopicEntry& topic, PartitionId partition, const EventPiece& piece,
+                  std::uint64_t first) const;
   Status OffsetGap(const TopicEntry& topic, PartitionId partition, std::uint64_t want,
                    std::uint64_t found) const;
 

@@ -213,12 +213,12 @@ Result<std::vector<Row>> Engine::ScanAsOf(std::string_view table, const ScanOpti
 // out the partition's event records in [from, end).
 template <typename Fn>
 Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uint64_t from,
-                            std::uint64_t end, Lsn start, bool trust_verified, Fn&& fn) const {
+                            std::uint64_t end, Lsn start, Fn&& fn) const {
   if (from >= end) return Status::Ok();
   // Retention may have deleted the indexed LSN's segment; `from` itself is held (it is at or
   // above the partition's start offset), so reading from the log's start loses nothing.
   LOCKSTEP_ASSIGN_OR_RETURN(storage::LogReader reader,
-                            log_->Read(std::max(start, log_->first_lsn()), trust_verified));
+                            log_->Read(std::max(start, log_->first_lsn())));
   std::uint64_t want = from;
   while (want < end) {
     LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
@@ -324,11 +324,18 @@ Status Engine::CollectViews(const TopicEntry& t, PartitionId partition, std::uin
       }
       // Offsets are dense and consecutive inside a piece (the sequencer numbers them so).
       const std::uint64_t first = base::PeekEventOffset(piece->records).value();
+      if (out.events > 0 && first != want) {
+        // Once the walk is under way every piece continues it: anything else is a damaged
+        // run count (which no checksum covers on this path), never skipped in silence.
+        return base::DataLoss(fmt::format("{}/{}: offset {} follows offset {}", t.name,
+                                          partition.value(), first, want - 1));
+      }
       if (first + piece->count <= want) continue;
       if (first > want) return OffsetGap(t, partition, want, first);
       if (first == want && want + piece->count <= end &&
-          out.events + piece->count <= options.max_events &&
+          std::uint64_t{out.events} + piece->count <= options.max_events &&
           out.bytes + piece->records.size() <= options.max_bytes) {
+        LOCKSTEP_RETURN_IF_ERROR(CheckRun(t, partition, *piece, first));
         take(piece->records, piece->count);
         continue;
       }
@@ -345,6 +352,26 @@ Status Engine::CollectViews(const TopicEntry& t, PartitionId partition, std::uin
         take(event, 1);
       }
     }
+  }
+  return Status::Ok();
+}
+
+// A run sent whole is not decoded, but its count and extent are checked — no checksum covers
+// them on this path, and the offsets a fetch reports come from them: it holds exactly `count`
+// records, filling it, the last one's offset first + count - 1. One length read per event.
+Status Engine::CheckRun(const TopicEntry& t, PartitionId partition, const EventPiece& piece,
+                        std::uint64_t first) const {
+  Bytes rest = piece.records;
+  Bytes last;
+  std::uint64_t records = 0;
+  while (!rest.empty()) {
+    LOCKSTEP_ASSIGN_OR_RETURN(last, NextRecordIn(rest));
+    ++records;
+  }
+  if (records != piece.count || base::PeekEventOffset(last).value() != first + records - 1) {
+    return base::DataLoss(fmt::format(
+        "{}/{}: a run from offset {} claims {} events and holds {}, the last at offset {}", t.name,
+        partition.value(), first, piece.count, records, base::PeekEventOffset(last).value()));
   }
   return Status::Ok();
 }
@@ -388,7 +415,7 @@ Result<std::uint64_t> Engine::FirstOffsetAtOrAfter(const TopicEntry& t, Partitio
   const Lsn begin_lsn = begin == from->offset ? from->lsn : t.StartFor(partition.value(), begin);
   std::uint64_t found = end;
   LOCKSTEP_RETURN_IF_ERROR(ForEachEvent(
-      t, partition, begin, end, begin_lsn, /*trust_verified=*/false,
+      t, partition, begin, end, begin_lsn,
       [&](Bytes record, const storage::LogReader&) -> Result<bool> {
         // The log verified the batch: the event's own checksum is the consumer's.
         LOCKSTEP_ASSIGN_OR_RETURN(base::EventView event,

@@ -99,7 +99,8 @@ class TxnRecordWriter {
   // Reserves room for an event record of `event_bytes` and returns it, for the caller to encode
   // the event in place (base::EncodeEvent): events are encoded once, straight into the record.
   // Consecutive events of one partition share a run operation (a lone event stays an event
-  // operation): readers still see one EventOp each, in order.
+  // operation): readers still see one EventOp each, in order. The span is valid until the next
+  // call that adds to the record (it may move the buffer).
   std::span<std::byte> AddEvent(TopicId topic, PartitionId partition, std::size_t event_bytes);
   void CommitOffset(const OffsetOp& op);
   // REQUIRES: op.name at most 65,535 bytes.
@@ -154,9 +155,9 @@ class TxnRecordReader {
   // Next() checks it (per TxnReadOptions).
   Result<std::optional<Bytes>> NextEventIn(TopicId topic, PartitionId partition);
   // The same walk by pieces: the partition's next run (what is left of it, when Next or
-  // NextEventIn stopped inside it) or lone event, nullopt after the last operation. The records
-  // inside a run are not looked at (a fetch sends a whole run as it lies); whoever takes part of
-  // one walks it (NextRecordIn).
+  // NextEventIn stopped inside it) or lone event, nullopt after the last operation. Only a
+  // run's extent is checked here, not the records inside it nor its count: the caller walks
+  // them (NextRecordIn) — Engine::CheckRun for a run sent whole, event by event otherwise.
   Result<std::optional<EventPiece>> NextPieceIn(TopicId topic, PartitionId partition);
 
  private:

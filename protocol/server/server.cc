@@ -340,10 +340,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   // Writes every queued response (up to 64) with gather writes: pipelined clients get their
-  // answers in one system call instead of one each, and a fetch's records (one piece per event)
-  // go out up to IOV_MAX pieces per call — Asio's own gather writes stop at 64 pieces, 64 KiB
-  // of 1 KiB events. Elements of a deque stay where they are while others are pushed behind
-  // them, so the pieces stay valid during the write.
+  // answers in one system call instead of one each, and a fetch's records (one piece per run of
+  // a producer's batch, or per lone event) go out up to IOV_MAX pieces per call — Asio's own gather
+  // writes stop at 64 pieces, 64 KiB of 1 KiB events. Elements of a deque stay where they are while
+  // others are pushed behind them, so the pieces stay valid during the write.
   void WriteNext() {
     if (writes_.empty() || closed_) {
       writing_ = false;

@@ -58,9 +58,10 @@ class FrameReader {
     base::Block body;
   };
   // Frames whose body is at least `in_place_from` bytes and not yet in the buffer when their
-  // header arrives are read straight into a block of their own, of exactly their size (one
+  // header arrives are read straight into a block of their own, of at least their size (one
   // copy, the kernel's, instead of the buffer's moves and a receiver's copy out of it): the
-  // client's fetch responses. Off by default. The blocks come from `pool` when given.
+  // client's fetch responses. Off by default. The blocks come from `pool` when given (reused
+  // once their holders let go), else each is new, of exactly the size.
   explicit FrameReader(std::uint32_t max_frame_bytes, std::uint32_t in_place_from = UINT32_MAX,
                        std::shared_ptr<base::BlockPool> pool = nullptr);
   // Where to read next: never empty while Next() has no complete frame to give (call Next until

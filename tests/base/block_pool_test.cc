@@ -41,6 +41,16 @@ TEST(BlockPool, TheSmallestBlockThatFitsIsTaken) {
   EXPECT_EQ(pool->Take(2 << 20).get(), big_at);  // the small one is too small
 }
 
+TEST(BlockPool, ASmallRequestNeverTakesAFarLargerBlock) {
+  auto pool = BlockPool::Create(16 << 20);
+  Block big = pool->Take(4 << 20);
+  std::byte* const big_at = big.get();
+  big.reset();
+  Block small = pool->Take(256 << 10);  // more than twice smaller: a new block
+  EXPECT_NE(small.get(), big_at);
+  EXPECT_EQ(pool->cached_bytes(), std::size_t{4} << 20);
+}
+
 TEST(BlockPool, TheCacheStaysWithinItsBound) {
   auto pool = BlockPool::Create(2 << 20);
   std::vector<Block> blocks;

@@ -1,14 +1,17 @@
 // Proves fetch: a consumer gets a partition's events in offset order, byte-for-byte as committed
 // (decodable event records), from any offset — the start, the middle, through the sparse index
-// after a reopen — honouring max_events and max_bytes (at least one event always), with clear
+// after a reopen — honouring max_events and max_bytes (at least one event always), runs of a
+// batch sent whole or split exactly at the limits, a damaged run count refused, with clear
 // errors past the end, for unknown topics and partitions; and a long-poll wakes up when a new
 // event becomes durable, or times out.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <thread>
 
 #include <fmt/format.h>
 
+#include "base/endian.h"
 #include "engine/engine.h"
 #include "storage/fault_io.h"
 #include "tests/engine/engine_fixture.h"
@@ -181,6 +184,44 @@ TEST_F(FetchTest, RunsGoOutWholeOrEventByEventAtTheEdges) {
         EXPECT_EQ(offset, from + want);
       }
     }
+  }
+}
+
+// A run's count is covered by no checksum on the fetch path (batches are not hashed again, and
+// each event's checksum covers the event alone): a damaged count must be refused, never let the
+// walk skip events or repeat them.
+TEST_F(FetchTest, ADamagedRunCountIsRefusedNotFollowed) {
+  auto e = std::move(Engine::Open(Options())).value();
+  ASSERT_TRUE(e->CreateTopic("t", 1).ok());
+  for (int events : {3, 2}) {  // a run of offsets 0-2, then one of 3-4
+    Transaction txn;
+    for (int i = 0; i < events; ++i) txn.Append(Event("t", "payload"));
+    ASSERT_TRUE(e->Commit(std::move(txn)).get().ok());
+  }
+  // The first run's header: kind 6, the topic's id, partition 0, count 3.
+  std::string segment;
+  std::size_t count_at = 0;
+  auto names = io_.ListDir("db/log");
+  ASSERT_TRUE(names.ok());
+  for (const std::string& name : *names) {
+    auto bytes = io_.ReadAll("db/log/" + name);
+    if (!bytes.ok()) continue;
+    for (std::size_t i = 0; i + 13 <= bytes->size() && segment.empty(); ++i) {
+      if ((*bytes)[i] == std::byte{6} && base::LoadLe32(bytes->data() + i + 5) == 0 &&
+          base::LoadLe32(bytes->data() + i + 9) == 3) {
+        segment = "db/log/" + name;
+        count_at = i + 9;
+      }
+    }
+  }
+  ASSERT_FALSE(segment.empty()) << "no run header found";
+  for (std::uint32_t lie : {5u, 2u}) {
+    SCOPED_TRACE(fmt::format("count {}", lie));
+    std::array<std::byte, 4> count;
+    base::StoreLe32(count.data(), lie);
+    ASSERT_TRUE(io_.Corrupt(segment, count_at, count).ok());
+    auto got = e->FetchViews("t", PartitionId(0), Offset(0));
+    EXPECT_EQ(got.status().code(), StatusCode::kDataLoss) << got.status().ToString();
   }
 }
 

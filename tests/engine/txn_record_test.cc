@@ -86,6 +86,29 @@ std::vector<std::uint64_t> OffsetsIn(TxnRecordReader& r, TopicId topic, Partitio
   return offsets;
 }
 
+// The pieces NextPieceIn gives for one partition, each as the offsets of its records (walked
+// with NextRecordIn) followed by its count; "error" when the walk is refused.
+std::vector<std::vector<std::uint64_t>> PiecesIn(TxnRecordReader& r, TopicId topic,
+                                                 PartitionId partition) {
+  std::vector<std::vector<std::uint64_t>> pieces;
+  for (;;) {
+    auto piece = r.NextPieceIn(topic, partition);
+    EXPECT_TRUE(piece.ok()) << piece.status().ToString();
+    if (!piece.ok() || !*piece) break;
+    std::vector<std::uint64_t> offsets;
+    Bytes rest = (*piece)->records;
+    while (!rest.empty()) {
+      auto record = NextRecordIn(rest);
+      EXPECT_TRUE(record.ok()) << record.status().ToString();
+      if (!record.ok()) break;
+      offsets.push_back(base::PeekEventOffset(*record).value());
+    }
+    offsets.push_back((*piece)->count);
+    pieces.push_back(offsets);
+  }
+  return pieces;
+}
+
 // Plants 0x7fffffff (a huge length or count) at every position in turn: the walk refuses it or
 // stays inside the record, never reading out of it.
 void ExpectPlantedLiesRefused(Bytes bytes) {
@@ -103,6 +126,19 @@ void ExpectPlantedLiesRefused(Bytes bytes) {
       if (!*next) break;
       ASSERT_GE(next->value().data(), b.data());
       ASSERT_LE(next->value().data() + next->value().size(), b.data() + b.size());
+    }
+    auto pieces = TxnRecordReader::Open(b, {.verify_event_checksums = false});
+    if (!pieces.ok()) continue;
+    for (int i = 0; i < 10; ++i) {
+      auto piece = pieces->NextPieceIn(TopicId(1), PartitionId(0));
+      if (!piece.ok()) {
+        EXPECT_EQ(piece.status().code(), base::StatusCode::kDataLoss);
+        break;
+      }
+      if (!*piece) break;
+      const Bytes records = piece->value().records;
+      ASSERT_GE(records.data(), b.data());
+      ASSERT_LE(records.data() + records.size(), b.data() + b.size());
     }
   }
 }
@@ -218,6 +254,21 @@ TEST(TxnRecord, ConsecutiveEventsOfAPartitionShareARun) {
       EXPECT_EQ(OffsetsIn(*walk, TopicId(topic), PartitionId(partition)), want)
           << topic << "/" << partition;
     }
+    // By pieces: each run whole (offsets, then the count), each lone event alone.
+    using Pieces = std::vector<std::vector<std::uint64_t>>;
+    auto by_pieces = TxnRecordReader::Open(bytes, {.verify_event_checksums = verify});
+    ASSERT_TRUE(by_pieces.ok());
+    EXPECT_EQ(PiecesIn(*by_pieces, TopicId(1), PartitionId(0)),
+              (Pieces{{10, 11, 12, 3}, {13, 14, 2}, {15, 1}}));
+    auto other = TxnRecordReader::Open(bytes, {.verify_event_checksums = verify});
+    ASSERT_TRUE(other.ok());
+    EXPECT_EQ(PiecesIn(*other, TopicId(2), PartitionId(0)), (Pieces{{30, 31, 2}}));
+    // Next() may stop inside a run: NextPieceIn gives what is left of it.
+    auto inside = TxnRecordReader::Open(bytes, {.verify_event_checksums = verify});
+    ASSERT_TRUE(inside.ok());
+    ASSERT_TRUE(inside->Next().ok());  // 1/0@10
+    EXPECT_EQ(PiecesIn(*inside, TopicId(1), PartitionId(0)),
+              (Pieces{{11, 12, 2}, {13, 14, 2}, {15, 1}}));
     // Next() may stop inside another partition's run; NextEventIn goes on past the rest of it.
     auto mixed = TxnRecordReader::Open(bytes, {.verify_event_checksums = verify});
     ASSERT_TRUE(mixed.ok());
@@ -242,8 +293,8 @@ TEST(TxnRecord, RunsThatLieAreRejected) {
   const auto bytes = WithRuns(w);
   const std::size_t run = kTxnFixedBytes;  // the first run: 3 events of 1/0
   auto expect_rejected = [](const std::vector<std::byte>& b, const char* what) {
-    for (int way = 0; way < 2; ++way) {
-      auto r = TxnRecordReader::Open(b, {.verify_event_checksums = way == 0});
+    for (int way = 0; way < 3; ++way) {
+      auto r = TxnRecordReader::Open(b, {.verify_event_checksums = way == 0});  // fetches: false
       ASSERT_TRUE(r.ok()) << what;
       bool refused = false;
       for (int i = 0; i < 20 && !refused; ++i) {
@@ -254,13 +305,27 @@ TEST(TxnRecord, RunsThatLieAreRejected) {
             EXPECT_EQ(op.status().code(), base::StatusCode::kDataLoss) << what;
           }
           if (op.ok() && !op->has_value()) break;
-        } else {
+        } else if (way == 1) {
           auto next = r->NextEventIn(TopicId(1), PartitionId(0));
           refused = !next.ok();
           if (refused) {
             EXPECT_EQ(next.status().code(), base::StatusCode::kDataLoss) << what;
           }
           if (next.ok() && !*next) break;
+        } else {
+          // By pieces, as a fetch reads: NextPieceIn checks a run's extent, and the caller
+          // walks its records and counts them (Engine::CheckRun).
+          auto piece = r->NextPieceIn(TopicId(1), PartitionId(0));
+          if (!piece.ok()) {
+            EXPECT_EQ(piece.status().code(), base::StatusCode::kDataLoss) << what;
+            refused = true;
+            break;
+          }
+          if (!*piece) break;
+          Bytes rest = (*piece)->records;
+          std::uint32_t records = 0;
+          while (!rest.empty() && NextRecordIn(rest).ok()) ++records;
+          refused = !rest.empty() || records != (*piece)->count;
         }
       }
       EXPECT_TRUE(refused) << what << " was accepted (way " << way << ")";
@@ -392,6 +457,15 @@ TEST(TxnRecord, RandomBytesNeverCrashTheReader) {
     for (int k = 0; k < 32; ++k) {
       auto op = r->Next();
       if (!op.ok() || !op->has_value()) break;
+    }
+    auto pieces = TxnRecordReader::Open(b, {.verify_event_checksums = false});
+    if (!pieces.ok()) continue;
+    for (int k = 0; k < 32; ++k) {
+      auto piece = pieces->NextPieceIn(TopicId(1), PartitionId(0));
+      if (!piece.ok() || !piece->has_value()) break;
+      Bytes rest = (*piece)->records;
+      while (!rest.empty() && NextRecordIn(rest).ok()) {
+      }
     }
   }
 }

@@ -641,6 +641,8 @@ TEST_F(LogTest, WriteEnospcStillStopsTheLogAsAnIoError) {
 }
 
 TEST_F(LogTest, FlushReturnsWhenADiskFullRejectsWhatItWaitsFor) {
+  // Before the log: a rejection's callback may still run while the log closes.
+  std::atomic<bool> rejected{false};  // an append's own callback said so
   auto options = Options();
   options.writer_thread = true;
   options.prepare_in_background = false;
@@ -649,7 +651,6 @@ TEST_F(LogTest, FlushReturnsWhenADiskFullRejectsWhatItWaitsFor) {
   ASSERT_TRUE(log->Flush().ok());
   io_.AddFault(FaultRule{0, OpKind::kAllocate, "", FaultKind::kEnospc, true});
   Status status;
-  std::atomic<bool> rejected{false};  // an append's own callback said so
   for (int i = 0; i < 60 && status.ok() && !rejected; ++i) {
     auto r = log->Append(AsBytes(std::string(200, 'q')), [&](Lsn, const Status& s) {
       if (s.code() == StatusCode::kResourceExhausted) rejected = true;

@@ -245,9 +245,13 @@ class DumpVisitor : public ProgressVisitor {
         args_.records && lsn.value() >= args_.from_lsn && lsn.value() <= args_.to_lsn;
     nlohmann::ordered_json ops = nlohmann::ordered_json::array();
     if (shown && !json_) {
+      // What is listed below: a run of events counts once in op_count() but lists each event.
+      engine::TxnRecordReader counter = txn;
+      std::uint64_t listed = 0;
+      for (auto op = counter.Next(); op.ok() && *op; op = counter.Next()) ++listed;
       std::printf("    LSN %llu, committed %s, %s%s\n",
                   static_cast<unsigned long long>(lsn.value()), IsoTime(txn.commit_ms()).c_str(),
-                  Count(txn.op_count(), "operation").c_str(),
+                  Count(listed, "operation").c_str(),
                   txn.idempotency_key()
                       ? (", idempotency key " + Shown(std::string(*txn.idempotency_key()))).c_str()
                       : "");
