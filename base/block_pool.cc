@@ -63,6 +63,19 @@ std::size_t BlockPool::cached_bytes() const {
 void BlockPool::Give(std::byte* block, std::size_t capacity) noexcept {
   {
     std::lock_guard lock(mu_);
+    // Over budget, larger cached blocks make room for this one: the newest returned are the
+    // sizes in use now, and blocks of an earlier, larger size (a catch-up's responses) would
+    // otherwise hold the cache for good while no request fits them.
+    while (cached_bytes_ + capacity > max_cached_bytes_) {
+      auto largest = std::max_element(
+          cached_.begin(), cached_.end(),
+          [](const Cached& a, const Cached& b) { return a.capacity < b.capacity; });
+      if (largest == cached_.end() || largest->capacity <= capacity) break;
+      delete[] largest->block;
+      cached_bytes_ -= largest->capacity;
+      *largest = cached_.back();
+      cached_.pop_back();
+    }
     if (cached_bytes_ + capacity <= max_cached_bytes_) {
       cached_.push_back({block, capacity});  // room reserved by the constructor
       cached_bytes_ += capacity;

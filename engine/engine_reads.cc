@@ -330,8 +330,8 @@ Status Engine::CollectViews(const TopicEntry& t, PartitionId partition, std::uin
         return base::DataLoss(fmt::format("{}/{}: offset {} follows offset {}", t.name,
                                           partition.value(), first, want - 1));
       }
-      if (first + piece->count <= want) continue;
       if (first > want) return OffsetGap(t, partition, want, first);
+      if (piece->count <= want - first) continue;  // all below `from` (no overflow)
       if (first == want && want + piece->count <= end &&
           std::uint64_t{out.events} + piece->count <= options.max_events &&
           out.bytes + piece->records.size() <= options.max_bytes) {

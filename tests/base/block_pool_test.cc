@@ -51,6 +51,22 @@ TEST(BlockPool, ASmallRequestNeverTakesAFarLargerBlock) {
   EXPECT_EQ(pool->cached_bytes(), std::size_t{4} << 20);
 }
 
+// After a phase of large blocks has filled the cache, smaller ones returned push them out: the
+// pool keeps recycling at the new size instead of holding blocks no request fits.
+TEST(BlockPool, SmallerBlocksReturnedPushOutLargerOnesNoRequestFits) {
+  auto pool = BlockPool::Create(16 << 20);
+  {
+    std::vector<Block> catch_up;
+    for (int i = 0; i < 4; ++i) catch_up.push_back(pool->Take(4 << 20));
+  }
+  ASSERT_EQ(pool->cached_bytes(), std::size_t{16} << 20);
+  Block tail = pool->Take(300 << 10);  // nothing cached fits (over twice its size): new
+  std::byte* const tail_at = tail.get();
+  tail.reset();  // over budget: a 4 MiB block goes to make room
+  EXPECT_EQ(pool->cached_bytes(), (std::size_t{12} << 20) + (320 << 10));
+  EXPECT_EQ(pool->Take(300 << 10).get(), tail_at);  // recycled
+}
+
 TEST(BlockPool, TheCacheStaysWithinItsBound) {
   auto pool = BlockPool::Create(2 << 20);
   std::vector<Block> blocks;

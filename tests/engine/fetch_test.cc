@@ -215,6 +215,9 @@ TEST_F(FetchTest, ADamagedRunCountIsRefusedNotFollowed) {
     }
   }
   ASSERT_FALSE(segment.empty()) << "no run header found";
+  auto clean = e->FetchViews("t", PartitionId(0), Offset(0));
+  ASSERT_TRUE(clean.ok()) << clean.status().ToString();
+  ASSERT_EQ(clean->events, 5u);
   for (std::uint32_t lie : {5u, 2u}) {
     SCOPED_TRACE(fmt::format("count {}", lie));
     std::array<std::byte, 4> count;

@@ -111,7 +111,7 @@ TEST_F(ServerTest, ASeekDoesNotWaitForAParkedPrefetch) {
     for (const auto& e : *batch) seen.push_back(e.payload);
   }
   EXPECT_EQ(seen, (std::vector<std::string>{"b", "c"}));
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 1000ms)
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms)
       << "the seek waited for the parked fetch";
   // Seeks in a row never pile up parked fetches: with two out (the one the first seek left
   // behind, and the one parked at the end since), a seek sends nothing and the first of them
@@ -121,7 +121,7 @@ TEST_F(ServerTest, ASeekDoesNotWaitForAParkedPrefetch) {
   ASSERT_TRUE((*consumer)->Seek("replay", PartitionId(0), Offset(2)).ok());
   ASSERT_TRUE(client_->Commit(client::Transaction().Append(Event("replay", "d"))).ok());
   seen.clear();
-  for (int round = 0; round < 50 && seen.size() < 2; ++round) {
+  for (int round = 0; round < 10 && seen.size() < 2; ++round) {
     auto batch = (*consumer)->Poll(1000ms);
     ASSERT_TRUE(batch.ok()) << batch.status().ToString();
     for (const auto& e : *batch) seen.push_back(e.payload);
