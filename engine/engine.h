@@ -433,6 +433,9 @@ class Engine {
   template <typename Fn>
   Status ForEachEvent(const TopicEntry& topic, PartitionId partition, std::uint64_t from,
                       std::uint64_t end, Lsn start, Fn&& fn) const;
+  static Result<TxnRecordReader> NextTxnRecord(storage::LogReader& reader, const TopicEntry& topic,
+                                               PartitionId partition, std::uint64_t want,
+                                               std::uint64_t end);
   // FetchViews' walk: the partition's records in [from, end) into `out`, within the limits.
   Status CollectViews(const TopicEntry& topic, PartitionId partition, std::uint64_t from,
                       std::uint64_t end, const FetchOptions& options, FetchedViews& out) const;

@@ -209,6 +209,21 @@ Result<std::vector<Row>> Engine::ScanAsOf(std::string_view table, const ScanOpti
 
 // ---- Topics ---------------------------------------------------------------------------------
 
+// The next transaction record of a partition walk still short of `end` (at `want`): the log
+// must hold it. Events are not checked here: the batch's checksum covers them (verified as it
+// entered the process), consumers verify each event's own checksum again, end to end, and
+// hashing here would hash every event of every partition the walk passes.
+Result<TxnRecordReader> Engine::NextTxnRecord(storage::LogReader& reader, const TopicEntry& t,
+                                              PartitionId partition, std::uint64_t want,
+                                              std::uint64_t end) {
+  LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
+  if (!record) {
+    return base::Internal(fmt::format("{}/{}: the log ended before offset {} (end {})", t.name,
+                                      partition.value(), want, end));
+  }
+  return TxnRecordReader::Open(record->bytes, {.verify_event_checksums = false});
+}
+
 // Walks the log from `start` (an LSN at or below the transaction holding offset `from`), picking
 // out the partition's event records in [from, end).
 template <typename Fn>
@@ -221,17 +236,7 @@ Status Engine::ForEachEvent(const TopicEntry& t, PartitionId partition, std::uin
                             log_->Read(std::max(start, log_->first_lsn())));
   std::uint64_t want = from;
   while (want < end) {
-    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
-    if (!record) {
-      return base::Internal(fmt::format("{}/{}: the log ended before offset {} (end {})", t.name,
-                                        partition.value(), want, end));
-    }
-    // The log reader verified the batch's checksum, which covers these records; consumers
-    // verify each event's own checksum again, end to end. Checking it here too would hash every
-    // event of every partition the walk passes.
-    LOCKSTEP_ASSIGN_OR_RETURN(
-        TxnRecordReader txn,
-        TxnRecordReader::Open(record->bytes, {.verify_event_checksums = false}));
+    LOCKSTEP_ASSIGN_OR_RETURN(TxnRecordReader txn, NextTxnRecord(reader, t, partition, want, end));
     for (;;) {
       LOCKSTEP_ASSIGN_OR_RETURN(std::optional<Bytes> found, txn.NextEventIn(t.id, partition));
       if (!found) break;
@@ -305,16 +310,7 @@ Status Engine::CollectViews(const TopicEntry& t, PartitionId partition, std::uin
   };
   auto full = [&] { return want == end || out.events == options.max_events; };
   while (!full()) {
-    LOCKSTEP_ASSIGN_OR_RETURN(std::optional<storage::LogRecord> record, reader.Next());
-    if (!record) {
-      return base::Internal(fmt::format("{}/{}: the log ended before offset {} (end {})", t.name,
-                                        partition.value(), want, end));
-    }
-    // The log reader's batch checksum covers these records; consumers verify each event's own
-    // checksum again, end to end.
-    LOCKSTEP_ASSIGN_OR_RETURN(
-        TxnRecordReader txn,
-        TxnRecordReader::Open(record->bytes, {.verify_event_checksums = false}));
+    LOCKSTEP_ASSIGN_OR_RETURN(TxnRecordReader txn, NextTxnRecord(reader, t, partition, want, end));
     while (!full()) {
       LOCKSTEP_ASSIGN_OR_RETURN(std::optional<EventPiece> piece, txn.NextPieceIn(t.id, partition));
       if (!piece) break;

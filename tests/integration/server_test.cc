@@ -94,22 +94,22 @@ TEST_F(ServerTest, ASeekDoesNotWaitForAParkedPrefetch) {
   ASSERT_TRUE(consumer.ok());
   ASSERT_TRUE((*consumer)->Assign("replay").ok());
   std::vector<std::string> seen;
-  for (int round = 0; round < 50 && seen.size() < 3; ++round) {
-    auto batch = (*consumer)->Poll(1000ms);
-    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
-    for (const auto& e : *batch) seen.push_back(e.payload);
-  }
+  // Polls until `n` payloads arrived into `seen` (emptied first), at most `rounds` polls of 1 s.
+  auto poll_until = [&](std::size_t n, int rounds) {
+    seen.clear();
+    for (int round = 0; round < rounds && seen.size() < n; ++round) {
+      auto batch = (*consumer)->Poll(1000ms);
+      ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+      for (const auto& e : *batch) seen.push_back(e.payload);
+    }
+  };
+  poll_until(3, 50);
   ASSERT_EQ(seen, (std::vector<std::string>{"a", "b", "c"}));
   // The next prefetch is parked at offset 3 now, for up to 2 s.
   std::this_thread::sleep_for(100ms);
   const auto start = std::chrono::steady_clock::now();
   ASSERT_TRUE((*consumer)->Seek("replay", PartitionId(0), Offset(1)).ok());
-  seen.clear();
-  for (int round = 0; round < 50 && seen.size() < 2; ++round) {
-    auto batch = (*consumer)->Poll(1000ms);
-    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
-    for (const auto& e : *batch) seen.push_back(e.payload);
-  }
+  poll_until(2, 50);
   EXPECT_EQ(seen, (std::vector<std::string>{"b", "c"}));
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms)
       << "the seek waited for the parked fetch";
@@ -120,12 +120,7 @@ TEST_F(ServerTest, ASeekDoesNotWaitForAParkedPrefetch) {
   ASSERT_TRUE((*consumer)->Seek("replay", PartitionId(0), Offset(3)).ok());
   ASSERT_TRUE((*consumer)->Seek("replay", PartitionId(0), Offset(2)).ok());
   ASSERT_TRUE(client_->Commit(client::Transaction().Append(Event("replay", "d"))).ok());
-  seen.clear();
-  for (int round = 0; round < 10 && seen.size() < 2; ++round) {
-    auto batch = (*consumer)->Poll(1000ms);
-    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
-    for (const auto& e : *batch) seen.push_back(e.payload);
-  }
+  poll_until(2, 10);
   EXPECT_EQ(seen, (std::vector<std::string>{"c", "d"}));
   // The stale fetches' answers are dropped: nothing is delivered twice.
   auto more = (*consumer)->Poll(300ms);
