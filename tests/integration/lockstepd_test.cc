@@ -246,6 +246,10 @@ TEST(Lockstepd, TransformWorkersSurviveASigkillOfTheServerExactlyOnce) {
   }
   std::atomic<int> done_inputs{0};
   std::atomic<bool> failed{false};
+  // Once a third of the inputs are done, workers hold their next commit until the server has
+  // been killed, then send it (to a dead server: it is resent across the restart). Without the
+  // hold, fast workers could finish everything between two looks of the killer.
+  std::atomic<bool> killed{false};
   auto worker = [&] {
     auto c = Connect(port, 30s);
     client::ConsumerOptions o;
@@ -275,6 +279,9 @@ TEST(Lockstepd, TransformWorkersSurviveASigkillOfTheServerExactlyOnce) {
         txn.Append(std::move(out));
       }
       for (auto& p : (*consumer)->Positions()) txn.CommitOffset(std::move(p));
+      for (int i = 0; i < 2000 && done_inputs.load() >= kInputs / 3 && !killed.load(); ++i) {
+        std::this_thread::sleep_for(5ms);
+      }
       auto r = c->Commit(std::move(txn));  // resent with its key across the restart
       if (r.ok()) {
         done_inputs += static_cast<int>(batch->size());
@@ -293,6 +300,7 @@ TEST(Lockstepd, TransformWorkersSurviveASigkillOfTheServerExactlyOnce) {
     std::this_thread::sleep_for(5ms);
   EXPECT_LT(done_inputs.load(), kInputs);  // killed in the middle of the work
   EXPECT_EQ(d->Stop(SIGKILL), -1);
+  killed = true;
   d = std::make_unique<Daemon>(dir.Sub("data"), port);
   ASSERT_EQ(d->WaitListening(), port);
   a.join();
