@@ -415,6 +415,7 @@ std::future<Result<CommitResult>> Engine::Commit(Transaction txn) {
 void Engine::Commit(Transaction txn, CommitCallback done) {
   Status valid = Validate(txn);
   if (!valid.ok()) {
+    submitted_.fetch_add(1, std::memory_order_acq_rel);
     sequenced_.fetch_add(1, std::memory_order_acq_rel);  // finished with, at once
     metrics_->CountAnswer(valid);
     return done(Result<CommitResult>(valid));
@@ -426,6 +427,7 @@ void Engine::Commit(Transaction txn, CommitCallback done) {
 }
 
 void Engine::Submit(std::shared_ptr<Pending> pending) {
+  submitted_.fetch_add(1, std::memory_order_acq_rel);
   Status failed = status();
   if (!failed.ok()) {
     sequenced_.fetch_add(1, std::memory_order_acq_rel);  // finished with, at once

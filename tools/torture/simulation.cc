@@ -138,10 +138,13 @@ class Machine {
     }
     if (!CheckFailStop(*engine)) return false;
     if (verbose_) {
-      std::fprintf(stderr, "iteration %llu: %s, LSN %llu, %llu acknowledged\n",
+      // The I/O operation count since the last restart, so that when two runs of one seed
+      // differ, the first line that differs says whether the operations already had.
+      std::fprintf(stderr, "iteration %llu: %s, LSN %llu, %llu acknowledged, %llu I/O operations\n",
                    static_cast<unsigned long long>(summary_.iterations), fault.c_str(),
                    static_cast<unsigned long long>(engine->visible_lsn().value()),
-                   static_cast<unsigned long long>(ledger_.transactions));
+                   static_cast<unsigned long long>(ledger_.transactions),
+                   static_cast<unsigned long long>(io_.operations()));
     }
     const bool struck = io_.crashed();
     if (!struck) io_.CrashAtOperation(io_.operations() + 1);  // die here, whatever ran
@@ -491,8 +494,8 @@ class Machine {
   bool Submit(Engine& engine, std::vector<Submitted>& batch, bool resent,
               bool read_in_flight = false) {
     engine.HoldLogWrites(true);
-    const std::uint64_t target = engine.sequenced() + batch.size();
     for (Submitted& s : batch) s.answer = engine.Commit(s.txn);
+    const std::uint64_t target = engine.submitted();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     // A stopped engine answers without sequencing.
     while (engine.sequenced() < target && engine.status().ok()) {
