@@ -399,6 +399,7 @@ class Engine {
                                              std::int64_t timestamp_ms, std::uint64_t start,
                                              std::uint64_t end) const;
   void SequencerLoop();
+  void SpinForSubmissions() const;
   // Sequencer only: moves the version floor along the window and reclaims below what every
   // reader has let go of (docs/engine.md, "Tables"). `now`: the grace period of a floor ended;
   // `processed`: transactions since the last call.
@@ -471,6 +472,7 @@ class Engine {
   std::deque<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;
   bool sequencer_idle_ = false;      // guarded by queue_mu_: only then does Submit notify
+  std::atomic<bool> queued_{false};  // queue_ is not empty (set and cleared under queue_mu_)
   bool rollback_requested_ = false;  // guarded by queue_mu_: a full disk rejected appends
   bool reclaim_requested_ = false;   // guarded by queue_mu_: a floor's grace period ended
 

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  liburing-dev libxxhash-dev liburcu-dev
+  liburing-dev libxxhash-dev liburcu-dev libjemalloc-dev
   libboost1.81-dev librocksdb-dev
   libflatbuffers-dev flatbuffers-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
