@@ -22,10 +22,15 @@ endif()
 # jemalloc for the programs (lockstepd, lockstep-bench), never for the libraries: a library
 # leaves the allocator to the program that links it. glibc's malloc locks an arena when one
 # thread frees what another allocated (a commit's state is made by the submitting thread and
-# freed by the log's), and both threads stall on it; jemalloc frees into per-thread caches
-# (docs/benchmarks.md, stop 16). Not with a sanitizer or libFuzzer: they bring their own.
+# freed by the sequencer's or the log's), and the threads stall on it; jemalloc frees into
+# per-thread caches (docs/benchmarks.md, stop 16). Not with a sanitizer or libFuzzer: they
+# bring their own.
 if(LOCKSTEP_JEMALLOC AND NOT LOCKSTEP_SANITIZE AND NOT LOCKSTEP_FUZZ)
-  pkg_check_modules(JEMALLOC REQUIRED IMPORTED_TARGET jemalloc>=5)
+  pkg_check_modules(JEMALLOC IMPORTED_TARGET jemalloc>=5)
+  if(NOT JEMALLOC_FOUND)
+    message(FATAL_ERROR "jemalloc >= 5 not found: run tools/setup.sh (it installs "
+                        "libjemalloc-dev), or configure with -DLOCKSTEP_JEMALLOC=OFF")
+  endif()
 endif()
 function(lockstep_use_jemalloc target)
   if(TARGET PkgConfig::JEMALLOC)

@@ -415,7 +415,7 @@ std::future<Result<CommitResult>> Engine::Commit(Transaction txn) {
 void Engine::Commit(Transaction txn, CommitCallback done) {
   Status valid = Validate(txn);
   if (!valid.ok()) {
-    submitted_.fetch_add(1, std::memory_order_acq_rel);
+    submitted_.fetch_add(1, std::memory_order_relaxed);
     sequenced_.fetch_add(1, std::memory_order_acq_rel);  // finished with, at once
     metrics_->CountAnswer(valid);
     return done(Result<CommitResult>(valid));
@@ -427,7 +427,7 @@ void Engine::Commit(Transaction txn, CommitCallback done) {
 }
 
 void Engine::Submit(std::shared_ptr<Pending> pending) {
-  submitted_.fetch_add(1, std::memory_order_acq_rel);
+  submitted_.fetch_add(1, std::memory_order_relaxed);
   Status failed = status();
   if (!failed.ok()) {
     sequenced_.fetch_add(1, std::memory_order_acq_rel);  // finished with, at once
@@ -442,7 +442,6 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
       return pending->done(Result<CommitResult>(base::Unavailable("engine is closing")));
     }
     queue_.push_back(std::move(pending));
-    queued_.store(true, std::memory_order_release);
     wake = sequencer_idle_;  // a busy sequencer takes the queue on its next round anyway
   }
   if (wake) queue_cv_.notify_one();
@@ -464,41 +463,11 @@ EngineCounters Engine::counters() const {
 
 const base::AtomicHistogram& Engine::commit_latency_ns() const { return metrics_->commit_ns; }
 
-namespace {
-
-// Tells the core this is a spin-wait (x86 PAUSE): it saves power and yields to a sibling
-// hyperthread.
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
-constexpr std::int64_t kSequencerSpinNs = 20'000;
-
-}  // namespace
-
-// After a round, the sequencer waits a little for the next submission before it sleeps: under
-// load one comes within microseconds, and a sleeping sequencer costs every submitter a futex
-// wake (a system call and a context switch, several times the cost of sequencing a
-// transaction). Bounded, and only right after work: an idle engine sleeps.
-void Engine::SpinForSubmissions() const {
-  const std::int64_t until = base::MonotonicNs() + kSequencerSpinNs;
-  for (;;) {
-    for (int i = 0; i < 64; ++i) {
-      if (queued_.load(std::memory_order_acquire)) return;
-      CpuRelax();
-    }
-    if (base::MonotonicNs() >= until) return;
-  }
-}
-
 void Engine::SequencerLoop() {
   std::deque<std::shared_ptr<Pending>> batch;
   for (;;) {
     bool roll_back = false;
     bool reclaim = false;
-    SpinForSubmissions();
     {
       std::unique_lock lock(queue_mu_);
       sequencer_idle_ = true;
@@ -511,7 +480,6 @@ void Engine::SequencerLoop() {
       reclaim = std::exchange(reclaim_requested_, false) || reclaim_backlog_;
       if (queue_.empty() && stopping_) return;
       std::swap(batch, queue_);
-      queued_.store(false, std::memory_order_relaxed);
     }
     // A full disk rejected appends: undo them now, not at the next commit, which may never come
     // while conflicts parked on them wait.
@@ -1060,6 +1028,13 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
     // A full disk (guarantee 7): this LSN and every later one were rejected; the sequencer undoes
     // them in memory (RollBack) before it applies anything else. Nothing waits on them now.
     rejections_.fetch_add(1, std::memory_order_acq_rel);
+    // Asked for before anyone hears of the rejection: a client that resubmits on this answer
+    // must find its transaction sequenced after the rollback, not refused by the stale LSN.
+    {
+      std::lock_guard lock(queue_mu_);
+      rollback_requested_ = true;
+    }
+    queue_cv_.notify_one();
     const Status full = base::ResourceExhausted(
         fmt::format("the disk is full; nothing of this transaction was written, retry once space "
                     "is freed ({})",
@@ -1068,11 +1043,6 @@ void Engine::OnDurable(Lsn lsn, const Status& status, const std::shared_ptr<Pend
     // Only what waited on a rejected LSN: the sequencer may already have rolled back and parked
     // new answers on versions that will become durable.
     AnswerParkedFrom(lsn, full);
-    {
-      std::lock_guard lock(queue_mu_);
-      rollback_requested_ = true;
-    }
-    queue_cv_.notify_one();
     return;
   }
   if (!status.ok()) {

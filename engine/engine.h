@@ -363,6 +363,9 @@ class Engine {
   // written: once sequenced() reaches what submitted() said after its last call. (Not
   // sequenced() before the batch plus its size: the sequencer counts a round's submissions
   // after the round, so an earlier call may have been answered and not yet counted.)
+  // REQUIRES: the driver is the only thread submitting; another thread's submissions would
+  // move both counts.
+  // submitted() reads a relaxed count: the driver sees its own increments.
   void HoldLogWrites(bool hold);
   std::uint64_t submitted() const { return submitted_.load(std::memory_order_acquire); }
   std::uint64_t sequenced() const { return sequenced_.load(std::memory_order_acquire); }
@@ -399,7 +402,6 @@ class Engine {
                                              std::int64_t timestamp_ms, std::uint64_t start,
                                              std::uint64_t end) const;
   void SequencerLoop();
-  void SpinForSubmissions() const;
   // Sequencer only: moves the version floor along the window and reclaims below what every
   // reader has let go of (docs/engine.md, "Tables"). `now`: the grace period of a floor ended;
   // `processed`: transactions since the last call.
@@ -472,7 +474,6 @@ class Engine {
   std::deque<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;
   bool sequencer_idle_ = false;      // guarded by queue_mu_: only then does Submit notify
-  std::atomic<bool> queued_{false};  // queue_ is not empty (set and cleared under queue_mu_)
   bool rollback_requested_ = false;  // guarded by queue_mu_: a full disk rejected appends
   bool reclaim_requested_ = false;   // guarded by queue_mu_: a floor's grace period ended
 

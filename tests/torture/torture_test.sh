@@ -38,19 +38,30 @@ last=$(tail -n 1 <<<"$out")
   fail "unexpected summary line: $last"
 
 # Simulation mode is deterministic: the same seed gives the same run, line for line. One CI run
-# once saw two runs part at one iteration (docs/testing.md, "Determinism"); its cause is not
-# found. So a difference is reported loudly, and fails the test unless a third run repeats one
-# of the two: a seed that replays only now and then still fails here.
+# saw two runs part at one iteration, cause not found (docs/testing.md, "Determinism"). So when
+# two runs differ, four more run, and the test fails unless five of the six agree: a race that
+# parts runs now and then passes (its difference printed to the test's log), one that parts
+# them often fails.
 if [[ $determinism == 1 ]]; then
-  run42() { "$torture" --seed 42 --iterations 150 --verbose 2>&1; }
-  first=$(run42)
-  second=$(run42)
+  run42() {  # sets `out` to the run's verbose output; fails the test if the run does not pass
+    out=$("$torture" --seed 42 --iterations 150 --verbose 2>&1) ||
+      fail "lockstep-torture --seed 42 --iterations 150 failed: $(tail -n 3 <<<"$out")"
+  }
+  run42; first=$out
+  run42; second=$out
   if [[ "$first" != "$second" ]]; then
     echo "WARNING: the same seed gave two different runs:" >&2
     diff <(echo "$first") <(echo "$second") | head -40 >&2
-    third=$(run42)
-    [[ "$third" == "$first" || "$third" == "$second" ]] ||
-      fail "the same seed gave three different runs: $(diff <(echo "$first") <(echo "$third") | head -5)"
+    runs=("$first" "$second")
+    for _ in 1 2 3 4; do run42; runs+=("$out"); done
+    best=0
+    for a in "${runs[@]}"; do
+      same=0
+      for b in "${runs[@]}"; do [[ "$a" == "$b" ]] && same=$((same + 1)); done
+      ((same > best)) && best=$same
+    done
+    echo "WARNING: of six runs of seed 42, at most $best agree" >&2
+    ((best >= 5)) || fail "the same seed gave different runs: at most $best of six agree"
   fi
 fi
 

@@ -138,13 +138,16 @@ class Machine {
     }
     if (!CheckFailStop(*engine)) return false;
     if (verbose_) {
-      // The I/O operation count since the last restart, so that when two runs of one seed
-      // differ, the first line that differs says whether the operations already had.
-      std::fprintf(stderr, "iteration %llu: %s, LSN %llu, %llu acknowledged, %llu I/O operations\n",
+      // With the I/O operations since the last restart, so that when two runs of one seed
+      // differ, the first line that differs says whether the operations already had. Not
+      // after a crash or a fail-stop: the count includes attempts, and threads racing to a
+      // stop may make more or fewer of them.
+      const bool settled = !io_.crashed() && engine->status().ok();
+      std::fprintf(stderr, "iteration %llu: %s, LSN %llu, %llu acknowledged%s\n",
                    static_cast<unsigned long long>(summary_.iterations), fault.c_str(),
                    static_cast<unsigned long long>(engine->visible_lsn().value()),
                    static_cast<unsigned long long>(ledger_.transactions),
-                   static_cast<unsigned long long>(io_.operations()));
+                   settled ? fmt::format(", {} I/O operations", io_.operations()).c_str() : "");
     }
     const bool struck = io_.crashed();
     if (!struck) io_.CrashAtOperation(io_.operations() + 1);  // die here, whatever ran
@@ -501,7 +504,10 @@ class Machine {
     while (engine.sequenced() < target && engine.status().ok()) {
       if (std::chrono::steady_clock::now() > deadline) {
         engine.HoldLogWrites(false);
-        return Fail("the sequencer never took a whole batch: " + engine.DebugState());
+        return Fail(
+            fmt::format("the sequencer never took a whole batch ({} of {} submissions "
+                        "sequenced): {}",
+                        engine.sequenced(), target, engine.DebugState()));
       }
       std::this_thread::yield();
     }
