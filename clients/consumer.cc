@@ -511,6 +511,7 @@ Result<ConsumedBatch> Consumer::PollBatch(std::chrono::milliseconds timeout) {
     }
     if (!s.ok() && !(subscribed && s.code() == base::StatusCode::kFailedPrecondition)) return s;
   }
+  if (unreported_) return *std::exchange(unreported_, std::nullopt);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   ConsumedBatch out;
   Status failure = Status::Ok();
@@ -568,9 +569,10 @@ Result<ConsumedBatch> Consumer::PollBatch(std::chrono::milliseconds timeout) {
       part->position = *start;
     }
     for (auto& part : refetch) StartFetch(part->topic, part->partition);
-    // Events already taken are delivered; an error is reported by a Poll that has none (the
-    // failing partition keeps fetching, so a passing error clears by itself).
+    // Events already taken are delivered; an error goes with the next Poll then (the failing
+    // partition keeps fetching, so a passing error clears by itself).
     if (!out.empty()) {
+      if (!failure.ok()) unreported_ = std::move(failure);
       std::lock_guard lock(mu_);
       delivered_ = true;
       return out;

@@ -211,7 +211,10 @@ class Consumer {
   // The next events of the assigned partitions (each partition in offset order), waiting up to
   // `timeout` for some. An empty batch after the timeout is not an error. PollBatch hands them
   // out in place (the fast path: no allocation or copy per event); Poll copies each into owned
-  // strings.
+  // strings. A partition's fetch error (DataLoss for damaged records, NotFound for a dropped
+  // topic...) is returned by a Poll that has no events, or else by the next Poll, before it
+  // looks for more: so a failing partition next to busy ones is still heard of. The failing
+  // partition keeps fetching, so an error that passes clears by itself.
   Result<ConsumedBatch> PollBatch(std::chrono::milliseconds timeout);
   Result<std::vector<ConsumedEvent>> Poll(std::chrono::milliseconds timeout);
 
@@ -253,7 +256,10 @@ class Consumer {
   bool left_ = false;
   std::condition_variable heartbeat_cv_;
   bool heartbeat_now_ = false;
-  bool delivered_ = false;    // Poll returned events under the current generation
+  bool delivered_ = false;  // Poll returned events under the current generation
+  // A fetch error found by a Poll that returned events: the next Poll returns it first. Only
+  // the polling thread touches it.
+  std::optional<Status> unreported_;
   std::mutex membership_mu_;  // one heartbeat or join at a time (RenewMembership)
   std::chrono::milliseconds heartbeat_interval_{1'000};
   std::thread heartbeat_thread_;

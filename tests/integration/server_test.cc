@@ -11,6 +11,7 @@
 #include <iterator>
 #include <set>
 
+#include "base/endian.h"
 #include "tests/integration/server_fixture.h"
 
 namespace lockstep::integration {
@@ -79,6 +80,73 @@ TEST_F(ServerTest, AParkedLongPollReturnsAsSoonAsANewEventIsDurable) {
   auto empty = client_->Fetch("ticks", PartitionId(0), Offset(1), wait);
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(empty->events, 0u);
+}
+
+// A partition whose records are damaged fails every fetch with DataLoss. Next to a busy
+// partition, Poll still says so: the Poll after one that delivered events returns the error,
+// and the busy partition is served on. (Polls here wait until both fetches are back, so every
+// Poll finds events and the error together.)
+TEST_F(ServerTest, ADamagedPartitionIsReportedWhileAnotherDelivers) {
+  ASSERT_TRUE(client_->CreateTopic("mixed", 2).ok());
+  for (int events : {3, 2}) {  // partition 0: a run of offsets 0-2, then one of 3-4
+    client::Transaction txn;
+    for (int i = 0; i < events; ++i) txn.Append(Event("mixed", "lost", 0));
+    ASSERT_TRUE(client_->Commit(std::move(txn)).ok());
+  }
+  for (int t = 0; t < 5; ++t) {
+    client::Transaction busy;
+    for (int i = 0; i < 100; ++i) busy.Append(Event("mixed", "kept", 1));
+    ASSERT_TRUE(client_->Commit(std::move(busy)).ok());
+  }
+  // Partition 0's run header (docs/engine-records.md): kind 6, topic id, partition 0, count 3.
+  // Its count becomes 5, in the file the server has mapped: a run that fits the fetch (offsets
+  // 0-4 exist, 5 <= fetch_max_events below) goes out whole after its records are counted.
+  bool corrupted = false;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_.Sub("data") + "/log")) {
+    if (entry.path().extension() != ".seg" || corrupted) continue;
+    std::fstream file(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    for (std::size_t i = 0; i + 13 <= bytes.size(); ++i) {
+      const auto* at = reinterpret_cast<const std::byte*>(bytes.data() + i);
+      if (at[0] == std::byte{6} && base::LoadLe32(at + 1) < 16 && base::LoadLe32(at + 5) == 0 &&
+          base::LoadLe32(at + 9) == 3) {
+        file.clear();
+        file.seekp(static_cast<std::streamoff>(i + 9));
+        const char five[4] = {5, 0, 0, 0};
+        file.write(five, 4);
+        file.flush();
+        corrupted = file.good();
+        break;
+      }
+    }
+  }
+  ASSERT_TRUE(corrupted) << "no run header of partition 0 found";
+  client::ConsumerOptions co;
+  co.fetch_max_events = 5;  // partition 1 has events for every Poll below
+  auto consumer = client::Consumer::Create(*client_, co);
+  ASSERT_TRUE(consumer.ok());
+  ASSERT_TRUE((*consumer)->Assign("mixed").ok());
+  std::size_t busy_events = 0;
+  std::optional<Status> error;
+  for (int round = 0; round < 40 && !error; ++round) {
+    std::this_thread::sleep_for(30ms);
+    auto batch = (*consumer)->Poll(1000ms);
+    if (!batch.ok()) {
+      error = batch.status();
+      break;
+    }
+    for (const auto& e : *batch) {
+      EXPECT_EQ(e.partition, PartitionId(1));
+      ++busy_events;
+    }
+  }
+  ASSERT_TRUE(error.has_value()) << "40 polls and the damaged partition was never reported";
+  EXPECT_EQ(error->code(), StatusCode::kDataLoss) << error->ToString();
+  EXPECT_NE(error->message().find("mixed/0"), std::string::npos) << error->ToString();
+  EXPECT_GT(busy_events, 0u) << "the error came before any event of the busy partition";
+  auto after = (*consumer)->Poll(1000ms);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_FALSE(after->empty()) << "the busy partition must be served after the error";
 }
 
 // A seek does not wait for the prefetch already out, which may be parked in a long-poll at the
