@@ -3,6 +3,7 @@
 #include "engine/engine_internal.h"
 
 #include <algorithm>
+#include <limits>
 #include <tuple>
 #include <utility>
 
@@ -15,6 +16,19 @@
 #include "base/planted_bug.h"
 
 namespace lockstep::engine {
+
+namespace {
+
+// The engine whose log writer is running commit callbacks on this thread, if any (between an
+// OnDurable and the log's after_callbacks hook).
+thread_local const Engine* t_completing = nullptr;
+
+// Submissions from commit callbacks per wake of the sequencer, and the group size from which
+// the wake waits for the group's last callback (see Engine::BeforeLogCallbacks).
+constexpr std::uint32_t kDeferWakes = 4;
+constexpr std::size_t kDeferAllFrom = 64;
+
+}  // namespace
 
 Status ValidateName(std::string_view what, std::string_view name, std::uint32_t max) {
   if (name.empty()) return base::InvalidArgument(fmt::format("{} name is empty", what));
@@ -63,6 +77,10 @@ Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options) {
   log.dir = storage::JoinPath(engine->options_.dir, "log");
   log.io = engine->options_.io;
   log.writer_thread = true;
+  log.before_callbacks = [raw = engine.get()](std::size_t count) {
+    raw->BeforeLogCallbacks(count);
+  };
+  log.after_callbacks = [raw = engine.get()] { raw->AfterLogCallbacks(); };
   LOCKSTEP_ASSIGN_OR_RETURN(engine->log_, storage::Log::Open(log));
   LOCKSTEP_RETURN_IF_ERROR(
       engine->options_.io->CreateDir(storage::JoinPath(engine->options_.dir, "checkpoints")));
@@ -444,7 +462,29 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
     queue_.push_back(std::move(pending));
     wake = sequencer_idle_;  // a busy sequencer takes the queue on its next round anyway
   }
-  if (wake) queue_cv_.notify_one();
+  if (!wake) return;
+  if (t_completing == this && ++deferred_wakes_ < wake_every_) {
+    // Submitted from a commit callback (a pipelined client refilling): see BeforeLogCallbacks.
+    return;
+  }
+  deferred_wakes_ = 0;
+  queue_cv_.notify_one();
+}
+
+// What commit callbacks submit wakes the sequencer once per kDeferWakes submissions, and, when
+// the group is large (a loaded engine), only after its last callback (AfterLogCallbacks).
+// Waking it per submission had it take one transaction per round and cost the writer thread a
+// futex wake each time (a tenth of its time at 256 outstanding one-event commits); waking it
+// only after the last callback of a small group kept it idle while the callbacks ran (durable
+// transfers at 16 outstanding lost a fifth). docs/benchmarks.md, stop 16.
+void Engine::BeforeLogCallbacks(std::size_t count) {
+  t_completing = this;
+  wake_every_ = count >= kDeferAllFrom ? std::numeric_limits<std::uint32_t>::max() : kDeferWakes;
+}
+
+void Engine::AfterLogCallbacks() {
+  t_completing = nullptr;
+  if (std::exchange(deferred_wakes_, 0) > 0) queue_cv_.notify_one();
 }
 
 void Engine::HoldLogWrites(bool hold) { log_->HoldWrites(hold); }

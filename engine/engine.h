@@ -402,6 +402,8 @@ class Engine {
                                              std::int64_t timestamp_ms, std::uint64_t start,
                                              std::uint64_t end) const;
   void SequencerLoop();
+  void BeforeLogCallbacks(std::size_t count);  // the log's hooks (writer thread)
+  void AfterLogCallbacks();
   // Sequencer only: moves the version floor along the window and reclaims below what every
   // reader has let go of (docs/engine.md, "Tables"). `now`: the grace period of a floor ended;
   // `processed`: transactions since the last call.
@@ -473,9 +475,11 @@ class Engine {
   std::condition_variable queue_cv_;
   std::deque<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;
-  bool sequencer_idle_ = false;      // guarded by queue_mu_: only then does Submit notify
-  bool rollback_requested_ = false;  // guarded by queue_mu_: a full disk rejected appends
-  bool reclaim_requested_ = false;   // guarded by queue_mu_: a floor's grace period ended
+  bool sequencer_idle_ = false;       // guarded by queue_mu_: only then does Submit notify
+  std::uint32_t deferred_wakes_ = 0;  // the log's writer thread only (BeforeLogCallbacks)
+  std::uint32_t wake_every_ = 1;      // the log's writer thread only
+  bool rollback_requested_ = false;   // guarded by queue_mu_: a full disk rejected appends
+  bool reclaim_requested_ = false;    // guarded by queue_mu_: a floor's grace period ended
 
   // Conflicts waiting for the durability of the version they saw: (lsn, pending).
   mutable std::mutex parked_mu_;

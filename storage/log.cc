@@ -606,10 +606,12 @@ void Log::PublishCompleted(Lsn lsn) {
 void Log::CompleteRange(Staging& staging, std::size_t from, std::size_t to, const Status& status) {
   // No lock is held here: a callback may take its own locks and call Append without any
   // lock-order risk, and other appenders never wait for callbacks.
+  if (options_.before_callbacks) options_.before_callbacks(to - from);
   for (std::size_t i = from; i < to; ++i) {
     auto& done = staging.callbacks[i];
     if (done) done(Lsn(staging.first_lsn.value() + i), status);
   }
+  if (options_.after_callbacks) options_.after_callbacks();
 }
 
 void Log::FailStop(const Status& cause) {
