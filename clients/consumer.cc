@@ -98,6 +98,7 @@ void Consumer::StopHeartbeats() {
 }
 
 Status Consumer::Close() {
+  unreported_.reset();
   StopHeartbeats();
   std::string member;
   {
@@ -291,6 +292,7 @@ Status Consumer::Resync() {
 // committed under the old generation), except that with auto_commit the partitions this member
 // keeps are committed under the new generation first.
 Status Consumer::ApplyMembership(const Membership& membership) {
+  unreported_.reset();  // its partition may have gone to another member
   std::uint64_t previous = 0;
   {
     std::lock_guard lock(mu_);
@@ -426,6 +428,7 @@ void Consumer::IssueFetch(std::shared_ptr<Partition> part, Offset from, std::uin
 }
 
 Status Consumer::Seek(const std::string& topic, PartitionId partition, Offset offset) {
+  unreported_.reset();  // the user moved on: an error kept from before may no longer hold
   std::shared_ptr<Partition> part;
   std::uint64_t epoch = 0;
   {

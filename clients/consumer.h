@@ -257,8 +257,9 @@ class Consumer {
   std::condition_variable heartbeat_cv_;
   bool heartbeat_now_ = false;
   bool delivered_ = false;  // Poll returned events under the current generation
-  // A fetch error found by a Poll that returned events: the next Poll returns it first. Only
-  // the polling thread touches it.
+  // A fetch error found by a Poll that returned events: the next Poll returns it first,
+  // unless a Seek, a new assignment or Close came between. Only the polling thread touches
+  // it (Poll, Seek, Resync and Close are called from one thread at a time).
   std::optional<Status> unreported_;
   std::mutex membership_mu_;  // one heartbeat or join at a time (RenewMembership)
   std::chrono::milliseconds heartbeat_interval_{1'000};

@@ -463,11 +463,12 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
     wake = sequencer_idle_;  // a busy sequencer takes the queue on its next round anyway
   }
   if (!wake) return;
-  if (t_completing == this && ++deferred_wakes_ < wake_every_) {
+  if (t_completing == this) {
     // Submitted from a commit callback (a pipelined client refilling): see BeforeLogCallbacks.
-    return;
+    // Only the writer thread gets here, so deferred_wakes_ is its alone.
+    if (++deferred_wakes_ < wake_every_) return;
+    deferred_wakes_ = 0;
   }
-  deferred_wakes_ = 0;
   queue_cv_.notify_one();
 }
 
@@ -476,7 +477,7 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
 // Waking it per submission had it take one transaction per round and cost the writer thread a
 // futex wake each time (a tenth of its time at 256 outstanding one-event commits); waking it
 // only after the last callback of a small group kept it idle while the callbacks ran (durable
-// transfers at 16 outstanding lost a fifth). docs/benchmarks.md, stop 16.
+// transfers at 16 outstanding lost a fifth). docs/engine.md, "Waking the sequencer".
 void Engine::BeforeLogCallbacks(std::size_t count) {
   t_completing = this;
   wake_every_ = count >= kDeferAllFrom ? std::numeric_limits<std::uint32_t>::max() : kDeferWakes;

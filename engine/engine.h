@@ -59,7 +59,7 @@ struct CheckpointOptions {
 struct EngineOptions {
   std::string dir;            // data directory (created if missing); the log is dir/log
   storage::Io* io = nullptr;  // not owned; must outlive the engine
-  storage::LogOptions log;    // dir and io are set by the engine
+  storage::LogOptions log;    // dir, io and the callback hooks are set by the engine
   base::EventLimits event_limits;
   std::uint32_t key_bytes_max = 4 << 10;
   std::uint32_t value_bytes_max = 1 << 20;

@@ -69,8 +69,8 @@ struct LogOptions {
   std::uint64_t salt_seed = 0;           // 0: random segment salts; else deterministic
   std::function<std::int64_t()> now_ms;  // wall clock for batch timestamps; default real
   // Run on the thread that runs completion callbacks, around each run of them (one per
-  // written group, rejection or failure), with the number of callbacks: the engine batches
-  // the wake-ups of its sequencer for what the callbacks submit.
+  // written batch, and one or two per rejection or failure), with the number of callbacks:
+  // the engine batches the wake-ups of its sequencer for what the callbacks submit.
   std::function<void(std::size_t count)> before_callbacks;
   std::function<void()> after_callbacks;
 };

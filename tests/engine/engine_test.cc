@@ -466,8 +466,12 @@ TEST_F(EngineTest, CommitsSubmittedFromCallbacksAllComplete) {
     };
     for (int c = 0; c < chains; ++c) next(kLength);
     std::unique_lock lock(mu);
-    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return finished == chains; }))
-        << finished << " of " << chains << " chains finished: " << e->DebugState();
+    if (!cv.wait_for(lock, std::chrono::seconds(30), [&] { return finished == chains; })) {
+      ADD_FAILURE() << finished << " of " << chains << " chains finished: " << e->DebugState();
+      lock.unlock();
+      e.reset();  // answers what is left while the chains' state still exists
+      return;
+    }
     EXPECT_EQ(failures.load(), 0);
   }
   std::uint64_t events = 0;
