@@ -19,8 +19,8 @@ namespace lockstep::engine {
 
 namespace {
 
-// The engine whose log writer is running commit callbacks on this thread, if any (between an
-// OnDurable and the log's after_callbacks hook).
+// The engine whose log writer is running commit callbacks on this thread, if any (between the
+// log's before_callbacks and after_callbacks hooks).
 thread_local const Engine* t_completing = nullptr;
 
 // Submissions from commit callbacks per wake of the sequencer, and the group size from which
