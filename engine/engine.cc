@@ -433,8 +433,6 @@ std::future<Result<CommitResult>> Engine::Commit(Transaction txn) {
 void Engine::Commit(Transaction txn, CommitCallback done) {
   Status valid = Validate(txn);
   if (!valid.ok()) {
-    submitted_.fetch_add(1, std::memory_order_relaxed);
-    sequenced_.fetch_add(1, std::memory_order_acq_rel);  // finished with, at once
     metrics_->CountAnswer(valid);
     return done(Result<CommitResult>(valid));
   }
@@ -445,10 +443,8 @@ void Engine::Commit(Transaction txn, CommitCallback done) {
 }
 
 void Engine::Submit(std::shared_ptr<Pending> pending) {
-  submitted_.fetch_add(1, std::memory_order_relaxed);
   Status failed = status();
   if (!failed.ok()) {
-    sequenced_.fetch_add(1, std::memory_order_acq_rel);  // finished with, at once
     return pending->done(Result<CommitResult>(failed));
   }
   bool wake = false;
@@ -456,7 +452,6 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
     std::unique_lock lock(queue_mu_);
     if (stopping_) {
       lock.unlock();
-      sequenced_.fetch_add(1, std::memory_order_acq_rel);
       return pending->done(Result<CommitResult>(base::Unavailable("engine is closing")));
     }
     queue_.push_back(std::move(pending));
@@ -489,6 +484,11 @@ void Engine::AfterLogCallbacks() {
 }
 
 void Engine::HoldLogWrites(bool hold) { log_->HoldWrites(hold); }
+
+bool Engine::SequencerDrained() {
+  std::lock_guard lock(queue_mu_);
+  return queue_.empty() && sequencer_idle_;  // idle only between rounds, in its wait
+}
 
 EngineCounters Engine::counters() const {
   const EngineMetrics& m = *metrics_;
@@ -528,7 +528,6 @@ void Engine::SequencerLoop() {
       if (const Lsn next = log_->next_lsn(); next != expected_next_) RollBack(next);
     }
     for (auto& pending : batch) Process(pending);
-    sequenced_.fetch_add(batch.size(), std::memory_order_acq_rel);
     Reclaim(reclaim, batch.size());
     batch.clear();
   }

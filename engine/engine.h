@@ -356,19 +356,12 @@ class Engine {
   Status status() const;
 
   // Test hooks for a deterministic simulation (lockstep-torture, docs/testing.md): hold the
-  // log's writer (storage::Log::HoldWrites), and count the submissions (commits, catalog
-  // changes, generation bumps, checkpoint captures) made so far and those the engine has
-  // finished with — processed by the sequencer, or refused at once (invalid, engine stopped or
-  // closing) — so that a driver can let a whole batch reach the log before any of it is
-  // written: once sequenced() reaches what submitted() said after its last call. (Not
-  // sequenced() before the batch plus its size: the sequencer counts a round's submissions
-  // after the round, so an earlier call may have been answered and not yet counted.)
-  // REQUIRES: the driver is the only thread submitting; another thread's submissions would
-  // move both counts.
-  // submitted() reads a relaxed count: the driver sees its own increments.
+  // log's writer (storage::Log::HoldWrites), and tell whether the sequencer has taken and
+  // processed everything submitted so far (nothing queued, and it sleeps), so that a driver can
+  // let a whole batch reach the log before any of it is written. Submissions refused at once
+  // (invalid, engine stopped or closing) never queue.
   void HoldLogWrites(bool hold);
-  std::uint64_t submitted() const { return submitted_.load(std::memory_order_acquire); }
-  std::uint64_t sequenced() const { return sequenced_.load(std::memory_order_acquire); }
+  bool SequencerDrained();
 
  private:
   struct Pending;
@@ -487,8 +480,6 @@ class Engine {
 
   std::atomic<std::uint64_t> visible_lsn_{0};
   std::unique_ptr<EngineMetrics> metrics_;
-  std::atomic<std::uint64_t> submitted_{0};  // submissions made (submitted())
-  std::atomic<std::uint64_t> sequenced_{0};  // submissions processed (sequenced())
   // Long-polling fetchers sleep here; OnDurable notifies when events became visible.
   mutable std::mutex events_mu_;
   mutable std::condition_variable events_cv_;
