@@ -23,10 +23,12 @@ namespace {
 // log's before_callbacks and after_callbacks hooks).
 thread_local const Engine* t_completing = nullptr;
 
-// Submissions from commit callbacks per wake of the sequencer, and the group size from which
-// the wake waits for the group's last callback (see Engine::BeforeLogCallbacks).
-constexpr std::uint32_t kDeferWakes = 4;
-constexpr std::size_t kDeferAllFrom = 64;
+// Submissions from commit callbacks per hand-over to the sequencer, in a small group of
+// callbacks and in a large one; and the group size from which the sequencer is woken only after
+// the group's last callback (see Engine::BeforeLogCallbacks).
+constexpr std::size_t kHandOverSmall = 4;
+constexpr std::size_t kHandOverLarge = 16;
+constexpr std::size_t kWakeAfterAllFrom = 64;
 
 }  // namespace
 
@@ -122,6 +124,7 @@ Engine::~Engine() {
 }
 
 Status Engine::status() const {
+  if (!failed_.load(std::memory_order_acquire)) return Status::Ok();
   std::lock_guard lock(failure_mu_);
   return failure_;
 }
@@ -447,6 +450,13 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
   if (!failed.ok()) {
     return pending->done(Result<CommitResult>(failed));
   }
+  if (t_completing == this) {
+    // Submitted from a commit callback (a pipelined client refilling): see BeforeLogCallbacks.
+    // Only the writer thread gets here, so staged_ is its alone.
+    staged_.push_back(std::move(pending));
+    if (staged_.size() >= hand_over_every_) HandOverStaged(may_wake_in_run_);
+    return;
+  }
   bool wake = false;
   {
     std::unique_lock lock(queue_mu_);
@@ -457,30 +467,56 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
     queue_.push_back(std::move(pending));
     wake = sequencer_idle_;  // a busy sequencer takes the queue on its next round anyway
   }
-  if (!wake) return;
-  if (t_completing == this) {
-    // Submitted from a commit callback (a pipelined client refilling): see BeforeLogCallbacks.
-    // Only the writer thread gets here, so deferred_wakes_ is its alone.
-    if (++deferred_wakes_ < wake_every_) return;
-    deferred_wakes_ = 0;
-  }
-  queue_cv_.notify_one();
+  if (wake) queue_cv_.notify_one();
 }
 
-// What commit callbacks submit wakes the sequencer once per kDeferWakes submissions, and, when
-// the group is large (a loaded engine), only after its last callback (AfterLogCallbacks).
-// Waking it per submission had it take one transaction per round and cost the writer thread a
-// futex wake each time (a tenth of its time at 256 outstanding one-event commits); waking it
-// only after the last callback of a small group kept it idle while the callbacks ran (durable
-// transfers at 16 outstanding lost a fifth). docs/engine.md, "Waking the sequencer".
+void Engine::HandOverStaged(bool may_wake) {
+  if (staged_.empty()) return;
+  bool idle = false;
+  {
+    std::unique_lock lock(queue_mu_);
+    if (stopping_) {
+      lock.unlock();
+      // Answering may submit again (into staged_): answer from a list of our own.
+      std::vector<std::shared_ptr<Pending>> refused;
+      refused.swap(staged_);
+      for (auto& p : refused) p->done(Result<CommitResult>(base::Unavailable("engine is closing")));
+      return;
+    }
+    for (auto& p : staged_) queue_.push_back(std::move(p));
+    idle = sequencer_idle_;
+  }
+  staged_.clear();  // keeps its capacity: no allocation per hand-over once warm
+  if (!idle) return;
+  if (may_wake) {
+    queue_cv_.notify_one();
+  } else {
+    wake_owed_ = true;
+  }
+}
+
+// What commit callbacks submit is staged on the writer thread and handed to the sequencer's
+// queue in runs: of kHandOverSmall in a small group of callbacks, each run waking an idle
+// sequencer; of kHandOverLarge in a large group (a loaded engine), waking it only after the
+// group's last callback (AfterLogCallbacks). Waking it per submission had it take one
+// transaction per round and cost the writer thread a futex wake each time (a tenth of its time
+// at 256 outstanding one-event commits); waking it only after the last callback of a small group
+// kept it idle while the callbacks ran (durable transfers at 16 outstanding lost a fifth); and a
+// lock of the queue per submission cost the writer thread another twentieth.
+// docs/engine.md, "Waking the sequencer".
 void Engine::BeforeLogCallbacks(std::size_t count) {
   t_completing = this;
-  wake_every_ = count >= kDeferAllFrom ? std::numeric_limits<std::uint32_t>::max() : kDeferWakes;
+  t_group_durable_ns = base::MonotonicNs();
+  const bool large = count >= kWakeAfterAllFrom;
+  hand_over_every_ = large ? kHandOverLarge : kHandOverSmall;
+  may_wake_in_run_ = !large;
 }
 
 void Engine::AfterLogCallbacks() {
   t_completing = nullptr;
-  if (std::exchange(deferred_wakes_, 0) > 0) queue_cv_.notify_one();
+  t_group_durable_ns = 0;
+  HandOverStaged(/*may_wake=*/true);
+  if (std::exchange(wake_owed_, false)) queue_cv_.notify_one();
 }
 
 void Engine::HoldLogWrites(bool hold) { log_->HoldWrites(hold); }
@@ -977,9 +1013,13 @@ void Engine::Park(const std::shared_ptr<Pending>& p, Result<CommitResult> answer
   // left waiting for a callback that already ran.
   // A failed engine answers nothing more from parked_ (Fail runs before its AnswerParked), so
   // a refusal found while the log was failing gets the failure instead of waiting forever.
+  // OnDurable stores the visible LSN, then reads parked_count_; this counts the entry, then reads
+  // the visible LSN (both sequentially consistent). So either OnDurable sees the count and takes
+  // the lock (waiting for the entry), or this sees its LSN and answers now.
   {
     std::lock_guard lock(parked_mu_);
-    if (observed > visible_lsn()) {
+    parked_count_.fetch_add(1, std::memory_order_seq_cst);
+    if (observed.value() > visible_lsn_.load(std::memory_order_seq_cst)) {
       if (Status failed = status(); !failed.ok()) {
         answer = Result<CommitResult>(std::move(failed));
       } else {
@@ -988,6 +1028,7 @@ void Engine::Park(const std::shared_ptr<Pending>& p, Result<CommitResult> answer
         return;
       }
     }
+    parked_count_.fetch_sub(1, std::memory_order_relaxed);
   }
   p->done(std::move(answer));
 }
@@ -1128,17 +1169,21 @@ void Engine::AnswerParkedFrom(Lsn from, const Status& refusal) {
     auto begin = parked_.lower_bound(from.value());
     for (auto it = begin; it != parked_.end(); ++it) ready.push_back(it->second);
     parked_.erase(begin, parked_.end());
+    parked_count_.fetch_sub(ready.size(), std::memory_order_relaxed);
   }
   for (auto& p : ready) p->done(Result<CommitResult>(refusal));
 }
 
 void Engine::AnswerParked(Lsn durable, const Status& failure) {
+  // Nothing parked (the common case): no lock. See Park for why a new entry is not missed.
+  if (failure.ok() && parked_count_.load(std::memory_order_seq_cst) == 0) return;
   std::vector<std::shared_ptr<Pending>> ready;
   {
     std::lock_guard lock(parked_mu_);
     auto end = failure.ok() ? parked_.upper_bound(durable.value()) : parked_.end();
     for (auto it = parked_.begin(); it != end; ++it) ready.push_back(it->second);
     parked_.erase(parked_.begin(), end);
+    parked_count_.fetch_sub(ready.size(), std::memory_order_relaxed);
   }
   for (auto& p : ready) {
     p->done(failure.ok() ? std::move(*p->parked_answer) : Result<CommitResult>(failure));
@@ -1149,6 +1194,7 @@ void Engine::Fail(const Status& status) {
   {
     std::lock_guard lock(failure_mu_);
     if (failure_.ok()) failure_ = status;
+    failed_.store(true, std::memory_order_release);
   }
   WakeLongPolls();  // WaitForEvents returns when the engine stops
 }

@@ -397,6 +397,9 @@ class Engine {
   void SequencerLoop();
   void BeforeLogCallbacks(std::size_t count);  // the log's hooks (writer thread)
   void AfterLogCallbacks();
+  // Writer thread: moves what commit callbacks submitted into the queue; wakes an idle
+  // sequencer if `may_wake`, else remembers that it should be woken (AfterLogCallbacks).
+  void HandOverStaged(bool may_wake);
   // Sequencer only: moves the version floor along the window and reclaims below what every
   // reader has let go of (docs/engine.md, "Tables"). `now`: the grace period of a floor ended;
   // `processed`: transactions since the last call.
@@ -468,15 +471,22 @@ class Engine {
   std::condition_variable queue_cv_;
   std::deque<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;
-  bool sequencer_idle_ = false;       // guarded by queue_mu_: only then does Submit notify
-  std::uint32_t deferred_wakes_ = 0;  // the log's writer thread only (BeforeLogCallbacks)
-  std::uint32_t wake_every_ = 1;      // the log's writer thread only
-  bool rollback_requested_ = false;   // guarded by queue_mu_: a full disk rejected appends
-  bool reclaim_requested_ = false;    // guarded by queue_mu_: a floor's grace period ended
+  bool sequencer_idle_ = false;  // guarded by queue_mu_: only then does Submit notify
+  // The log's writer thread only (BeforeLogCallbacks): what its commit callbacks submitted,
+  // handed to the queue in runs of hand_over_every_; and whether the sequencer was found idle by
+  // a hand-over that could not wake it.
+  std::vector<std::shared_ptr<Pending>> staged_;
+  std::size_t hand_over_every_ = 1;
+  bool may_wake_in_run_ = true;
+  bool wake_owed_ = false;
+  bool rollback_requested_ = false;  // guarded by queue_mu_: a full disk rejected appends
+  bool reclaim_requested_ = false;   // guarded by queue_mu_: a floor's grace period ended
 
   // Conflicts waiting for the durability of the version they saw: (lsn, pending).
   mutable std::mutex parked_mu_;
   std::multimap<std::uint64_t, std::shared_ptr<Pending>> parked_;
+  // parked_.size(), changed under parked_mu_; OnDurable skips the lock while it is 0 (Park).
+  std::atomic<std::size_t> parked_count_{0};
 
   std::atomic<std::uint64_t> visible_lsn_{0};
   std::unique_ptr<EngineMetrics> metrics_;
@@ -490,6 +500,9 @@ class Engine {
   std::atomic<int> listener_count_{0};
   mutable std::mutex failure_mu_;
   Status failure_;
+  // failure_ is set (it never clears): status() reads failure_ only then, so the commit path,
+  // which asks on every transaction, takes no lock while the engine is healthy.
+  std::atomic<bool> failed_{false};
   // Checkpoints: one at a time under checkpoint_mu_.
   std::mutex checkpoint_mu_;
   std::atomic<std::uint64_t> checkpoint_lsn_{0};

@@ -168,6 +168,11 @@ struct EngineMetrics {
   }
 };
 
+// While the log's writer runs a group of commit callbacks on this thread: when the group began
+// (0 otherwise). Every commit of the group became durable by then, so its latency is timed to
+// it, with one clock read per group instead of one per commit.
+inline thread_local std::int64_t t_group_durable_ns = 0;
+
 class OnceCallback {
  public:
   OnceCallback& operator=(Engine::CommitCallback fn) {
@@ -184,7 +189,9 @@ class OnceCallback {
     if (metrics_ != nullptr) {
       metrics_->CountAnswer(result.status());
       if (result.ok()) {
-        metrics_->commit_ns.Record(static_cast<std::uint64_t>(base::MonotonicNs() - started_ns_));
+        const std::int64_t now = t_group_durable_ns != 0 ? t_group_durable_ns : base::MonotonicNs();
+        metrics_->commit_ns.Record(
+            static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - started_ns_)));
       }
     }
     Engine::CommitCallback fn = std::move(fn_);

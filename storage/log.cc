@@ -313,9 +313,10 @@ Result<Lsn> Log::AppendAt(ConstBytes record, Lsn expected, AppendCallback done) 
                                              record.size(), record_bytes_max()));
   }
   std::unique_lock lock(mu_);
-  if (expected != Lsn() && expected.value() != next_lsn_) {
-    return base::FailedPrecondition(fmt::format(
-        "the next LSN is {}, not {}: a full disk rejected appends", next_lsn_, expected.value()));
+  if (expected != Lsn() && expected.value() != next_lsn_.load(std::memory_order_relaxed)) {
+    return base::FailedPrecondition(
+        fmt::format("the next LSN is {}, not {}: a full disk rejected appends", next_lsn_.load(),
+                    expected.value()));
   }
   Result<Lsn> lsn = AppendLocked(record, std::move(done));
   const bool wake = lsn.ok() && writer_idle_;
@@ -334,10 +335,12 @@ Result<Lsn> Log::AppendLocked(ConstBytes record, AppendCallback&& done) {
         "LSN moves",
         staging_.frames.size()));
   }
-  if (staging_.callbacks.empty()) staging_.first_lsn = Lsn(next_lsn_);
+  const std::uint64_t lsn = next_lsn_.load(std::memory_order_relaxed);
+  if (staging_.callbacks.empty()) staging_.first_lsn = Lsn(lsn);
   AppendFrame(staging_.frames, record);
   staging_.callbacks.push_back(std::move(done));
-  return Lsn(next_lsn_++);
+  next_lsn_.store(lsn + 1, std::memory_order_release);
+  return Lsn(lsn);
 }
 
 Result<Log::PendingAppend> Log::AppendWithFuture(ConstBytes record) {
@@ -710,10 +713,7 @@ Status Log::status() const {
   return failure_;
 }
 
-Lsn Log::next_lsn() const {
-  std::lock_guard lock(mu_);
-  return Lsn(next_lsn_);
-}
+Lsn Log::next_lsn() const { return Lsn(next_lsn_.load(std::memory_order_acquire)); }
 
 Lsn Log::first_lsn() const {
   std::lock_guard lock(segments_mu_);

@@ -295,12 +295,14 @@ class Log {
   // Appenders' side.
   mutable std::mutex mu_;
   std::condition_variable writer_cv_;
-  Staging staging_;             // guarded by mu_
-  std::uint64_t next_lsn_ = 1;  // guarded by mu_
-  bool writer_idle_ = false;    // guarded by mu_
-  bool stopping_ = false;       // guarded by mu_
-  bool hold_ = false;           // guarded by mu_: HoldWrites
-  Status failure_;              // guarded by mu_; sticky
+  Staging staging_;  // guarded by mu_
+  // Written under mu_; next_lsn() reads it without the lock (the sequencer asks per commit,
+  // and AppendAt checks its `expected` under mu_ anyway).
+  std::atomic<std::uint64_t> next_lsn_{1};
+  bool writer_idle_ = false;  // guarded by mu_
+  bool stopping_ = false;     // guarded by mu_
+  bool hold_ = false;         // guarded by mu_: HoldWrites
+  Status failure_;            // guarded by mu_; sticky
   std::atomic<bool> failed_{false};
 
   // Writer's side.

@@ -480,6 +480,48 @@ TEST_F(EngineTest, CommitsSubmittedFromCallbacksAllComplete) {
   EXPECT_EQ(events, (1 + 3 + 300) * 40u);
 }
 
+// Commit callbacks that keep submitting while the engine closes: their submissions are staged on
+// the log's writer thread and handed over in runs, so a run handed over after the sequencer
+// stopped must be answered, not queued where nobody takes it.
+TEST_F(EngineTest, CommitsSubmittedFromCallbacksWhileClosingAreAllAnswered) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTopic("loop", 4).ok());
+  std::atomic<std::uint64_t> submitted{0};
+  std::atomic<std::uint64_t> answered{0};
+  std::atomic<std::uint64_t> committed{0};
+  std::atomic<std::uint64_t> unexpected{0};
+  Engine* engine = e.get();  // the callbacks run inside e.reset(), when e is already null
+  std::function<void()> next = [&] {
+    EventAppend ev;
+    ev.topic = "loop";
+    ev.payload = "again";
+    submitted.fetch_add(1);
+    engine->Commit(Transaction().Append(std::move(ev)), [&](Result<CommitResult> r) {
+      answered.fetch_add(1);
+      if (r.ok()) {
+        committed.fetch_add(1);
+        return next();  // until the engine refuses
+      }
+      if (r.status().code() != StatusCode::kUnavailable) unexpected.fetch_add(1);
+    });
+  };
+  for (int c = 0; c < 300; ++c) next();  // groups of more than 64 callbacks
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (committed.load() < 20000 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GE(committed.load(), 300u);
+  e.reset();  // closes while the callbacks are still submitting
+  EXPECT_EQ(answered.load(), submitted.load());
+  EXPECT_EQ(unexpected.load(), 0u);
+  e = Open();
+  const auto topics = e->ListTopics();
+  ASSERT_EQ(topics.size(), 1u);
+  std::uint64_t events = 0;
+  for (const auto& end : topics[0].end_offsets) events += end.value();
+  EXPECT_EQ(events, committed.load());
+}
+
 TEST_F(EngineTest, AStorageErrorStopsCommitsButNotReads) {
   auto e = Open();
   ASSERT_TRUE(e->CreateTable("t").ok());
