@@ -206,6 +206,10 @@ class OnceCallback {
 };
 
 struct Engine::Pending {
+  // User-provided, so make_shared does not zero the whole object (half a KiB, per commit) before
+  // constructing it: every member initializes itself.
+  Pending() {}  // NOLINT(modernize-use-equals-default)
+
   Transaction txn;
   std::optional<CatalogOp> catalog;
   std::string catalog_name;       // owns catalog->name
