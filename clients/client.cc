@@ -28,41 +28,41 @@ using Clock = std::chrono::steady_clock;
 
 // ---- Transaction ----------------------------------------------------------------------------
 
-Transaction& Transaction::RequireAbsent(std::string table, std::string key) {
+Transaction& Transaction::RequireAbsent(std::string table, std::string key) & {
   preconditions_.push_back({Precondition::Kind::kAbsent, std::move(table), std::move(key), {}});
   return *this;
 }
-Transaction& Transaction::RequireExists(std::string table, std::string key) {
+Transaction& Transaction::RequireExists(std::string table, std::string key) & {
   preconditions_.push_back({Precondition::Kind::kExists, std::move(table), std::move(key), {}});
   return *this;
 }
-Transaction& Transaction::RequireVersion(std::string table, std::string key, Lsn version) {
+Transaction& Transaction::RequireVersion(std::string table, std::string key, Lsn version) & {
   preconditions_.push_back(
       {Precondition::Kind::kVersion, std::move(table), std::move(key), version});
   return *this;
 }
-Transaction& Transaction::Put(std::string table, std::string key, std::string value) {
+Transaction& Transaction::Put(std::string table, std::string key, std::string value) & {
   writes_.push_back({false, std::move(table), std::move(key), std::move(value)});
   return *this;
 }
-Transaction& Transaction::Delete(std::string table, std::string key) {
+Transaction& Transaction::Delete(std::string table, std::string key) & {
   writes_.push_back({true, std::move(table), std::move(key), {}});
   return *this;
 }
-Transaction& Transaction::Append(EventAppend event) {
+Transaction& Transaction::Append(EventAppend event) & {
   events_.push_back(std::move(event));
   return *this;
 }
-Transaction& Transaction::CommitOffset(OffsetCommit commit) {
+Transaction& Transaction::CommitOffset(OffsetCommit commit) & {
   offsets_.push_back(std::move(commit));
   return *this;
 }
-Transaction& Transaction::IdempotencyKey(std::string key) {
+Transaction& Transaction::IdempotencyKey(std::string key) & {
   idempotency_key_ = std::move(key);
   producer_sequence_.reset();
   return *this;
 }
-Transaction& Transaction::ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence) {
+Transaction& Transaction::ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence) & {
   producer_sequence_ = {producer_id, sequence};
   idempotency_key_.reset();
   return *this;

@@ -83,18 +83,46 @@ struct OffsetCommit {
 
 class Transaction {
  public:
-  Transaction& RequireAbsent(std::string table, std::string key);
-  Transaction& RequireExists(std::string table, std::string key);
-  Transaction& RequireVersion(std::string table, std::string key, Lsn version);
-  Transaction& Put(std::string table, std::string key, std::string value);
-  Transaction& Delete(std::string table, std::string key);
-  Transaction& Append(EventAppend event);
-  Transaction& CommitOffset(OffsetCommit commit);
+  Transaction& RequireAbsent(std::string table, std::string key) &;
+  Transaction& RequireExists(std::string table, std::string key) &;
+  Transaction& RequireVersion(std::string table, std::string key, Lsn version) &;
+  Transaction& Put(std::string table, std::string key, std::string value) &;
+  Transaction& Delete(std::string table, std::string key) &;
+  Transaction& Append(EventAppend event) &;
+  Transaction& CommitOffset(OffsetCommit commit) &;
   // A retry with the same key returns the original result instead of committing again. Without
   // one, Client::Commit chooses a unique key (a random per-process prefix and a counter), so its
   // own retries are safe.
-  Transaction& IdempotencyKey(std::string key);
-  Transaction& ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence);
+  Transaction& IdempotencyKey(std::string key) &;
+  Transaction& ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence) &;
+
+  // The same on a temporary (`Transaction().Put(...).Append(...)`): the chain stays an rvalue,
+  // so Commit takes it by move, not by copy.
+  Transaction&& RequireAbsent(std::string table, std::string key) && {
+    return std::move(RequireAbsent(std::move(table), std::move(key)));
+  }
+  Transaction&& RequireExists(std::string table, std::string key) && {
+    return std::move(RequireExists(std::move(table), std::move(key)));
+  }
+  Transaction&& RequireVersion(std::string table, std::string key, Lsn version) && {
+    return std::move(RequireVersion(std::move(table), std::move(key), version));
+  }
+  Transaction&& Put(std::string table, std::string key, std::string value) && {
+    return std::move(Put(std::move(table), std::move(key), std::move(value)));
+  }
+  Transaction&& Delete(std::string table, std::string key) && {
+    return std::move(Delete(std::move(table), std::move(key)));
+  }
+  Transaction&& Append(EventAppend event) && { return std::move(Append(std::move(event))); }
+  Transaction&& CommitOffset(OffsetCommit commit) && {
+    return std::move(CommitOffset(std::move(commit)));
+  }
+  Transaction&& IdempotencyKey(std::string key) && {
+    return std::move(IdempotencyKey(std::move(key)));
+  }
+  Transaction&& ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence) && {
+    return std::move(ProducerSequence(producer_id, sequence));
+  }
 
   const std::vector<Precondition>& preconditions() const { return preconditions_; }
   const std::vector<TableWrite>& writes() const { return writes_; }

@@ -55,32 +55,32 @@ struct OffsetCommit {
 
 class Transaction {
  public:
-  Transaction& RequireAbsent(std::string table, std::string key) {
+  Transaction& RequireAbsent(std::string table, std::string key) & {
     preconditions_.push_back({Precondition::Kind::kAbsent, std::move(table), std::move(key), {}});
     return *this;
   }
-  Transaction& RequireExists(std::string table, std::string key) {
+  Transaction& RequireExists(std::string table, std::string key) & {
     preconditions_.push_back({Precondition::Kind::kExists, std::move(table), std::move(key), {}});
     return *this;
   }
-  Transaction& RequireVersion(std::string table, std::string key, Lsn version) {
+  Transaction& RequireVersion(std::string table, std::string key, Lsn version) & {
     preconditions_.push_back(
         {Precondition::Kind::kVersion, std::move(table), std::move(key), version});
     return *this;
   }
-  Transaction& Put(std::string table, std::string key, std::string value) {
+  Transaction& Put(std::string table, std::string key, std::string value) & {
     writes_.push_back({false, std::move(table), std::move(key), std::move(value)});
     return *this;
   }
-  Transaction& Delete(std::string table, std::string key) {
+  Transaction& Delete(std::string table, std::string key) & {
     writes_.push_back({true, std::move(table), std::move(key), {}});
     return *this;
   }
-  Transaction& Append(EventAppend event) {
+  Transaction& Append(EventAppend event) & {
     events_.push_back(std::move(event));
     return *this;
   }
-  Transaction& CommitOffset(OffsetCommit commit) {
+  Transaction& CommitOffset(OffsetCommit commit) & {
     offsets_.push_back(std::move(commit));
     return *this;
   }
@@ -88,12 +88,12 @@ class Transaction {
   // the retry gets the original result. Either a client-chosen key, or a producer id and sequence
   // number; the two never collide. The key says nothing about the content: a different
   // transaction under a remembered key gets the remembered result, as in Kafka.
-  Transaction& IdempotencyKey(std::string_view key) {
+  Transaction& IdempotencyKey(std::string_view key) & {
     idempotency_key_ = std::string(1, '\x00');
     idempotency_key_->append(key);
     return *this;
   }
-  Transaction& ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence) {
+  Transaction& ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence) & {
     idempotency_key_ = std::string(1, '\x01');
     for (std::uint64_t v : {producer_id, sequence}) {
       for (int shift = 56; shift >= 0; shift -= 8) {
@@ -101,6 +101,32 @@ class Transaction {
       }
     }
     return *this;
+  }
+
+  // The same on a temporary (`Transaction().Put(...).Append(...)`): the chain stays an rvalue,
+  // so Commit takes it by move, not by copy.
+  Transaction&& RequireAbsent(std::string table, std::string key) && {
+    return std::move(RequireAbsent(std::move(table), std::move(key)));
+  }
+  Transaction&& RequireExists(std::string table, std::string key) && {
+    return std::move(RequireExists(std::move(table), std::move(key)));
+  }
+  Transaction&& RequireVersion(std::string table, std::string key, Lsn version) && {
+    return std::move(RequireVersion(std::move(table), std::move(key), version));
+  }
+  Transaction&& Put(std::string table, std::string key, std::string value) && {
+    return std::move(Put(std::move(table), std::move(key), std::move(value)));
+  }
+  Transaction&& Delete(std::string table, std::string key) && {
+    return std::move(Delete(std::move(table), std::move(key)));
+  }
+  Transaction&& Append(EventAppend event) && { return std::move(Append(std::move(event))); }
+  Transaction&& CommitOffset(OffsetCommit commit) && {
+    return std::move(CommitOffset(std::move(commit)));
+  }
+  Transaction&& IdempotencyKey(std::string_view key) && { return std::move(IdempotencyKey(key)); }
+  Transaction&& ProducerSequence(std::uint64_t producer_id, std::uint64_t sequence) && {
+    return std::move(ProducerSequence(producer_id, sequence));
   }
 
   const std::vector<Precondition>& preconditions() const { return preconditions_; }

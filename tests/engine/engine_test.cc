@@ -13,6 +13,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 
 #include "storage/fault_io.h"
 #include "tests/testing/temp_dir.h"
@@ -520,6 +521,25 @@ TEST_F(EngineTest, CommitsSubmittedFromCallbacksWhileClosingAreAllAnswered) {
   std::uint64_t events = 0;
   for (const auto& end : topics[0].end_offsets) events += end.value();
   EXPECT_EQ(events, committed.load());
+}
+
+// A builder chain on a temporary stays an rvalue, so Commit(Transaction) takes it by move: the
+// event's payload reaches the engine in the buffer it was built in, never copied.
+TEST(TransactionBuilder, AChainOnATemporaryMovesInsteadOfCopying) {
+  static_assert(std::is_same_v<decltype(Transaction().Put("t", "k", "v")), Transaction&&>);
+  Transaction named;
+  static_assert(std::is_same_v<decltype(named.Put("t", "k", "v")), Transaction&>);
+  std::string payload(1000, 'p');
+  const char* buffer = payload.data();
+  EventAppend ev;
+  ev.topic = "audit";
+  ev.payload = std::move(payload);
+  Transaction built =
+      Transaction().Put("t", "k", "v").Append(std::move(ev)).RequireAbsent("t", "x");
+  ASSERT_EQ(built.events().size(), 1u);
+  EXPECT_EQ(built.events()[0].payload.data(), buffer);
+  EXPECT_EQ(built.writes().size(), 1u);
+  EXPECT_EQ(built.preconditions().size(), 1u);
 }
 
 TEST_F(EngineTest, AStorageErrorStopsCommitsButNotReads) {

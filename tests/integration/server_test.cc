@@ -10,12 +10,33 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <string>
+#include <type_traits>
 
 #include "base/endian.h"
 #include "tests/integration/server_fixture.h"
 
 namespace lockstep::integration {
 namespace {
+
+// As the engine's builder: a chain on a temporary stays an rvalue and moves into Commit.
+TEST(ClientTransactionBuilder, AChainOnATemporaryMovesInsteadOfCopying) {
+  static_assert(
+      std::is_same_v<decltype(client::Transaction().Put("t", "k", "v")), client::Transaction&&>);
+  client::Transaction named;
+  static_assert(std::is_same_v<decltype(named.Put("t", "k", "v")), client::Transaction&>);
+  std::string payload(1000, 'p');
+  const char* buffer = payload.data();
+  client::EventAppend ev;
+  ev.topic = "audit";
+  ev.payload = std::move(payload);
+  client::Transaction built =
+      client::Transaction().Put("t", "k", "v").Append(std::move(ev)).IdempotencyKey("once");
+  ASSERT_EQ(built.events().size(), 1u);
+  EXPECT_EQ(built.events()[0].payload.data(), buffer);
+  EXPECT_EQ(built.writes().size(), 1u);
+  EXPECT_EQ(built.idempotency_key(), "once");
+}
 
 TEST_F(ServerTest, ProduceThenConsume) {
   ASSERT_TRUE(client_->CreateTopic("orders", 2).ok());
