@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <new>
 #include <type_traits>
 
@@ -103,6 +104,8 @@ std::size_t Table::NodeBytes(const Node* node) {
 }
 
 void Table::Unlink(Node* node, std::vector<void*>* garbage) {
+  ++shape_;
+  std::fill(std::begin(found_), std::end(found_), nullptr);
   Node* prev[kMaxHeight];
   Node* found = FindGreaterOrEqual(KeyOf(node), prev);
   LOCKSTEP_ASSERT(found == node);
@@ -256,11 +259,40 @@ const Table::Version* Table::VisibleAt(const Node* node, Lsn at) {
   return v == nullptr || v->tombstone ? nullptr : v;
 }
 
+Table::Node* Table::CachedNode(std::string_view key) const {
+  for (Node* node : found_) {
+    if (node != nullptr && KeyOf(node) == key) return node;
+  }
+  return nullptr;
+}
+
+void Table::RememberNode(Node* node) const {
+  found_[found_next_] = node;
+  found_next_ = (found_next_ + 1) % kFoundNodes;
+}
+
+void Table::RememberMiss(std::string_view key, Node* const* prev) const {
+  missed_key_.assign(key);
+  std::copy(prev, prev + height_.load(std::memory_order_relaxed), missed_prev_);
+  missed_shape_ = shape_;
+}
+
+bool Table::CachedMiss(std::string_view key, Node** prev) const {
+  if (missed_shape_ != shape_ || missed_key_ != key) return false;
+  std::copy(missed_prev_, missed_prev_ + height_.load(std::memory_order_relaxed), prev);
+  return true;
+}
+
 void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
   Node* prev[kMaxHeight];
-  Node* node = FindGreaterOrEqual(k, prev);
-  if (node == nullptr || KeyOf(node) != k) {
+  Node* node = CachedNode(k);
+  if (node == nullptr && !CachedMiss(k, prev)) {
+    node = FindGreaterOrEqual(k, prev);
+    if (node != nullptr && KeyOf(node) != k) node = nullptr;
+  }
+  if (node == nullptr) {
+    ++shape_;
     const int height = RandomHeight();
     const int current = height_.load(std::memory_order_relaxed);
     for (int i = current; i < height; ++i) prev[i] = head_;
@@ -273,6 +305,7 @@ void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
     }
     if (height > current) height_.store(height, std::memory_order_relaxed);
   }
+  RememberNode(node);
   const Version* newest = node->newest.load(std::memory_order_relaxed);
   LOCKSTEP_ASSERT(newest == nullptr || newest->lsn < lsn);
   const std::size_t size = sizeof(Version) + value.size();
@@ -296,8 +329,16 @@ void Table::Delete(Bytes key, Lsn lsn) { AddVersion(key, {}, true, lsn); }
 
 std::optional<Table::Newest> Table::NewestVersion(Bytes key) const {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  const Node* node = FindGreaterOrEqual(k, nullptr);
-  if (node == nullptr || KeyOf(node) != k) return std::nullopt;
+  Node* node = CachedNode(k);
+  if (node == nullptr) {
+    Node* prev[kMaxHeight];
+    node = FindGreaterOrEqual(k, prev);
+    if (node == nullptr || KeyOf(node) != k) {
+      RememberMiss(k, prev);  // a put of this key may follow: it links the node right here
+      return std::nullopt;
+    }
+    RememberNode(node);
+  }
   const Version* v = node->newest.load(std::memory_order_relaxed);
   if (v == nullptr) return std::nullopt;  // every version was rolled back
   return Newest{v->lsn, !v->tombstone, ValueOf(v)};

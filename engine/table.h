@@ -175,6 +175,23 @@ class Table {
   bool puts_sorted_ = true;
   std::atomic<int> height_{1};
   std::mt19937_64 rng_;  // writer only
+
+  // Writer only: where its last lookups led, so that a transaction that checks a key and then
+  // writes it (a precondition, then a put; an idempotency key looked up, then remembered) walks
+  // the list once. Each lookup is otherwise a dozen or more cache misses (docs/engine.md,
+  // "Tables"). Nodes found: valid until a node is unlinked (Unlink clears them). A key found
+  // absent, with its predecessors: valid while shape_ (nodes linked or unlinked) is unchanged.
+  static constexpr std::size_t kFoundNodes = 4;
+  Node* CachedNode(std::string_view key) const;
+  void RememberNode(Node* node) const;
+  void RememberMiss(std::string_view key, Node* const* prev) const;
+  bool CachedMiss(std::string_view key, Node** prev) const;
+  mutable Node* found_[kFoundNodes] = {};
+  mutable std::size_t found_next_ = 0;
+  mutable std::string missed_key_;
+  mutable Node* missed_prev_[kMaxHeight] = {};
+  mutable std::uint64_t missed_shape_ = UINT64_MAX;
+  std::uint64_t shape_ = 0;
   std::atomic<std::uint64_t> bytes_{0};
 };
 

@@ -121,6 +121,37 @@ struct Model {
   }
 };
 
+// The writer remembers where its lookups led (a precondition's key, then its put). A position
+// goes stale when a node is linked or unlinked in between: the put must then search again.
+TEST(Table, AWriteAfterALookupNeverUsesAStalePosition) {
+  using V = std::vector<std::string>;
+  Table t;
+  std::vector<void*> garbage;
+  t.Put(AsBytes("a"), AsBytes("1"), Lsn(1));
+  t.Put(AsBytes("c"), AsBytes("1"), Lsn(2));
+  // "b" is absent: its predecessor is "a". Then "ab" is linked right after "a".
+  EXPECT_FALSE(t.NewestVersion(AsBytes("b")).has_value());
+  t.Put(AsBytes("ab"), AsBytes("2"), Lsn(3));
+  t.Put(AsBytes("b"), AsBytes("3"), Lsn(4));  // after "ab", not before it
+  EXPECT_EQ(Keys(t, {}, Lsn(4)), (V{"a", "ab", "b", "c"}));
+  // "k" is found, then unlinked (its only version rolled back), then written again: the new
+  // version goes to a new node in the list, not to the unlinked one.
+  t.Put(AsBytes("k"), AsBytes("4"), Lsn(5));
+  ASSERT_TRUE(t.NewestVersion(AsBytes("k")).has_value());
+  t.Rollback(AsBytes("k"), Lsn(5), &garbage);
+  EXPECT_FALSE(t.NewestVersion(AsBytes("k")).has_value());
+  t.Put(AsBytes("k"), AsBytes("5"), Lsn(5));
+  {
+    rcu::ReadGuard guard;
+    auto k = t.Get(AsBytes("k"), Lsn(5));
+    ASSERT_TRUE(k.has_value());
+    EXPECT_EQ(k->value, "5");
+  }
+  EXPECT_EQ(Keys(t, {}, Lsn(5)), (V{"a", "ab", "b", "c", "k"}));
+  rcu::FreeAfterReaders(std::move(garbage));
+  rcu::Barrier();
+}
+
 TEST(Table, RandomHistoriesMatchABruteForceModel) {
   const std::uint64_t seed = testing::TestSeed();
   SCOPED_TRACE(testing::SeedTrace(seed));
