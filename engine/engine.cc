@@ -23,12 +23,10 @@ namespace {
 // log's before_callbacks and after_callbacks hooks).
 thread_local const Engine* t_completing = nullptr;
 
-// Submissions from commit callbacks per hand-over to the sequencer, in a small group of
-// callbacks and in a large one; and the group size from which the sequencer is woken only after
-// the group's last callback (see Engine::BeforeLogCallbacks).
-constexpr std::size_t kHandOverSmall = 4;
-constexpr std::size_t kHandOverLarge = 16;
-constexpr std::size_t kWakeAfterAllFrom = 64;
+// Submissions from commit callbacks per wake of the sequencer, and the group size from which
+// the wake waits for the group's last callback (see Engine::BeforeLogCallbacks).
+constexpr std::uint32_t kDeferWakes = 4;
+constexpr std::size_t kDeferAllFrom = 64;
 
 }  // namespace
 
@@ -450,13 +448,6 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
   if (!failed.ok()) {
     return pending->done(Result<CommitResult>(failed));
   }
-  if (t_completing == this) {
-    // Submitted from a commit callback (a pipelined client refilling): see BeforeLogCallbacks.
-    // Only the writer thread gets here, so staged_ is its alone.
-    staged_.push_back(std::move(pending));
-    if (staged_.size() >= hand_over_every_) HandOverStaged(may_wake_in_run_);
-    return;
-  }
   bool wake = false;
   {
     std::unique_lock lock(queue_mu_);
@@ -467,56 +458,34 @@ void Engine::Submit(std::shared_ptr<Pending> pending) {
     queue_.push_back(std::move(pending));
     wake = sequencer_idle_;  // a busy sequencer takes the queue on its next round anyway
   }
-  if (wake) queue_cv_.notify_one();
+  if (!wake) return;
+  if (t_completing == this) {
+    // Submitted from a commit callback (a pipelined client refilling): see BeforeLogCallbacks.
+    // Only the writer thread gets here, so deferred_wakes_ is its alone.
+    if (++deferred_wakes_ < wake_every_) return;
+    deferred_wakes_ = 0;
+  }
+  queue_cv_.notify_one();
 }
 
-void Engine::HandOverStaged(bool may_wake) {
-  if (staged_.empty()) return;
-  bool idle = false;
-  {
-    std::unique_lock lock(queue_mu_);
-    if (stopping_) {
-      lock.unlock();
-      // Answering may submit again (into staged_): answer from a list of our own.
-      std::vector<std::shared_ptr<Pending>> refused;
-      refused.swap(staged_);
-      for (auto& p : refused) p->done(Result<CommitResult>(base::Unavailable("engine is closing")));
-      return;
-    }
-    for (auto& p : staged_) queue_.push_back(std::move(p));
-    idle = sequencer_idle_;
-  }
-  staged_.clear();  // keeps its capacity: no allocation per hand-over once warm
-  if (!idle) return;
-  if (may_wake) {
-    queue_cv_.notify_one();
-  } else {
-    wake_owed_ = true;
-  }
-}
-
-// What commit callbacks submit is staged on the writer thread and handed to the sequencer's
-// queue in runs: of kHandOverSmall in a small group of callbacks, each run waking an idle
-// sequencer; of kHandOverLarge in a large group (a loaded engine), waking it only after the
-// group's last callback (AfterLogCallbacks). Waking it per submission had it take one
-// transaction per round and cost the writer thread a futex wake each time (a tenth of its time
-// at 256 outstanding one-event commits); waking it only after the last callback of a small group
-// kept it idle while the callbacks ran (durable transfers at 16 outstanding lost a fifth); and a
-// lock of the queue per submission cost the writer thread another twentieth.
+// What commit callbacks submit goes into the queue at once (so a Commit that returned is
+// sequenced before any Commit called after it, whatever the threads), but wakes the sequencer
+// once per kDeferWakes submissions, and, when the group is large (a loaded engine), only after
+// its last callback (AfterLogCallbacks). Waking it per submission had it take one transaction
+// per round and cost the writer thread a futex wake each time (a tenth of its time at 256
+// outstanding one-event commits); waking it only after the last callback of a small group kept
+// it idle while the callbacks ran (durable transfers at 16 outstanding lost a fifth).
 // docs/engine.md, "Waking the sequencer".
 void Engine::BeforeLogCallbacks(std::size_t count) {
   t_completing = this;
   t_group_durable_ns = base::MonotonicNs();
-  const bool large = count >= kWakeAfterAllFrom;
-  hand_over_every_ = large ? kHandOverLarge : kHandOverSmall;
-  may_wake_in_run_ = !large;
+  wake_every_ = count >= kDeferAllFrom ? std::numeric_limits<std::uint32_t>::max() : kDeferWakes;
 }
 
 void Engine::AfterLogCallbacks() {
   t_completing = nullptr;
   t_group_durable_ns = 0;
-  HandOverStaged(/*may_wake=*/true);
-  if (std::exchange(wake_owed_, false)) queue_cv_.notify_one();
+  if (std::exchange(deferred_wakes_, 0) > 0) queue_cv_.notify_one();
 }
 
 void Engine::HoldLogWrites(bool hold) { log_->HoldWrites(hold); }
@@ -601,7 +570,7 @@ Status Check(const Precondition& p, const std::optional<Table::Newest>& newest, 
 }
 
 // The group's newest generation (0 if it never had one) and the LSN that wrote it.
-std::uint64_t NewestGeneration(const Table& groups, std::string_view group, Lsn* observed) {
+std::uint64_t NewestGeneration(Table& groups, std::string_view group, Lsn* observed) {
   auto newest = groups.NewestVersion(AsBytes(group));
   *observed = newest ? newest->lsn : Lsn();
   if (!newest || !newest->exists) return 0;

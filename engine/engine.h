@@ -348,7 +348,8 @@ class Engine {
 
   Lsn visible_lsn() const { return Lsn(visible_lsn_.load(std::memory_order_acquire)); }
   EngineCounters counters() const;
-  // Nanoseconds from Commit() to a transaction's answer with a result (its durability).
+  // Nanoseconds from Commit() to a transaction's answer with a result: to when it was known
+  // durable (the start of the log's group of callbacks that answers it).
   const base::AtomicHistogram& commit_latency_ns() const;
   // The log, for its figures (stats(), write_sync_ns(), batch_records()).
   const storage::Log& log() const { return *log_; }
@@ -397,9 +398,6 @@ class Engine {
   void SequencerLoop();
   void BeforeLogCallbacks(std::size_t count);  // the log's hooks (writer thread)
   void AfterLogCallbacks();
-  // Writer thread: moves what commit callbacks submitted into the queue; wakes an idle
-  // sequencer if `may_wake`, else remembers that it should be woken (AfterLogCallbacks).
-  void HandOverStaged(bool may_wake);
   // Sequencer only: moves the version floor along the window and reclaims below what every
   // reader has let go of (docs/engine.md, "Tables"). `now`: the grace period of a floor ended;
   // `processed`: transactions since the last call.
@@ -471,16 +469,11 @@ class Engine {
   std::condition_variable queue_cv_;
   std::deque<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;
-  bool sequencer_idle_ = false;  // guarded by queue_mu_: only then does Submit notify
-  // The log's writer thread only (BeforeLogCallbacks): what its commit callbacks submitted,
-  // handed to the queue in runs of hand_over_every_; and whether the sequencer was found idle by
-  // a hand-over that could not wake it.
-  std::vector<std::shared_ptr<Pending>> staged_;
-  std::size_t hand_over_every_ = 1;
-  bool may_wake_in_run_ = true;
-  bool wake_owed_ = false;
-  bool rollback_requested_ = false;  // guarded by queue_mu_: a full disk rejected appends
-  bool reclaim_requested_ = false;   // guarded by queue_mu_: a floor's grace period ended
+  bool sequencer_idle_ = false;       // guarded by queue_mu_: only then does Submit notify
+  std::uint32_t deferred_wakes_ = 0;  // the log's writer thread only (BeforeLogCallbacks)
+  std::uint32_t wake_every_ = 1;      // the log's writer thread only
+  bool rollback_requested_ = false;   // guarded by queue_mu_: a full disk rejected appends
+  bool reclaim_requested_ = false;    // guarded by queue_mu_: a floor's grace period ended
 
   // Conflicts waiting for the durability of the version they saw: (lsn, pending).
   mutable std::mutex parked_mu_;

@@ -189,9 +189,11 @@ class OnceCallback {
     if (metrics_ != nullptr) {
       metrics_->CountAnswer(result.status());
       if (result.ok()) {
-        const std::int64_t now = t_group_durable_ns != 0 ? t_group_durable_ns : base::MonotonicNs();
-        metrics_->commit_ns.Record(
-            static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - started_ns_)));
+        // A commit made after its group began (a retry parked and answered within the group)
+        // reads the clock.
+        const std::int64_t now =
+            t_group_durable_ns >= started_ns_ ? t_group_durable_ns : base::MonotonicNs();
+        metrics_->commit_ns.Record(static_cast<std::uint64_t>(now - started_ns_));
       }
     }
     Engine::CommitCallback fn = std::move(fn_);

@@ -266,12 +266,12 @@ Table::Node* Table::CachedNode(std::string_view key) const {
   return nullptr;
 }
 
-void Table::RememberNode(Node* node) const {
+void Table::RememberNode(Node* node) {
   found_[found_next_] = node;
   found_next_ = (found_next_ + 1) % kFoundNodes;
 }
 
-void Table::RememberMiss(std::string_view key, Node* const* prev) const {
+void Table::RememberMiss(std::string_view key, Node* const* prev) {
   missed_key_.assign(key);
   std::copy(prev, prev + height_.load(std::memory_order_relaxed), missed_prev_);
   missed_shape_ = shape_;
@@ -327,7 +327,7 @@ void Table::Put(Bytes key, Bytes value, Lsn lsn) { AddVersion(key, value, false,
 
 void Table::Delete(Bytes key, Lsn lsn) { AddVersion(key, {}, true, lsn); }
 
-std::optional<Table::Newest> Table::NewestVersion(Bytes key) const {
+std::optional<Table::Newest> Table::NewestVersion(Bytes key) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
   Node* node = CachedNode(k);
   if (node == nullptr) {

@@ -80,7 +80,9 @@ class Table {
     bool exists = false;
     Bytes value;
   };
-  std::optional<Newest> NewestVersion(Bytes key) const;
+  // Not const: it updates the writer's lookup memory (see found_), so a reader holding a const
+  // Table cannot call it.
+  std::optional<Newest> NewestVersion(Bytes key);
 
   // Any thread, inside an rcu::ReadGuard: the value of `key` at snapshot `at`, and the LSN that
   // wrote it; nullopt when the key is absent (never written, deleted, or written only after `at`).
@@ -183,14 +185,14 @@ class Table {
   // absent, with its predecessors: valid while shape_ (nodes linked or unlinked) is unchanged.
   static constexpr std::size_t kFoundNodes = 4;
   Node* CachedNode(std::string_view key) const;
-  void RememberNode(Node* node) const;
-  void RememberMiss(std::string_view key, Node* const* prev) const;
+  void RememberNode(Node* node);
+  void RememberMiss(std::string_view key, Node* const* prev);
   bool CachedMiss(std::string_view key, Node** prev) const;
-  mutable Node* found_[kFoundNodes] = {};
-  mutable std::size_t found_next_ = 0;
-  mutable std::string missed_key_;
-  mutable Node* missed_prev_[kMaxHeight] = {};
-  mutable std::uint64_t missed_shape_ = UINT64_MAX;
+  Node* found_[kFoundNodes] = {};
+  std::size_t found_next_ = 0;
+  std::string missed_key_;
+  Node* missed_prev_[kMaxHeight] = {};
+  std::uint64_t missed_shape_ = UINT64_MAX;
   std::uint64_t shape_ = 0;
   std::atomic<std::uint64_t> bytes_{0};
 };

@@ -149,7 +149,7 @@ Status Log::Recover(RecoveryReport* report) {
   active_since_ns_ = base::MonotonicNs();
   active_start_pos_ = active_->end_pos.load();
   const std::uint64_t last = active_->last_lsn.load();
-  next_lsn_ = last + 1;
+  next_lsn_.store(last + 1, std::memory_order_release);
   durable_lsn_.store(last);
   completed_lsn_.store(last);
   report->segments = static_cast<std::uint32_t>(segments_.size());
@@ -645,7 +645,7 @@ void Log::RejectForDiskFull(const Status& status) {
     std::lock_guard lock(mu_);
     // Nothing after the durable LSN was written: those LSNs are handed out again.
     LOCKSTEP_ASSERT(writing_.first_lsn.value() + writing_.done_records == durable_lsn_.load() + 1);
-    next_lsn_ = durable_lsn_.load() + 1;
+    next_lsn_.store(durable_lsn_.load() + 1, std::memory_order_release);
     std::swap(rejected, staging_);
     // Under mu_, so that Flush() sees either the old next LSN or this rejection.
     disk_full_rejections_.fetch_add(1);
@@ -691,7 +691,7 @@ Status Log::Flush() {
   {
     std::lock_guard lock(mu_);
     if (!failure_.ok()) return failure_;
-    target = Lsn(next_lsn_ - 1);
+    target = Lsn(next_lsn_.load(std::memory_order_relaxed) - 1);
     rejections = disk_full_rejections_.load();
   }
   if (options_.writer_thread) {

@@ -484,15 +484,19 @@ TEST_F(EngineTest, CommitsSubmittedFromCallbacksAllComplete) {
 // Commit callbacks that keep submitting while the engine closes: their submissions are staged on
 // the log's writer thread and handed over in runs, so a run handed over after the sequencer
 // stopped must be answered, not queued where nobody takes it.
+// Commit callbacks that keep submitting while the engine closes: every submission is answered
+// (committed, or refused "engine is closing"), none is queued where nobody takes it.
 TEST_F(EngineTest, CommitsSubmittedFromCallbacksWhileClosingAreAllAnswered) {
-  auto e = Open();
-  ASSERT_TRUE(e->CreateTopic("loop", 4).ok());
+  // Declared before the engine: its destructor runs callbacks that use them, on every path out.
   std::atomic<std::uint64_t> submitted{0};
   std::atomic<std::uint64_t> answered{0};
   std::atomic<std::uint64_t> committed{0};
   std::atomic<std::uint64_t> unexpected{0};
+  std::function<void()> next;
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTopic("loop", 4).ok());
   Engine* engine = e.get();  // the callbacks run inside e.reset(), when e is already null
-  std::function<void()> next = [&] {
+  next = [&] {
     EventAppend ev;
     ev.topic = "loop";
     ev.payload = "again";
@@ -511,8 +515,8 @@ TEST_F(EngineTest, CommitsSubmittedFromCallbacksWhileClosingAreAllAnswered) {
   while (committed.load() < 20000 && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ASSERT_GE(committed.load(), 300u);
   e.reset();  // closes while the callbacks are still submitting
+  EXPECT_GE(committed.load(), 300u);
   EXPECT_EQ(answered.load(), submitted.load());
   EXPECT_EQ(unexpected.load(), 0u);
   e = Open();
@@ -523,8 +527,6 @@ TEST_F(EngineTest, CommitsSubmittedFromCallbacksWhileClosingAreAllAnswered) {
   EXPECT_EQ(events, committed.load());
 }
 
-// A builder chain on a temporary stays an rvalue, so Commit(Transaction) takes it by move: the
-// event's payload reaches the engine in the buffer it was built in, never copied.
 TEST(TransactionBuilder, AChainOnATemporaryMovesInsteadOfCopying) {
   static_assert(std::is_same_v<decltype(Transaction().Put("t", "k", "v")), Transaction&&>);
   Transaction named;

@@ -148,6 +148,12 @@ TEST(Table, AWriteAfterALookupNeverUsesAStalePosition) {
     EXPECT_EQ(k->value, "5");
   }
   EXPECT_EQ(Keys(t, {}, Lsn(5)), (V{"a", "ab", "b", "c", "k"}));
+  // "m" is absent: its predecessor is "k". Then "k" is unlinked, and "m" written with no lookup
+  // in between: it must not be linked after the unlinked node.
+  EXPECT_FALSE(t.NewestVersion(AsBytes("m")).has_value());
+  t.Rollback(AsBytes("k"), Lsn(5), &garbage);
+  t.Put(AsBytes("m"), AsBytes("6"), Lsn(5));
+  EXPECT_EQ(Keys(t, {}, Lsn(5)), (V{"a", "ab", "b", "c", "m"}));
   rcu::FreeAfterReaders(std::move(garbage));
   rcu::Barrier();
 }
