@@ -545,7 +545,9 @@ Result<ConsumedBatch> Consumer::PollBatch(std::chrono::milliseconds timeout) {
         } else if (r.status().code() == base::StatusCode::kOutOfRange) {
           reset.push_back(part);
         } else if (r.status().code() != base::StatusCode::kUnavailable &&
-                   r.status().code() != base::StatusCode::kDeadlineExceeded && failure.ok()) {
+                   (r.status().code() != base::StatusCode::kDeadlineExceeded ||
+                    options_.fail_when_unreachable) &&
+                   failure.ok()) {
           failure = r.status().WithContext(
               fmt::format("fetching {}/{}", part->topic, part->partition.value()));
         }

@@ -261,6 +261,23 @@ TEST_F(Cli, ProduceAcrossAServerKillPrintsExactlyTheAcknowledgedLines) {
   expect_printed_in_log(cut.out, "more-", events);
 }
 
+// `consume --follow` prints what there is, waits for more, and gives up with exit 1 once the
+// server has stayed away for --timeout (the client library alone would retry for ever).
+TEST_F(Cli, ConsumeGivesUpOnAServerGoneForItsTimeout) {
+  ASSERT_EQ(Run({"topic", "create", "t"}).exit_code, 0);
+  ASSERT_EQ(Run({"produce", "t"}, "one\ntwo\n").exit_code, 0);
+  auto running = Spawn({"consume", "t", "--follow", "--timeout", "1"});
+  ASSERT_TRUE(WaitForLines(running.out, 2)) << ReadFile(running.err);
+  const auto killed = std::chrono::steady_clock::now();
+  EXPECT_EQ(daemon_->Stop(SIGKILL), -1);
+  auto gone = Finish(running);  // bounded at 30 s, a failure past it
+  const auto waited = std::chrono::steady_clock::now() - killed;
+  EXPECT_EQ(gone.exit_code, 1) << gone.err;
+  EXPECT_EQ(gone.out, "one\ntwo\n");
+  EXPECT_NE(gone.err.find(broker_), std::string::npos) << gone.err;
+  EXPECT_LT(waited, 20s);
+}
+
 TEST_F(Cli, ProducePrintsOnePositionPerLineAndConsumeReadsThemBack) {
   ASSERT_EQ(Run({"topic", "create", "log"}).exit_code, 0);
   auto produced = Run({"produce", "log"}, "first\nsecond\nthird\n");

@@ -264,6 +264,7 @@ int Consume(const Context& ctx, const ConsumeArgs& a) {
   client::ConsumerOptions co;
   co.group = a.group;
   co.max_wait = std::chrono::milliseconds(500);
+  co.fail_when_unreachable = true;  // a server gone for --timeout ends the command (exit 1)
   auto consumer = client::Consumer::Create(**client, co);
   if (!consumer.ok()) return Fail(consumer.status());
   Status assigned = a.group.empty()
