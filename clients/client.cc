@@ -93,6 +93,7 @@ struct Call {
   bool resend_safe = false;
   bool sent = false;  // written (maybe partly) on some connection
   Clock::time_point deadline;
+  std::chrono::milliseconds budget{0};  // the deadline, from when the call was made
   std::function<void(Result<Response>)> done;
 };
 
@@ -167,7 +168,8 @@ class Client::Impl {
     std::memcpy(frame->data() + header.size(), fbb.GetBufferPointer(), fbb.GetSize());
     call.frame = std::move(frame);
     call.resend_safe = resend_safe;
-    call.deadline = Clock::now() + options_.retry_deadline + extra;
+    call.budget = options_.retry_deadline + extra;
+    call.deadline = Clock::now() + call.budget;
     call.done = std::move(done);
     asio::post(io_, [this, id, call = std::move(call)]() mutable {
       if (closed_) return call.done(base::Unavailable("the client was closed"));
@@ -178,6 +180,7 @@ class Client::Impl {
   }
 
   std::uint64_t reconnects() const { return reconnects_.load(); }
+  bool connected() const { return connected_.load(std::memory_order_acquire); }
 
  private:
   void Connect() {
@@ -272,6 +275,8 @@ class Client::Impl {
         server_max_frame_.store(hs->max_frame_bytes() == 0 ? UINT32_MAX : hs->max_frame_bytes());
       }
       ready_ = true;
+      connected_.store(true, std::memory_order_release);
+      last_error_.clear();  // a later timeout must not quote an outage that is over
       backoff_ = options_.backoff_initial;
       if (on_ready_) std::exchange(on_ready_, nullptr)(Status::Ok());
       // Everything not yet sent, once each, in the order it was made.
@@ -324,6 +329,7 @@ class Client::Impl {
     ++generation_;  // handlers of the broken connection are ignored from now on
     const bool was_ready = ready_;
     ready_ = false;
+    connected_.store(false, std::memory_order_release);
     writing_ = false;
     boost::system::error_code ignored;
     socket_.close(ignored);
@@ -364,12 +370,13 @@ class Client::Impl {
       }
       auto done = std::move(it->second.done);
       const bool sent = it->second.sent;
+      const std::chrono::milliseconds budget = it->second.budget;
       it = calls_.erase(it);
-      done(base::DeadlineExceeded(fmt::format(
-          "no answer from {} within {} ms ({}); {}", options_.broker,
-          options_.retry_deadline.count(), last_error_.empty() ? "no error seen" : last_error_,
-          sent ? "the request was sent: its outcome is unknown"
-               : "the request was never sent: it did not happen")));
+      done(base::DeadlineExceeded(
+          fmt::format("no answer from {} within {} ms ({}); {}", options_.broker, budget.count(),
+                      last_error_.empty() ? "no error seen" : last_error_,
+                      sent ? "the request was sent: its outcome is unknown"
+                           : "the request was never sent: it did not happen")));
     }
     if (on_ready_ && start_deadline_ < now) {
       std::exchange(on_ready_, nullptr)(
@@ -401,6 +408,7 @@ class Client::Impl {
   std::string host_, port_;
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::uint64_t> reconnects_{0};
+  std::atomic<bool> connected_{false};                       // ready_, for other threads
   std::atomic<std::uint32_t> server_max_frame_{UINT32_MAX};  // from the handshake
   // Network thread only:
   std::map<std::uint64_t, Call> calls_;  // by id: resent in the order they were made
@@ -503,6 +511,7 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
 }
 
 std::uint64_t Client::reconnects() const { return impl_->reconnects(); }
+bool Client::connected() const { return impl_->connected(); }
 
 void Client::Commit(Transaction txn, Callback<CommitResult> done) {
   // Without a key of its own, a transaction gets a random one: resending it is then safe.

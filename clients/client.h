@@ -365,6 +365,8 @@ class Client {
 
   // Reconnects so far (for tests and metrics).
   std::uint64_t reconnects() const;
+  // Whether a connection is up and past its handshake now (any thread; a snapshot).
+  bool connected() const;
 
   class Impl;
 

@@ -546,7 +546,7 @@ Result<ConsumedBatch> Consumer::PollBatch(std::chrono::milliseconds timeout) {
           reset.push_back(part);
         } else if (r.status().code() != base::StatusCode::kUnavailable &&
                    (r.status().code() != base::StatusCode::kDeadlineExceeded ||
-                    options_.fail_when_unreachable) &&
+                    (options_.fail_when_unreachable && !client_.connected())) &&
                    failure.ok()) {
           failure = r.status().WithContext(
               fmt::format("fetching {}/{}", part->topic, part->partition.value()));

@@ -54,9 +54,11 @@ struct ConsumerOptions {
   std::chrono::milliseconds max_wait{500};  // of each prefetching long-poll
   std::uint32_t fetch_max_bytes = 1 << 20;
   std::uint32_t fetch_max_events = 1000;
-  // A fetch that got no answer within the client's retry deadline (the server unreachable all
-  // that time) is retried quietly by default, as Kafka consumers do, for ever. With this set,
-  // Poll fails with kDeadlineExceeded instead: for tools that should give up (`lockstep consume`).
+  // A fetch that got no answer within the client's retry deadline plus max_wait is retried
+  // quietly by default, as Kafka consumers do, for ever. With this set, such a fetch that expires
+  // while the client has no connection (the server unreachable since the fetch was last sent)
+  // fails Poll with kDeadlineExceeded instead: for tools that should give up (`lockstep
+  // consume`). One that expires on a live connection (a slow answer) is still retried.
   bool fail_when_unreachable = false;
 };
 

@@ -478,7 +478,8 @@ class Engine {
   // Conflicts waiting for the durability of the version they saw: (lsn, pending).
   mutable std::mutex parked_mu_;
   std::multimap<std::uint64_t, std::shared_ptr<Pending>> parked_;
-  // parked_.size(), changed under parked_mu_; OnDurable skips the lock while it is 0 (Park).
+  // At least parked_.size() (Park counts an entry before it decides), changed under parked_mu_;
+  // OnDurable skips the lock while it is 0 (Park).
   std::atomic<std::size_t> parked_count_{0};
 
   std::atomic<std::uint64_t> visible_lsn_{0};

@@ -481,9 +481,6 @@ TEST_F(EngineTest, CommitsSubmittedFromCallbacksAllComplete) {
   EXPECT_EQ(events, (1 + 3 + 300) * 40u);
 }
 
-// Commit callbacks that keep submitting while the engine closes: their submissions are staged on
-// the log's writer thread and handed over in runs, so a run handed over after the sequencer
-// stopped must be answered, not queued where nobody takes it.
 // Commit callbacks that keep submitting while the engine closes: every submission is answered
 // (committed, or refused "engine is closing"), none is queued where nobody takes it.
 TEST_F(EngineTest, CommitsSubmittedFromCallbacksWhileClosingAreAllAnswered) {
@@ -527,6 +524,8 @@ TEST_F(EngineTest, CommitsSubmittedFromCallbacksWhileClosingAreAllAnswered) {
   EXPECT_EQ(events, committed.load());
 }
 
+// A builder chain on a temporary stays an rvalue, so Commit(Transaction) takes it by move: the
+// event's payload reaches the engine in the buffer it was built in, never copied.
 TEST(TransactionBuilder, AChainOnATemporaryMovesInsteadOfCopying) {
   static_assert(std::is_same_v<decltype(Transaction().Put("t", "k", "v")), Transaction&&>);
   Transaction named;
