@@ -283,14 +283,19 @@ bool Table::CachedMiss(std::string_view key, Node** prev) const {
   return true;
 }
 
+Table::Node* Table::FindForWriter(std::string_view key, Node** prev) {
+  if (Node* node = CachedNode(key)) return node;
+  if (CachedMiss(key, prev)) return nullptr;
+  Node* node = FindGreaterOrEqual(key, prev);
+  if (node == nullptr || KeyOf(node) != key) return nullptr;
+  RememberNode(node);
+  return node;
+}
+
 void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
   Node* prev[kMaxHeight];
-  Node* node = CachedNode(k);
-  if (node == nullptr && !CachedMiss(k, prev)) {
-    node = FindGreaterOrEqual(k, prev);
-    if (node != nullptr && KeyOf(node) != k) node = nullptr;
-  }
+  Node* node = FindForWriter(k, prev);
   if (node == nullptr) {
     ++shape_;
     const int height = RandomHeight();
@@ -304,8 +309,8 @@ void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
       prev[i]->links()[i].store(node, std::memory_order_release);
     }
     if (height > current) height_.store(height, std::memory_order_relaxed);
+    RememberNode(node);
   }
-  RememberNode(node);
   const Version* newest = node->newest.load(std::memory_order_relaxed);
   LOCKSTEP_ASSERT(newest == nullptr || newest->lsn < lsn);
   const std::size_t size = sizeof(Version) + value.size();
@@ -329,15 +334,11 @@ void Table::Delete(Bytes key, Lsn lsn) { AddVersion(key, {}, true, lsn); }
 
 std::optional<Table::Newest> Table::NewestVersion(Bytes key) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  Node* node = CachedNode(k);
+  Node* prev[kMaxHeight];
+  const Node* node = FindForWriter(k, prev);
   if (node == nullptr) {
-    Node* prev[kMaxHeight];
-    node = FindGreaterOrEqual(k, prev);
-    if (node == nullptr || KeyOf(node) != k) {
-      RememberMiss(k, prev);  // a put of this key may follow: it links the node right here
-      return std::nullopt;
-    }
-    RememberNode(node);
+    RememberMiss(k, prev);  // a put of this key may follow: it links the node right here
+    return std::nullopt;
   }
   const Version* v = node->newest.load(std::memory_order_relaxed);
   if (v == nullptr) return std::nullopt;  // every version was rolled back

@@ -184,6 +184,9 @@ class Table {
   // "Tables"). Nodes found: valid until a node is unlinked (Unlink clears them). A key found
   // absent, with its predecessors: valid while shape_ (nodes linked or unlinked) is unchanged.
   static constexpr std::size_t kFoundNodes = 4;
+  // The node holding `key` (remembered, or searched for and remembered), or nullptr with prev[]
+  // filled for linking it there.
+  Node* FindForWriter(std::string_view key, Node** prev);
   Node* CachedNode(std::string_view key) const;
   void RememberNode(Node* node);
   void RememberMiss(std::string_view key, Node* const* prev);
