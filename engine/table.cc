@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <iterator>
 #include <new>
 #include <type_traits>
 
@@ -53,14 +52,23 @@ Table::~Table() {
   }
 }
 
+std::string_view Table::KeyOfEntry(const void* node) {
+  return KeyOf(static_cast<const Node*>(node));
+}
+
+Table::Node* Table::Find(std::string_view key, std::uint64_t hash) const {
+  // Nodes are only ever changed through the writer's non-const paths.
+  return const_cast<Node*>(static_cast<const Node*>(index_.Find(key, hash)));
+}
+
 std::size_t Table::VersionBytes(const Version* version) {
   return sizeof(Version) + version->value_bytes;
 }
 
 void Table::Rollback(Bytes key, Lsn lsn, std::vector<void*>* garbage) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  Node* node = FindGreaterOrEqual(k, nullptr);
-  if (node == nullptr || KeyOf(node) != k) return;
+  Node* node = Find(k, HashIndex::Hash(k));
+  if (node == nullptr) return;
   const Version* v = node->newest.load(std::memory_order_relaxed);
   if (v == nullptr || v->lsn != lsn) return;
   // Readers at the visible LSN skip this version whether they see it or its successor as the
@@ -104,8 +112,7 @@ std::size_t Table::NodeBytes(const Node* node) {
 }
 
 void Table::Unlink(Node* node, std::vector<void*>* garbage) {
-  ++shape_;
-  std::fill(std::begin(found_), std::end(found_), nullptr);
+  index_.Erase(node);
   Node* prev[kMaxHeight];
   Node* found = FindGreaterOrEqual(KeyOf(node), prev);
   LOCKSTEP_ASSERT(found == node);
@@ -259,45 +266,13 @@ const Table::Version* Table::VisibleAt(const Node* node, Lsn at) {
   return v == nullptr || v->tombstone ? nullptr : v;
 }
 
-Table::Node* Table::CachedNode(std::string_view key) const {
-  for (Node* node : found_) {
-    if (node != nullptr && KeyOf(node) == key) return node;
-  }
-  return nullptr;
-}
-
-void Table::RememberNode(Node* node) {
-  found_[found_next_] = node;
-  found_next_ = (found_next_ + 1) % kFoundNodes;
-}
-
-void Table::RememberMiss(std::string_view key, Node* const* prev) {
-  missed_key_.assign(key);
-  std::copy(prev, prev + height_.load(std::memory_order_relaxed), missed_prev_);
-  missed_shape_ = shape_;
-}
-
-bool Table::CachedMiss(std::string_view key, Node** prev) const {
-  if (missed_shape_ != shape_ || missed_key_ != key) return false;
-  std::copy(missed_prev_, missed_prev_ + height_.load(std::memory_order_relaxed), prev);
-  return true;
-}
-
-Table::Node* Table::FindForWriter(std::string_view key, Node** prev) {
-  if (Node* node = CachedNode(key)) return node;
-  if (CachedMiss(key, prev)) return nullptr;
-  Node* node = FindGreaterOrEqual(key, prev);
-  if (node == nullptr || KeyOf(node) != key) return nullptr;
-  RememberNode(node);
-  return node;
-}
-
 void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  Node* prev[kMaxHeight];
-  Node* node = FindForWriter(k, prev);
+  const std::uint64_t hash = HashIndex::Hash(k);
+  Node* node = Find(k, hash);
   if (node == nullptr) {
-    ++shape_;
+    Node* prev[kMaxHeight];
+    FindLessThan(k, prev);
     const int height = RandomHeight();
     const int current = height_.load(std::memory_order_relaxed);
     for (int i = current; i < height; ++i) prev[i] = head_;
@@ -309,7 +284,7 @@ void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
       prev[i]->links()[i].store(node, std::memory_order_release);
     }
     if (height > current) height_.store(height, std::memory_order_relaxed);
-    RememberNode(node);
+    index_.Insert(node, hash);
   }
   const Version* newest = node->newest.load(std::memory_order_relaxed);
   LOCKSTEP_ASSERT(newest == nullptr || newest->lsn < lsn);
@@ -334,12 +309,8 @@ void Table::Delete(Bytes key, Lsn lsn) { AddVersion(key, {}, true, lsn); }
 
 std::optional<Table::Newest> Table::NewestVersion(Bytes key) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  Node* prev[kMaxHeight];
-  const Node* node = FindForWriter(k, prev);
-  if (node == nullptr) {
-    RememberMiss(k, prev);  // a put of this key may follow: it links the node right here
-    return std::nullopt;
-  }
+  const Node* node = Find(k, HashIndex::Hash(k));
+  if (node == nullptr) return std::nullopt;
   const Version* v = node->newest.load(std::memory_order_relaxed);
   if (v == nullptr) return std::nullopt;  // every version was rolled back
   return Newest{v->lsn, !v->tombstone, ValueOf(v)};
@@ -348,8 +319,8 @@ std::optional<Table::Newest> Table::NewestVersion(Bytes key) {
 std::optional<Table::Read> Table::Get(Bytes key, Lsn at) const {
   LOCKSTEP_ASSERT(rcu::InReadSection());
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  const Node* node = FindGreaterOrEqual(k, nullptr);
-  if (node == nullptr || KeyOf(node) != k) return std::nullopt;
+  const Node* node = Find(k, HashIndex::Hash(k));
+  if (node == nullptr) return std::nullopt;
   const Version* v = VisibleAt(node, at);
   if (v == nullptr) return std::nullopt;
   return Read{std::string(reinterpret_cast<const char*>(v->value()), v->value_bytes), v->lsn};

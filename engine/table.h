@@ -27,6 +27,7 @@
 
 #include "base/assert.h"
 #include "base/event_record.h"  // base::Bytes
+#include "engine/hash_index.h"
 #include "engine/ids.h"
 #include "engine/rcu.h"
 
@@ -80,12 +81,13 @@ class Table {
     bool exists = false;
     Bytes value;
   };
-  // Not const: it updates the writer's lookup memory (see found_), so a reader holding a const
-  // Table cannot call it.
+  // Not const, so that a reader holding a const Table cannot call it.
   std::optional<Newest> NewestVersion(Bytes key);
 
   // Any thread, inside an rcu::ReadGuard: the value of `key` at snapshot `at`, and the LSN that
   // wrote it; nullopt when the key is absent (never written, deleted, or written only after `at`).
+  // REQUIRES: `at` was read (acquire) before the call from an LSN the writer publishes after
+  // the versions it covers, or is older than such a snapshot (see HashIndex).
   struct Read {
     std::string value;
     Lsn version;
@@ -118,8 +120,8 @@ class Table {
   std::size_t Expire(std::size_t budget, std::vector<void*>* garbage,
                      const std::function<bool(Lsn, Bytes)>& expired);
 
-  // Approximate bytes held: keys, values and per-version and per-node overhead.
-  std::uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
+  // Approximate bytes held: keys, values, per-version and per-node overhead, and the index.
+  std::uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed) + index_.bytes(); }
 
  public:
   struct Node;  // public only for the layout assertion in table.cc
@@ -178,25 +180,11 @@ class Table {
   std::atomic<int> height_{1};
   std::mt19937_64 rng_;  // writer only
 
-  // Writer only: where its last lookups led, so that a transaction that checks a key and then
-  // writes it (a precondition, then a put; an idempotency key looked up, then remembered) walks
-  // the list once. Each lookup is otherwise a dozen or more cache misses (docs/engine.md,
-  // "Tables"). Nodes found: valid until a node is unlinked (Unlink clears them). A key found
-  // absent, with its predecessors: valid while shape_ (nodes linked or unlinked) is unchanged.
-  static constexpr std::size_t kFoundNodes = 4;
-  // The node holding `key` (remembered, or searched for and remembered), or nullptr with prev[]
-  // filled for linking it there.
-  Node* FindForWriter(std::string_view key, Node** prev);
-  Node* CachedNode(std::string_view key) const;
-  void RememberNode(Node* node);
-  void RememberMiss(std::string_view key, Node* const* prev);
-  bool CachedMiss(std::string_view key, Node** prev) const;
-  Node* found_[kFoundNodes] = {};
-  std::size_t found_next_ = 0;
-  std::string missed_key_;
-  Node* missed_prev_[kMaxHeight] = {};
-  std::uint64_t missed_shape_ = UINT64_MAX;
-  std::uint64_t shape_ = 0;
+  // Point lookups (Get, NewestVersion, Rollback, a write to an existing key) go through this
+  // index of the nodes; ordered work (scans, where a new key is linked) through the list.
+  static std::string_view KeyOfEntry(const void* node);
+  Node* Find(std::string_view key, std::uint64_t hash) const;
+  HashIndex index_{&KeyOfEntry};
   std::atomic<std::uint64_t> bytes_{0};
 };
 

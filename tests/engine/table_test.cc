@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <map>
@@ -121,8 +122,9 @@ struct Model {
   }
 };
 
-// The writer remembers where its lookups led (a precondition's key, then its put). A position
-// goes stale when a node is linked or unlinked in between: the put must then search again.
+// A write after a lookup of the same key (a precondition, then its put) lands in its place in
+// the list even when other nodes were linked or unlinked in between, and a key unlinked and
+// written again gets a new node that reads and scans find.
 TEST(Table, AWriteAfterALookupNeverUsesAStalePosition) {
   using V = std::vector<std::string>;
   Table t;
@@ -154,6 +156,123 @@ TEST(Table, AWriteAfterALookupNeverUsesAStalePosition) {
   t.Rollback(AsBytes("k"), Lsn(5), &garbage);
   t.Put(AsBytes("m"), AsBytes("6"), Lsn(5));
   EXPECT_EQ(Keys(t, {}, Lsn(5)), (V{"a", "ab", "b", "c", "m"}));
+  rcu::FreeAfterReaders(std::move(garbage));
+  rcu::Barrier();
+}
+
+// Point lookups go through a hash index that grows as keys come, marks the slots of unlinked
+// keys erased (a probe goes past them), reuses them for new keys, and shrinks when most keys
+// are gone. Thousands of keys are written, mostly deleted and unlinked, written again, and
+// finally all unlinked: every lookup (Get and NewestVersion, present and absent keys) agrees
+// with the model at each stage, and the memory comes back to an empty table's.
+TEST(Table, TheHashIndexGrowsShrinksAndReusesErasedSlots) {
+  const std::uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(testing::SeedTrace(seed));
+  std::mt19937_64 rng(seed);
+  const std::uint64_t empty_bytes = Table().bytes();
+  Table t(seed);
+  constexpr int kKeys = 3000;
+  std::map<std::string, std::string> model;  // the keys present now, and their values
+  std::uint64_t lsn = 0;
+  std::vector<void*> garbage;
+  auto key = [](int i) { return "acct" + std::to_string(i); };
+  auto check = [&](const char* stage) {
+    SCOPED_TRACE(stage);
+    for (int i = 0; i < kKeys + 100; ++i) {  // the last 100 were never written
+      const std::string k = key(i);
+      auto it = model.find(k);
+      auto newest = t.NewestVersion(AsBytes(k));
+      rcu::ReadGuard guard;
+      auto got = t.Get(AsBytes(k), Lsn(lsn));
+      ASSERT_EQ(got.has_value(), it != model.end()) << k;
+      ASSERT_EQ(newest.has_value() && newest->exists, it != model.end()) << k;
+      if (got) {
+        ASSERT_EQ(got->value, it->second) << k;
+        ASSERT_EQ(AsString(newest->value), it->second) << k;
+      }
+    }
+    ASSERT_EQ(Keys(t, {}, Lsn(lsn)).size(), model.size());
+  };
+  auto put = [&](int i) {
+    const std::string value = "v" + std::to_string(++lsn);
+    t.Put(AsBytes(key(i)), AsBytes(value), Lsn(lsn));
+    model[key(i)] = value;
+  };
+  auto remove_and_unlink = [&](const std::vector<int>& which) {
+    for (int i : which) {
+      t.Delete(AsBytes(key(i)), Lsn(++lsn));
+      model.erase(key(i));
+    }
+    t.Reclaim(Lsn(lsn), SIZE_MAX, &garbage);  // every deleted key is unlinked
+  };
+  std::vector<int> order(kKeys);
+  for (int i = 0; i < kKeys; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  for (int i : order) put(i);
+  check("all written");
+  const std::uint64_t full_bytes = t.bytes();
+  // All but one in twenty go: the index shrinks, and what stays is found past erased slots.
+  std::vector<int> most;
+  for (int i : order) {
+    if (i % 20 != 0) most.push_back(i);
+  }
+  remove_and_unlink(most);
+  check("most unlinked");
+  EXPECT_LT(t.bytes(), full_bytes / 8);
+  // Written again, in another order: new nodes, in erased or fresh slots.
+  std::shuffle(most.begin(), most.end(), rng);
+  for (int i : most) put(i);
+  check("written again");
+  // Interleaved: unlink some, write others anew, overwrite some present ones.
+  for (int round = 0; round < 5; ++round) {
+    std::vector<int> gone;
+    for (int n = 0; n < 300; ++n) {
+      const int i = static_cast<int>(rng() % kKeys);
+      if (model.count(key(i)) && std::find(gone.begin(), gone.end(), i) == gone.end()) {
+        gone.push_back(i);
+      }
+    }
+    remove_and_unlink(gone);
+    for (int n = 0; n < 200; ++n) put(static_cast<int>(rng() % kKeys));
+    check("interleaved");
+  }
+  std::vector<int> all;
+  for (int i = 0; i < kKeys; ++i) {
+    if (model.count(key(i))) all.push_back(i);
+  }
+  remove_and_unlink(all);
+  check("all unlinked");
+  EXPECT_EQ(t.bytes(), empty_bytes);
+  rcu::FreeAfterReaders(std::move(garbage));
+  rcu::Barrier();
+}
+
+// While the index grows, entries move from the old array to the new one a few per write, and
+// lookups probe both. A row unlinked then (here by expiry, which leaves its value readable in
+// the node) must be gone from both arrays: a later lookup must not find it in the old one.
+// Rows are written and expired oldest first in turns, so unlinks land all through the moves.
+TEST(Table, RowsUnlinkedWhileTheIndexGrowsAreNeverFoundAgain) {
+  Table t;
+  t.TrackWritesForExpiry();
+  std::vector<void*> garbage;
+  constexpr std::uint64_t kRows = 6000;
+  auto key = [](std::uint64_t i) { return "row" + std::to_string(i); };
+  std::uint64_t expired_below = 1;  // rows written at LSNs below this are gone
+  for (std::uint64_t lsn = 1; lsn <= kRows; ++lsn) {
+    t.Put(AsBytes(key(lsn)), AsBytes("v"), Lsn(lsn));
+    if (lsn % 10 != 0) continue;
+    // The newest 1,500 rows stay: the index grows to them, then resizes as erased slots pile up.
+    const std::uint64_t before = expired_below;
+    expired_below = lsn > 1500 ? lsn - 1500 : 1;
+    t.Expire(SIZE_MAX, &garbage,
+             [&](Lsn version, Bytes) { return version.value() < expired_below; });
+    for (std::uint64_t i = std::max<std::uint64_t>(1, before - 5); i < expired_below + 5; ++i) {
+      const bool present = i >= expired_below;
+      ASSERT_EQ(t.NewestVersion(AsBytes(key(i))).has_value(), present) << key(i) << " at " << lsn;
+      rcu::ReadGuard guard;
+      ASSERT_EQ(t.Get(AsBytes(key(i)), Lsn(lsn)).has_value(), present) << key(i) << " at " << lsn;
+    }
+  }
   rcu::FreeAfterReaders(std::move(garbage));
   rcu::Barrier();
 }
