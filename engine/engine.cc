@@ -579,6 +579,29 @@ std::uint64_t NewestGeneration(Table& groups, std::string_view group, Lsn* obser
   return *generation;
 }
 
+// What the tables' hash indexes would allocate for the keys this transaction writes that they
+// do not hold yet (a resize: a new array), for the memory budget. A resize takes memory in one
+// step, a new array for the whole table, which the per-write estimate would not see coming.
+template <typename Entries>
+std::uint64_t IndexGrowth(const Transaction& txn, const Entries& write_tables) {
+  std::vector<std::pair<Table*, std::size_t>> new_keys;  // per table; a transaction has few
+  for (std::size_t i = 0; i < txn.writes().size(); ++i) {
+    const TableWrite& w = txn.writes()[i];
+    Table* table = write_tables[i]->table.get();
+    if (w.is_delete || table->NewestVersion(AsBytes(w.key))) continue;
+    auto it = std::find_if(new_keys.begin(), new_keys.end(),
+                           [table](const auto& entry) { return entry.first == table; });
+    if (it == new_keys.end()) {
+      new_keys.emplace_back(table, 1);
+    } else {
+      ++it->second;
+    }
+  }
+  std::uint64_t bytes = 0;
+  for (const auto& [table, keys] : new_keys) bytes += table->IndexBytesToInsert(keys);
+  return bytes;
+}
+
 }  // namespace
 
 void Engine::Process(const std::shared_ptr<Pending>& p) {
@@ -775,6 +798,7 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     // About what the writes will add: keys, values and a version's overhead each.
     std::uint64_t adds = 64 * (txn.offsets().size() + (txn.idempotency_key() ? 1 : 0));
     for (const TableWrite& w : txn.writes()) adds += w.key.size() + w.value.size() + 64;
+    adds += IndexGrowth(txn, write_tables);
     const std::uint64_t held = table_bytes();
     if (held + adds > options_.table_bytes_max) {
       return answer(base::ResourceExhausted(fmt::format(

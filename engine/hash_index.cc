@@ -4,6 +4,7 @@
 #include <bit>
 #include <cstdlib>
 #include <new>
+#include <random>
 
 #include "base/assert.h"
 #include "base/checksum.h"
@@ -37,9 +38,10 @@ constexpr std::uintptr_t kAddressMask = (std::uintptr_t{1} << kTagShift) - 1;
 constexpr std::size_t kMinSlots = 16;
 // Up to this share of the slots in use (erased ones included): every probe meets an empty one.
 constexpr std::size_t kMaxLoadDivisor = 2;
-// A shrink when fewer than 1/16 of the slots hold an entry; an array is sized for 4x its entries.
+// A shrink when fewer than 1/16 of the slots hold an entry; a new array has at least 3 slots
+// per entry (up to 6, the next power of two): a grow doubles the array.
 constexpr std::size_t kShrinkDivisor = 16;
-constexpr std::size_t kSlotsPerEntry = 4;
+constexpr std::size_t kSlotsPerEntry = 3;
 
 std::uintptr_t TagOf(std::uint64_t hash) { return (hash >> kTagShift) << kTagShift; }
 
@@ -60,7 +62,7 @@ static_assert(std::atomic_ref<std::uintptr_t>::required_alignment <= alignof(std
 
 }  // namespace
 
-HashIndex::HashIndex(KeyOf key_of) : key_of_(key_of) {
+HashIndex::HashIndex(KeyOf key_of, std::uint64_t seed) : key_of_(key_of), seed_(seed) {
   Array* array = NewArray(kMinSlots, nullptr);
   bytes_.store(array->bytes(), std::memory_order_relaxed);
   array_.store(array, std::memory_order_relaxed);
@@ -81,8 +83,26 @@ HashIndex::Array* HashIndex::NewArray(std::size_t capacity, Array* previous) {
   return new (memory) Array{capacity - 1, previous};
 }
 
-std::uint64_t HashIndex::Hash(std::string_view key) {
-  return base::Xxh3({reinterpret_cast<const std::byte*>(key.data()), key.size()});
+std::uint64_t HashIndex::ProcessSeed() {
+  static const std::uint64_t seed = [] {
+    std::random_device device;
+    return (std::uint64_t{device()} << 32) | device();
+  }();
+  return seed;
+}
+
+std::uint64_t HashIndex::Hash(std::string_view key) const {
+  return base::Xxh3({reinterpret_cast<const std::byte*>(key.data()), key.size()}, seed_);
+}
+
+std::size_t HashIndex::CapacityFor(std::size_t entries) {
+  return std::bit_ceil(std::max(kMinSlots, kSlotsPerEntry * entries));
+}
+
+std::size_t HashIndex::BytesToInsert(std::size_t keys) const {
+  const Array* array = array_.load(std::memory_order_relaxed);
+  if ((used_ + keys) * kMaxLoadDivisor <= array->capacity()) return 0;
+  return sizeof(Array) + CapacityFor(live_ + keys) * sizeof(std::uintptr_t);
 }
 
 const void* HashIndex::Probe(const Array* array, std::string_view key, std::uint64_t hash,
@@ -159,7 +179,7 @@ void HashIndex::Erase(const void* entry) {
 void HashIndex::Resize(std::size_t live) {
   FinishMove();  // one replaced array at a time
   Array* old = array_.load(std::memory_order_relaxed);
-  Array* fresh = NewArray(std::bit_ceil(std::max(kMinSlots, kSlotsPerEntry * live)), old);
+  Array* fresh = NewArray(CapacityFor(live), old);
   bytes_.fetch_add(fresh->bytes(), std::memory_order_relaxed);
   used_ = live_;  // every entry of `old` lands in `fresh`
   moved_ = 0;

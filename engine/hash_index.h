@@ -8,15 +8,19 @@
 // top 16 bits of its key's hash above it (user-space addresses fit in 48 bits), so a probe
 // reads a key only when those bits match.
 //
-// One writer (the table's), any number of readers that take no lock. Entries must stay
+// One writer (the table's), never inside an rcu::ReadGuard (a finished move hands the old
+// array to rcu::AfterReaders), and any number of readers that take no lock. Entries must stay
 // readable until a grace period after their Erase (the table frees nodes with
-// rcu::FreeAfterReaders).
+// rcu::FreeAfterReaders). Keys are hashed with a seed drawn at random per process, so that
+// clients cannot choose keys that all probe one cluster.
 //
 // Resizing never stops the writer for long: a new array is published at once and the old
-// one's entries move into it a few slots per write (Step), while lookups probe both. Readers
-// load the array being replaced *before* they probe the new one, so an entry that moves while
-// they look is found in one or the other; the old array is freed a grace period after the last
-// entry moved.
+// one's entries move into it a budget per write (Move), and per pass of the engine's
+// reclamation (Tidy) so that a table no one writes finishes too, while lookups probe both.
+// Readers load the array being replaced *before* they probe the new one, so an entry that
+// moves while they look is found in one or the other. An Erase marks the entry erased in both,
+// so no lookup that starts after it finds the entry. The old array is freed a grace period
+// after the last entry moved.
 //
 // A reader finds every entry inserted before the snapshot it read was published: every such
 // entry's slot store happened before the publication, so before its probe (Table::Get's
@@ -31,12 +35,14 @@ namespace lockstep::engine {
 class HashIndex {
  public:
   using KeyOf = std::string_view (*)(const void* entry);
-  explicit HashIndex(KeyOf key_of);
+  // `seed` salts the hash: tests fix it, tables use ProcessSeed().
+  HashIndex(KeyOf key_of, std::uint64_t seed);
+  static std::uint64_t ProcessSeed();
   ~HashIndex();
   HashIndex(const HashIndex&) = delete;
   HashIndex& operator=(const HashIndex&) = delete;
 
-  static std::uint64_t Hash(std::string_view key);
+  std::uint64_t Hash(std::string_view key) const;
 
   // Any thread, inside an rcu::ReadGuard (or the writer): the entry whose key is `key`
   // (`hash` is Hash(key)), or nullptr.
@@ -47,13 +53,22 @@ class HashIndex {
   // Writer only. REQUIRES: `entry` is present.
   void Erase(const void* entry);
 
+  // Writer only: moves entries of a replaced array with `budget` work (see kMoveBudget).
+  void Tidy(std::size_t budget) { Move(budget); }
+
   // Any thread: bytes held by the arrays.
   std::size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
+  // Writer only: the bytes a new array would take if `keys` more entries were inserted now
+  // (0 when they fit), for the engine's memory budget.
+  std::size_t BytesToInsert(std::size_t keys) const;
 
   // Work per Insert or Erase on moving the entries of a replaced array: an entry moved costs
   // kEntryCost, a slot passed over (empty or erased) 1. So an array emptied by deletes goes
-  // fast, and a full one still moves before the next resize: with resizes at most every quarter
-  // of the new array's slots, the array half full that it replaces moves in an eighth of them.
+  // fast, and a full one still moves before the next resize. A new array has at least three
+  // slots per entry and the next resize comes when half its slots are used, so at least a
+  // sixth of its slots later; the array it replaces, at most half full (or, shrinking, holding
+  // under a sixteenth of its slots), is through in far fewer writes. Resize finishes a move
+  // still running anyway.
   static constexpr std::size_t kMoveBudget = 256;
   static constexpr std::size_t kEntryCost = 16;
 
@@ -69,7 +84,10 @@ class HashIndex {
   void Move(std::size_t budget);  // moves entries of the array being replaced (see kMoveBudget)
   void FinishMove();
 
+  static std::size_t CapacityFor(std::size_t entries);
+
   const KeyOf key_of_;
+  const std::uint64_t seed_;
   std::atomic<Array*> array_;
   std::size_t moved_ = 0;  // writer only: slots of the replaced array moved so far
   std::size_t live_ = 0;   // writer only: entries present

@@ -67,7 +67,7 @@ std::size_t Table::VersionBytes(const Version* version) {
 
 void Table::Rollback(Bytes key, Lsn lsn, std::vector<void*>* garbage) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  Node* node = Find(k, HashIndex::Hash(k));
+  Node* node = Find(k, index_.Hash(k));
   if (node == nullptr) return;
   const Version* v = node->newest.load(std::memory_order_relaxed);
   if (v == nullptr || v->lsn != lsn) return;
@@ -268,7 +268,7 @@ const Table::Version* Table::VisibleAt(const Node* node, Lsn at) {
 
 void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  const std::uint64_t hash = HashIndex::Hash(k);
+  const std::uint64_t hash = index_.Hash(k);
   Node* node = Find(k, hash);
   if (node == nullptr) {
     Node* prev[kMaxHeight];
@@ -277,6 +277,10 @@ void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
     const int current = height_.load(std::memory_order_relaxed);
     for (int i = current; i < height; ++i) prev[i] = head_;
     node = NewNode(key, height);
+    // Indexed first, so that the index's allocation (a resize) comes before any change a reader
+    // could see. (An allocation failure on the sequencer ends the process anyway: fail-stop.)
+    // Found through the index before it is linked, the node reads as absent: no version yet.
+    index_.Insert(node, hash);
     // Link bottom-up: a reader that finds the node at any level finds it at level 0 too.
     for (int i = 0; i < height; ++i) {
       node->links()[i].store(prev[i]->links()[i].load(std::memory_order_relaxed),
@@ -284,7 +288,6 @@ void Table::AddVersion(Bytes key, Bytes value, bool tombstone, Lsn lsn) {
       prev[i]->links()[i].store(node, std::memory_order_release);
     }
     if (height > current) height_.store(height, std::memory_order_relaxed);
-    index_.Insert(node, hash);
   }
   const Version* newest = node->newest.load(std::memory_order_relaxed);
   LOCKSTEP_ASSERT(newest == nullptr || newest->lsn < lsn);
@@ -309,7 +312,7 @@ void Table::Delete(Bytes key, Lsn lsn) { AddVersion(key, {}, true, lsn); }
 
 std::optional<Table::Newest> Table::NewestVersion(Bytes key) {
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  const Node* node = Find(k, HashIndex::Hash(k));
+  const Node* node = Find(k, index_.Hash(k));
   if (node == nullptr) return std::nullopt;
   const Version* v = node->newest.load(std::memory_order_relaxed);
   if (v == nullptr) return std::nullopt;  // every version was rolled back
@@ -319,7 +322,7 @@ std::optional<Table::Newest> Table::NewestVersion(Bytes key) {
 std::optional<Table::Read> Table::Get(Bytes key, Lsn at) const {
   LOCKSTEP_ASSERT(rcu::InReadSection());
   const std::string_view k(reinterpret_cast<const char*>(key.data()), key.size());
-  const Node* node = Find(k, HashIndex::Hash(k));
+  const Node* node = Find(k, index_.Hash(k));
   if (node == nullptr) return std::nullopt;
   const Version* v = VisibleAt(node, at);
   if (v == nullptr) return std::nullopt;

@@ -14,8 +14,9 @@
 // miss versions: the engine keeps readers' snapshots at or above the horizon it publishes one
 // grace period before it reclaims (docs/engine.md).
 //
-// Threads: Put, Delete, Rollback, Reclaim, Expire and NewestVersion only from the single writer;
-// Get and Scan from any thread inside an rcu::ReadGuard; bytes() from any thread.
+// Threads: Put, Delete, Rollback, Reclaim, Expire, TidyIndex, IndexBytesToInsert and
+// NewestVersion only from the single writer, never inside an rcu::ReadGuard; Get and Scan from
+// any thread inside an rcu::ReadGuard; bytes() from any thread.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -120,6 +121,13 @@ class Table {
   std::size_t Expire(std::size_t budget, std::vector<void*>* garbage,
                      const std::function<bool(Lsn, Bytes)>& expired);
 
+  // Writer only: moves entries of the index's replaced array, if a resize left one, with
+  // `budget` work (HashIndex::kMoveBudget per write otherwise; the engine calls this per
+  // reclamation pass so that a table no one writes finishes its move too).
+  void TidyIndex(std::size_t budget) { index_.Tidy(budget); }
+  // Writer only: the bytes the index would allocate if `keys` new keys were written now.
+  std::uint64_t IndexBytesToInsert(std::size_t keys) const { return index_.BytesToInsert(keys); }
+
   // Approximate bytes held: keys, values, per-version and per-node overhead, and the index.
   std::uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed) + index_.bytes(); }
 
@@ -184,7 +192,7 @@ class Table {
   // index of the nodes; ordered work (scans, where a new key is linked) through the list.
   static std::string_view KeyOfEntry(const void* node);
   Node* Find(std::string_view key, std::uint64_t hash) const;
-  HashIndex index_{&KeyOfEntry};
+  HashIndex index_{&KeyOfEntry, HashIndex::ProcessSeed()};
   std::atomic<std::uint64_t> bytes_{0};
 };
 

@@ -631,6 +631,33 @@ TEST_F(EngineTest, TheTableMemoryBudgetRefusesCommitsThatWouldPassIt) {
   EXPECT_TRUE(Commit(*e, Transaction().Put("t", "small", "1")).ok());
 }
 
+// Many tiny rows: the tables' hash index is much of their memory, and it grows a whole new
+// array at a time (twice the slots, while the old one is still held). The budget must see that
+// step coming: the commit whose new key would resize the index past the budget is refused.
+TEST_F(EngineTest, TheTableMemoryBudgetCountsTheIndexGrowingInOneStep) {
+  EngineOptions o = Options();
+  // Between what 2,048 tiny rows hold before their index doubles and what they hold after.
+  o.table_bytes_max = 192 << 10;
+  auto opened = Engine::Open(o);
+  ASSERT_TRUE(opened.ok());
+  auto e = std::move(opened).value();
+  ASSERT_TRUE(e->CreateTable("t").ok());
+  Result<CommitResult> r = base::Internal("not yet");
+  int rows = 0;
+  for (int txn = 0; txn < 1000; ++txn) {
+    Transaction t;
+    for (int k = 0; k < 16; ++k) t.Put("t", "k" + std::to_string(rows + k), "v");
+    r = Commit(*e, std::move(t));
+    if (!r.ok()) break;
+    rows += 16;
+    ASSERT_LE(e->table_bytes(), o.table_bytes_max) << rows << " rows";
+  }
+  ASSERT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  EXPECT_GT(rows, 1000);
+  EXPECT_LE(e->table_bytes(), o.table_bytes_max);
+  EXPECT_TRUE(e->status().ok());
+}
+
 TEST_F(EngineTest, EveryPublicCallRefusesBadInputClearly) {
   {
     EngineOptions o = Options();
