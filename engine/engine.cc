@@ -579,28 +579,37 @@ std::uint64_t NewestGeneration(Table& groups, std::string_view group, Lsn* obser
   return *generation;
 }
 
-// What the tables' hash indexes would allocate for the keys this transaction writes that they
-// do not hold yet (a resize: a new array), for the memory budget. A resize takes memory in one
-// step, a new array for the whole table, which the per-write estimate would not see coming.
-template <typename Entries>
-std::uint64_t IndexGrowth(const Transaction& txn, const Entries& write_tables) {
-  std::vector<std::pair<Table*, std::size_t>> new_keys;  // per table; a transaction has few
-  for (std::size_t i = 0; i < txn.writes().size(); ++i) {
-    const TableWrite& w = txn.writes()[i];
-    Table* table = write_tables[i]->table.get();
-    if (w.is_delete || table->NewestVersion(AsBytes(w.key))) continue;
-    auto it = std::find_if(new_keys.begin(), new_keys.end(),
-                           [table](const auto& entry) { return entry.first == table; });
-    if (it == new_keys.end()) {
-      new_keys.emplace_back(table, 1);
-    } else {
-      ++it->second;
+// Counts, per table, the keys a transaction adds (keys the table does not hold yet), to tell
+// what the tables' hash indexes would allocate for them, for the memory budget: a resize takes
+// a new array for the whole table in one step, which the per-write estimate would not see
+// coming. Sequencer only (NewestVersion); its list is reused, so it allocates only while warming.
+class NewKeys {
+ public:
+  NewKeys() { counts().clear(); }
+  void Add(Table& table, Bytes key) {
+    if (table.NewestVersion(key)) return;
+    for (auto& [t, n] : counts()) {
+      if (t == &table) {
+        ++n;
+        return;
+      }
     }
+    counts().emplace_back(&table, 1);
   }
-  std::uint64_t bytes = 0;
-  for (const auto& [table, keys] : new_keys) bytes += table->IndexBytesToInsert(keys);
-  return bytes;
-}
+  // About: several resizes within one transaction (a small table, many new keys) take a little
+  // more, the array still moving at its end.
+  std::uint64_t IndexBytes() const {
+    std::uint64_t bytes = 0;
+    for (const auto& [table, keys] : counts()) bytes += table->IndexBytesToInsert(keys);
+    return bytes;
+  }
+
+ private:
+  static std::vector<std::pair<Table*, std::size_t>>& counts() {
+    static thread_local std::vector<std::pair<Table*, std::size_t>> list;
+    return list;
+  }
+};
 
 }  // namespace
 
@@ -798,7 +807,17 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     // About what the writes will add: keys, values and a version's overhead each.
     std::uint64_t adds = 64 * (txn.offsets().size() + (txn.idempotency_key() ? 1 : 0));
     for (const TableWrite& w : txn.writes()) adds += w.key.size() + w.value.size() + 64;
-    adds += IndexGrowth(txn, write_tables);
+    NewKeys new_keys;
+    for (std::size_t i = 0; i < txn.writes().size(); ++i) {
+      new_keys.Add(*write_tables[i]->table, AsBytes(txn.writes()[i].key));
+    }
+    for (std::size_t i = 0; i < txn.offsets().size(); ++i) {
+      const OffsetCommit& o = txn.offsets()[i];
+      new_keys.Add(*group_offsets_->table,
+                   AsBytes(GroupOffsetKey(o.group, offset_topics[i]->id, o.partition)));
+    }
+    if (txn.idempotency_key()) new_keys.Add(*idempotency_->table, AsBytes(*txn.idempotency_key()));
+    adds += new_keys.IndexBytes();
     const std::uint64_t held = table_bytes();
     if (held + adds > options_.table_bytes_max) {
       return answer(base::ResourceExhausted(fmt::format(
@@ -817,6 +836,9 @@ void Engine::Process(const std::shared_ptr<Pending>& p) {
     } else {
       write_tables[i]->table->Put(AsBytes(w.key), AsBytes(w.value), lsn);
     }
+    // A write that began an index resize: reclamation passes finish the move even if no write
+    // comes after (docs/engine.md, "Tables").
+    if (write_tables[i]->table->IndexMoving()) reclaim_backlog_ = true;
   }
   p->event_slots.clear();
   for (std::size_t i = 0; i < topics.size(); ++i) {

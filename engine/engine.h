@@ -12,8 +12,8 @@
 //
 // Built (docs/engine.md): catalog; transactions with preconditions, puts, deletes, event appends,
 // offset commits and idempotency keys; consumer groups; reads now and as of an LSN; fetch and
-// long-poll; the change feed; checkpoints with retention; recovery. Not yet: reclaiming old
-// versions while running. A storage error stops the engine (every later commit fails
+// long-poll; the change feed; checkpoints with retention; recovery; reclaiming old versions
+// while running. A storage error stops the engine (every later commit fails
 // with kIoError); reads go on. A full disk is not an error of that kind (guarantee 7): the log
 // rejects the transactions it could not write, the engine undoes them in memory and answers
 // kResourceExhausted, and commits work again once a new segment can be prepared.
@@ -518,8 +518,10 @@ class Engine {
   std::deque<VisibleSample> visible_samples_;     // sequencer only: the visible LSN over time
   std::int64_t last_reclaim_ms_ = INT64_MIN;      // sequencer only
   std::uint64_t transactions_since_reclaim_ = 0;  // sequencer only
-  bool reclaim_backlog_ = false;                  // sequencer only: more below the safe floor
-  std::vector<void*> garbage_;                    // sequencer only: unlinked, not yet handed on
+  // Sequencer only: more below the safe floor, or index moves left. True at start, so that a
+  // first pass finishes the moves that recovery's writes began.
+  bool reclaim_backlog_ = true;
+  std::vector<void*> garbage_;  // sequencer only: unlinked, not yet handed on
   // Idempotency keys of transactions below this LSN are forgotten (retention deleted them, or
   // is about to).
   std::atomic<std::uint64_t> idempotency_floor_{0};

@@ -75,8 +75,11 @@ void Engine::Reclaim(bool now, std::size_t processed) {
     // 4. Forget idempotency keys past the horizon, in memory too.
     if (ExpireIdempotencyKeys(ms) == kReclaimBudget) reclaim_backlog_ = true;
     // 5. Finish the index moves a resize began, for tables no longer written (writes move
-    //    entries too). A no-op for a table with no move running.
-    for (const auto& [id, entry] : table_ids_) entry->table->TidyIndex(kReclaimBudget);
+    //    entries too), pass after pass while the engine is otherwise idle. A no-op for a table
+    //    with no move running.
+    for (const auto& [id, entry] : table_ids_) {
+      if (entry->table->TidyIndex(kReclaimBudget)) reclaim_backlog_ = true;
+    }
   }
   // Unlinked here or by a rollback: freed once no reader can be stepping over it.
   if (!garbage_.empty()) rcu::FreeAfterReaders(std::exchange(garbage_, {}));

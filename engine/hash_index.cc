@@ -207,4 +207,14 @@ void HashIndex::Move(std::size_t budget) {
 
 void HashIndex::FinishMove() { Move(SIZE_MAX); }
 
+bool HashIndex::moving() const {
+  return array_.load(std::memory_order_relaxed)->previous.load(std::memory_order_relaxed) !=
+         nullptr;
+}
+
+bool HashIndex::Tidy(std::size_t budget) {
+  Move(budget);
+  return moving();
+}
+
 }  // namespace lockstep::engine

@@ -53,8 +53,11 @@ class HashIndex {
   // Writer only. REQUIRES: `entry` is present.
   void Erase(const void* entry);
 
-  // Writer only: moves entries of a replaced array with `budget` work (see kMoveBudget).
-  void Tidy(std::size_t budget) { Move(budget); }
+  // Writer only: moves entries of a replaced array with `budget` work (see kMoveBudget);
+  // returns true while some are left to move.
+  bool Tidy(std::size_t budget);
+  // Writer only: true while a replaced array's entries are moving.
+  bool moving() const;
 
   // Any thread: bytes held by the arrays.
   std::size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }

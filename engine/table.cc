@@ -35,7 +35,10 @@ static_assert(sizeof(Table::Node) % alignof(std::atomic<void*>) == 0);
 // Garbage is freed with ::operator delete and no destructor call (rcu::FreeAfterReaders).
 static_assert(std::is_trivially_destructible_v<Table::Node>);
 
-Table::Table(std::uint64_t seed) : rng_(seed) { head_ = NewNode({}, kMaxHeight); }
+Table::Table(std::uint64_t seed, std::uint64_t index_seed)
+    : rng_(seed), index_(&KeyOfEntry, index_seed) {
+  head_ = NewNode({}, kMaxHeight);
+}
 
 Table::~Table() {
   // Whoever destroys the table is its last user: no reader or writer is left.

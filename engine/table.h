@@ -50,7 +50,10 @@ struct ScanOptions {
 
 class Table {
  public:
-  explicit Table(std::uint64_t seed = 0x243f6a8885a308d3ull);
+  // `seed` draws the skip list's node heights; `index_seed` salts the index's hash (random per
+  // process unless a test fixes it, to replay a run exactly).
+  explicit Table(std::uint64_t seed = 0x243f6a8885a308d3ull,
+                 std::uint64_t index_seed = HashIndex::ProcessSeed());
   ~Table();
   Table(const Table&) = delete;
   Table& operator=(const Table&) = delete;
@@ -124,7 +127,10 @@ class Table {
   // Writer only: moves entries of the index's replaced array, if a resize left one, with
   // `budget` work (HashIndex::kMoveBudget per write otherwise; the engine calls this per
   // reclamation pass so that a table no one writes finishes its move too).
-  void TidyIndex(std::size_t budget) { index_.Tidy(budget); }
+  // Returns true while entries are left to move.
+  bool TidyIndex(std::size_t budget) { return index_.Tidy(budget); }
+  // Writer only: true while a resize's entries are moving.
+  bool IndexMoving() const { return index_.moving(); }
   // Writer only: the bytes the index would allocate if `keys` new keys were written now.
   std::uint64_t IndexBytesToInsert(std::size_t keys) const { return index_.BytesToInsert(keys); }
 
@@ -192,7 +198,7 @@ class Table {
   // index of the nodes; ordered work (scans, where a new key is linked) through the list.
   static std::string_view KeyOfEntry(const void* node);
   Node* Find(std::string_view key, std::uint64_t hash) const;
-  HashIndex index_{&KeyOfEntry, HashIndex::ProcessSeed()};
+  HashIndex index_;
   std::atomic<std::uint64_t> bytes_{0};
 };
 

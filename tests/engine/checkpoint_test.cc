@@ -380,6 +380,45 @@ TEST_F(CheckpointTest, ADamagedCheckpointFallsBackOrRefusesToOpen) {
   }
 }
 
+// The only checkpoint damaged, and the log still holding every transaction from LSN 1 (no
+// retention deleted anything): the engine replays the whole log instead, and loses nothing.
+TEST_F(CheckpointTest, ADamagedOnlyCheckpointFallsBackToAFullReplay) {
+  std::vector<Row> rows;
+  std::vector<std::string> audit0;
+  Lsn taken, idempotent;
+  {
+    auto e = Open();
+    ASSERT_TRUE(e->CreateTable("accounts").ok());
+    ASSERT_TRUE(e->CreateTopic("audit", 2).ok());  // no retention: the log keeps everything
+    ASSERT_TRUE(e->CreateTopic("clicks", 1).ok());
+    Fill(*e, 0, 200);
+    taken = *e->Checkpoint();
+    Fill(*e, 200, 230);
+    idempotent = Commit(*e, Transaction().IdempotencyKey("late").Put("accounts", "x", "y"))->lsn;
+    rows = *e->Scan("accounts", {});
+    audit0 = Payloads(*e, "audit", 0, 0);
+  }
+  auto names = *io_.ListDir("db/log");
+  std::sort(names.begin(), names.end());
+  ASSERT_EQ(names.front(), "00000000000000000001.seg");  // the case this test is about
+  const std::byte junk[4] = {std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}};
+  ASSERT_TRUE(io_.Corrupt("db/checkpoints/" + storage::CheckpointFileName(taken), 100, junk).ok());
+  auto e = Open();
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->checkpoint_lsn(), Lsn());  // none loaded: replayed from LSN 1
+  auto got = *e->Scan("accounts", {});
+  ASSERT_EQ(got.size(), rows.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].key, rows[i].key);
+    EXPECT_EQ(got[i].value, rows[i].value);
+  }
+  EXPECT_EQ(Payloads(*e, "audit", 0, 0), audit0);
+  // Idempotency keys come back from the log too: a retry gets its original answer.
+  auto retry = Commit(*e, Transaction().IdempotencyKey("late").Put("accounts", "x", "y"));
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->lsn, idempotent);
+}
+
 }  // namespace
 }  // namespace lockstep::engine
 

@@ -15,13 +15,16 @@
 #include <thread>
 #include <type_traits>
 
+#include "engine/table.h"
 #include "storage/fault_io.h"
+#include "tests/testing/bytes.h"
 #include "tests/testing/temp_dir.h"
 
 namespace lockstep::engine {
 namespace {
 
 using base::StatusCode;
+using testing::AsBytes;
 
 class EngineTest : public EngineFixture {
  protected:
@@ -259,53 +262,68 @@ TEST_F(EngineTest, BadTransactionsAreRejectedWithClearErrors) {
   EXPECT_TRUE(e->Scan("t", {})->empty());
 }
 
+// Holds the log's syncs while closed: what is appended meanwhile is not durable.
+class LogSyncGate {
+ public:
+  explicit LogSyncGate(storage::FaultInjectingIo& io) : io_(io) {
+    io_.SetObserver([this](std::uint64_t, storage::OpKind kind, const std::string& path) {
+      if (kind != storage::OpKind::kSync || path.find("log") == std::string::npos) return;
+      std::unique_lock lock(mu_);
+      if (open_) return;
+      held_.fetch_add(1);
+      cv_.wait(lock, [&] { return open_; });
+    });
+  }
+  ~LogSyncGate() {
+    Release();
+    io_.SetObserver({});
+  }
+  void Hold() {
+    std::lock_guard lock(mu_);
+    open_ = false;
+    held_ = 0;
+  }
+  void Release() {
+    {
+      std::lock_guard lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  // True once a sync is being held (waits up to 5 s).
+  bool WaitHeld() const {
+    for (int i = 0; i < 5000 && held_.load() == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return held_.load() > 0;
+  }
+
+ private:
+  storage::FaultInjectingIo& io_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+  std::atomic<int> held_{0};
+};
+
+void WaitFor(const std::atomic<int>& n, int want) {
+  for (int i = 0; i < 2000 && n.load() < want; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 // Guarantee 2 for the catalog: "no such table" after a drop, "exists" or "no such partition"
 // after a creation, is not said before the drop or creation it saw is durable (a crash could
 // still undo it).
 TEST_F(EngineTest, RefusalsOverUndurableCatalogChangesWaitForThem) {
   auto e = Open();
   ASSERT_TRUE(e->CreateTable("t").ok());
-  // Holds the log's syncs while closed: what is appended meanwhile is not durable.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool open = false;
-  std::atomic<int> held{0};
-  io_.SetObserver([&](std::uint64_t, storage::OpKind kind, const std::string& path) {
-    if (kind != storage::OpKind::kSync || path.find("log") == std::string::npos) return;
-    std::unique_lock lock(mu);
-    if (open) return;
-    held.fetch_add(1);
-    cv.wait(lock, [&] { return open; });
-  });
-  auto hold = [&] {
-    std::lock_guard lock(mu);
-    open = false;
-    held = 0;
-  };
-  auto release = [&] {
-    {
-      std::lock_guard lock(mu);
-      open = true;
-    }
-    cv.notify_all();
-  };
-  auto wait_held = [&] {
-    for (int i = 0; i < 5000 && held.load() == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    ASSERT_GT(held.load(), 0);
-  };
-  auto wait_for = [](std::atomic<int>& n, int want) {
-    for (int i = 0; i < 2000 && n.load() < want; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  };
-
+  LogSyncGate gate(io_);
   // A drop, not yet durable: a write to the table waits for it, then hears "no table".
-  hold();
+  gate.Hold();
   Status dropped = Status::Ok();
   std::thread drop([&] { dropped = e->DropTable("t"); });
-  wait_held();
+  ASSERT_TRUE(gate.WaitHeld());
   std::atomic<int> answered{0};
   Status put = Status::Ok();
   e->Commit(Transaction().Put("t", "k", "v"), [&](Result<CommitResult> r) {
@@ -314,19 +332,19 @@ TEST_F(EngineTest, RefusalsOverUndurableCatalogChangesWaitForThem) {
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(answered.load(), 0) << "a refusal over an undurable drop was answered early";
-  release();
+  gate.Release();
   drop.join();
-  wait_for(answered, 1);
+  WaitFor(answered, 1);
   ASSERT_EQ(answered.load(), 1);
   EXPECT_TRUE(dropped.ok()) << dropped.ToString();
   EXPECT_EQ(put.code(), StatusCode::kNotFound) << put.ToString();
 
   // A creation, not yet durable: creating it again, or appending to a partition it does not
   // have, waits for it.
-  hold();
+  gate.Hold();
   Status created = Status::Ok();
   std::thread create([&] { created = e->CreateTopic("x", 1); });
-  wait_held();
+  ASSERT_TRUE(gate.WaitHeld());
   Status again = Status::Ok();
   Status append = Status::Ok();
   std::atomic<int> refused{0};
@@ -344,15 +362,69 @@ TEST_F(EngineTest, RefusalsOverUndurableCatalogChangesWaitForThem) {
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(refused.load(), 0) << "a refusal over an undurable creation was answered early";
-  release();
+  gate.Release();
   create.join();
   create_again.join();
-  wait_for(refused, 2);
+  WaitFor(refused, 2);
   ASSERT_EQ(refused.load(), 2);
   EXPECT_TRUE(created.ok()) << created.ToString();
   EXPECT_EQ(again.code(), StatusCode::kAlreadyExists) << again.ToString();
   EXPECT_EQ(append.code(), StatusCode::kInvalidArgument) << append.ToString();
-  io_.SetObserver({});
+}
+
+// Guarantee 2 for transactions: a conflict over a version not yet durable, and a retried
+// idempotency key whose original is not yet durable, are answered only once it is (a crash
+// could still undo what they saw). The conflict names the first precondition that failed.
+TEST_F(EngineTest, ConflictsAndRetriesOverUndurableWritesWaitForThem) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTable("t").ok());
+  auto v0 = Commit(*e, Transaction().Put("t", "k", "v0"));
+  ASSERT_TRUE(v0.ok()) << v0.status().ToString();
+  LogSyncGate gate(io_);
+  gate.Hold();
+  // Appended, not durable: k at a new version, and an idempotent commit.
+  std::atomic<int> written{0};
+  Result<CommitResult> original = base::Internal("unanswered");
+  e->Commit(Transaction().Put("t", "k", "v1"),
+            [&](const Result<CommitResult>&) { written.fetch_add(1); });
+  e->Commit(Transaction().IdempotencyKey("once").Put("t", "o", "1"), [&](Result<CommitResult> r) {
+    original = std::move(r);
+    written.fetch_add(1);
+  });
+  ASSERT_TRUE(gate.WaitHeld());
+  // Three preconditions: the first holds, the second and third fail; the second is named.
+  std::atomic<int> answered{0};
+  Result<CommitResult> conflict = base::Internal("unanswered");
+  Result<CommitResult> retry = base::Internal("unanswered");
+  e->Commit(Transaction()
+                .RequireAbsent("t", "fresh")
+                .RequireVersion("t", "k", v0->lsn)
+                .RequireExists("t", "missing")
+                .Put("t", "k", "v2"),
+            [&](Result<CommitResult> r) {
+              conflict = std::move(r);
+              answered.fetch_add(1);
+            });
+  e->Commit(Transaction().IdempotencyKey("once").Put("t", "o", "1"), [&](Result<CommitResult> r) {
+    retry = std::move(r);
+    answered.fetch_add(1);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(answered.load(), 0) << "answered over writes that were not yet durable";
+  EXPECT_EQ(written.load(), 0);
+  gate.Release();
+  WaitFor(written, 2);
+  WaitFor(answered, 2);
+  ASSERT_EQ(answered.load(), 2);
+  ASSERT_EQ(conflict.status().code(), StatusCode::kConflict) << conflict.status().ToString();
+  EXPECT_NE(conflict.status().message().find("\"k\""), std::string::npos)
+      << conflict.status().ToString();
+  EXPECT_EQ(conflict.status().message().find("missing"), std::string::npos)
+      << conflict.status().ToString();
+  ASSERT_TRUE(original.ok()) << original.status().ToString();
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->lsn, original->lsn);  // the original result, not a second commit
+  EXPECT_EQ((*e->Get("t", "k"))->value, "v1");
 }
 
 TEST_F(EngineTest, ReopenReplaysTablesTopicsAndOffsets) {
@@ -656,6 +728,34 @@ TEST_F(EngineTest, TheTableMemoryBudgetCountsTheIndexGrowingInOneStep) {
   EXPECT_GT(rows, 1000);
   EXPECT_LE(e->table_bytes(), o.table_bytes_max);
   EXPECT_TRUE(e->status().ok());
+}
+
+// The 513th new key of a table grows its index (1,024 slots to 2,048), and the old array's
+// entries move a few per later write. With no write after it, the engine's reclamation passes
+// finish the move: the table then holds exactly what the same writes leave in a table whose
+// move was finished by hand (same node heights: both use the default seed).
+TEST_F(EngineTest, AnIdleEngineFinishesTheIndexMovesItsWritesBegan) {
+  auto e = Open();
+  ASSERT_TRUE(e->CreateTable("t").ok());
+  Table alone;
+  Transaction txn;
+  for (int i = 0; i < 513; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    txn.Put("t", key, "v");
+    alone.Put(AsBytes(key), AsBytes("v"), Lsn(1 + static_cast<std::uint64_t>(i)));
+  }
+  ASSERT_TRUE(alone.IndexMoving());  // the case this test is about
+  const std::uint64_t moving_bytes = alone.bytes();
+  EXPECT_FALSE(alone.TidyIndex(SIZE_MAX));
+  ASSERT_LT(alone.bytes(), moving_bytes);
+  ASSERT_TRUE(Commit(*e, std::move(txn)).ok());
+  std::uint64_t held = 0;
+  for (int i = 0; i < 500; ++i) {
+    held = e->DescribeTable("t")->memory_bytes;
+    if (held == alone.bytes()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(held, alone.bytes()) << "with the move left: " << moving_bytes;
 }
 
 TEST_F(EngineTest, EveryPublicCallRefusesBadInputClearly) {

@@ -60,7 +60,7 @@ TEST(HashIndex, KeysWhoseTagAndHomeSlotCollideAreToldApart) {
   index.Erase(&a);
   EXPECT_EQ(Find(index, first), nullptr);
   EXPECT_EQ(Find(index, second), &b);
-  // Inserted again (into the erased slot): both answer.
+  // Inserted again: both answer.
   Entry a2{first};
   index.Insert(&a2, index.Hash(a2.key));
   EXPECT_EQ(Find(index, first), &a2);
@@ -88,10 +88,11 @@ TEST(HashIndex, ReadersRacingGrowsAndShrinksFindExactlyWhatIsPresent) {
   std::atomic<std::uint64_t> missing{0};
   std::atomic<std::uint64_t> stale{0};
   std::atomic<std::uint64_t> lookups{0};
+  std::atomic<int> readers_started{0};
   auto reader = [&](std::uint64_t reader_seed) {
     std::mt19937_64 rng(reader_seed);
-    std::uint64_t mine = 0;
-    for (std::uint64_t s = 0; s < 2 * kKeys && mine < 20'000'000; ++mine) {
+    readers_started.fetch_add(1);
+    for (std::uint64_t s = 0, mine = 0; s < 2 * kKeys && mine < 20'000'000; ++mine) {
       rcu::ReadGuard guard;
       s = published.load(std::memory_order_acquire);
       // Half the time a key near the writer's position, where entries change.
@@ -101,12 +102,22 @@ TEST(HashIndex, ReadersRacingGrowsAndShrinksFindExactlyWhatIsPresent) {
       const bool found = index.Find(entries[i]->key, index.Hash(entries[i]->key)) != nullptr;
       if (kept(i) && i + 1 <= s && !found) missing.fetch_add(1);
       if (!kept(i) && kKeys + i + 1 <= s && found) stale.fetch_add(1);
+      lookups.fetch_add(1, std::memory_order_relaxed);
     }
-    lookups.fetch_add(mine);
   };
   std::thread r1(reader, seed + 1);
   std::thread r2(reader, seed + 2);
+  // The writer starts once both readers run, and every 8 steps lets them look (briefly), so
+  // that lookups overlap the grows, shrinks and moves.
+  while (readers_started.load() < 2) std::this_thread::yield();
   for (std::uint64_t step = 1; step <= 2 * kKeys; ++step) {
+    if (step % 8 == 0) {
+      const std::uint64_t before = lookups.load(std::memory_order_relaxed);
+      // Spins, bounded (a descheduled reader costs the writer a few microseconds, not a slice).
+      for (int spin = 0; spin < 2000 && lookups.load(std::memory_order_relaxed) == before;) {
+        ++spin;
+      }
+    }
     if (step <= kKeys) {
       const Entry* e = entries[step - 1].get();
       index.Insert(e, index.Hash(e->key));
@@ -123,8 +134,8 @@ TEST(HashIndex, ReadersRacingGrowsAndShrinksFindExactlyWhatIsPresent) {
   // reclamation pass does for a table no one writes any more).
   index.Tidy(SIZE_MAX);
   EXPECT_LT(index.bytes(), 64u << 10);
-  EXPECT_GT(lookups.load(), 0u);
-  rcu::Barrier();  // the replaced arrays are freed before the index goes
+  EXPECT_GT(lookups.load(), 2 * kKeys);  // they looked all along
+  rcu::Barrier();                        // the replaced arrays are freed before the index goes
 }
 
 }  // namespace
