@@ -1245,6 +1245,8 @@ Status Engine::CreateTable(std::string_view name) {
 }
 
 Status Engine::DropTable(std::string_view name) {
+  // A name no table could have (empty, reserved, too long) is refused as such, not "not found".
+  LOCKSTEP_RETURN_IF_ERROR(ValidateName("table", name, options_.name_bytes_max));
   return CommitCatalog(CatalogOp{CatalogChange::kDropTable, 0, name, 0, 0, 0});
 }
 
@@ -1263,6 +1265,8 @@ Status Engine::CreateTopic(std::string_view name, std::uint32_t partitions,
 }
 
 Status Engine::DropTopic(std::string_view name) {
+  // A name no topic could have (empty, reserved, too long) is refused as such, not "not found".
+  LOCKSTEP_RETURN_IF_ERROR(ValidateName("topic", name, options_.name_bytes_max));
   return CommitCatalog(CatalogOp{CatalogChange::kDropTopic, 0, name, 0, 0, 0});
 }
 

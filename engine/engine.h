@@ -249,6 +249,9 @@ class Engine {
   // for an operator's look, not for a hot path). kNotFound for no such table.
   Result<TableInfo> DescribeTable(std::string_view name) const;
   std::vector<TopicInfo> ListTopics() const;
+  // Partitions, retention, and the start and end offset of each partition at the visible LSN.
+  // kNotFound for no such topic; kInvalidArgument for a name no topic could have.
+  Result<TopicInfo> DescribeTopic(std::string_view name) const;
 
   // Reads at the visible LSN. kNotFound for an unknown table.
   Result<std::optional<Row>> Get(std::string_view table, std::string_view key) const;

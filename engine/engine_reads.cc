@@ -45,19 +45,34 @@ Result<TableInfo> Engine::DescribeTable(std::string_view name) const {
   return info;
 }
 
+namespace {
+
+template <typename Entry>
+TopicInfo InfoOf(std::string_view name, const Entry& t) {
+  TopicInfo info{std::string(name), t.id, t.partitions, t.retention_ms, t.retention_bytes, {}, {}};
+  for (std::uint32_t p = 0; p < t.partitions; ++p) {
+    info.start_offsets.emplace_back(t.start_offset[p].load(std::memory_order_acquire));
+    info.end_offsets.emplace_back(t.visible_end[p].load(std::memory_order_acquire));
+  }
+  return info;
+}
+
+}  // namespace
+
 std::vector<TopicInfo> Engine::ListTopics() const {
   std::shared_lock lock(catalog_mu_);
   std::vector<TopicInfo> out;
   for (const auto& [name, t] : topics_) {
-    if (!t->LiveAt(visible_lsn())) continue;
-    TopicInfo info{name, t->id, t->partitions, t->retention_ms, t->retention_bytes, {}, {}};
-    for (std::uint32_t p = 0; p < t->partitions; ++p) {
-      info.start_offsets.emplace_back(t->start_offset[p].load(std::memory_order_acquire));
-      info.end_offsets.emplace_back(t->visible_end[p].load(std::memory_order_acquire));
-    }
-    out.push_back(std::move(info));
+    if (t->LiveAt(visible_lsn())) out.push_back(InfoOf(name, *t));
   }
   return out;
+}
+
+Result<TopicInfo> Engine::DescribeTopic(std::string_view name) const {
+  LOCKSTEP_RETURN_IF_ERROR(ValidateName("topic", name, options_.name_bytes_max));
+  auto t = FindTopic(name);
+  if (!t) return base::NotFound(fmt::format("no topic {:?}", name));
+  return InfoOf(name, *t);
 }
 
 std::shared_ptr<Engine::TopicEntry> Engine::FindTopic(std::string_view name) const {

@@ -814,6 +814,55 @@ TEST_F(EngineTest, EveryPublicCallRefusesBadInputClearly) {
   EXPECT_TRUE(e->status().ok());
 }
 
+// The calls the test above leaves out: each refuses bad input with a clear code and leaves the
+// engine healthy.
+TEST_F(EngineTest, TheRestOfThePublicCallsRefuseBadInputToo) {
+  EngineOptions o = Options();
+  o.event_limits.event_bytes_max = 4096;
+  auto e = Open(o);
+  ASSERT_TRUE(e->CreateTable("t").ok());
+  ASSERT_TRUE(e->CreateTopic("events", 2).ok());
+  ASSERT_TRUE(Commit(*e, Transaction().Append(Event("events", "p"))).ok());
+  // Catalog.
+  EXPECT_EQ(e->DropTable("").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->CreateTable(std::string(300, 'n')).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->DescribeTable("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(e->DescribeTopic("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(e->DescribeTopic("bad name").status().code(), StatusCode::kInvalidArgument);
+  auto described = e->DescribeTopic("events");
+  ASSERT_TRUE(described.ok()) << described.status().ToString();
+  EXPECT_EQ(described->partitions, 2u);
+  EXPECT_EQ(described->end_offsets[0].value() + described->end_offsets[1].value(), 1u);
+  // Reads.
+  EXPECT_EQ(e->FetchViews("nope", PartitionId(0), Offset(0)).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(e->FetchViews("events", PartitionId(2), Offset(0)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->FetchViews("events", PartitionId(0), Offset(5)).status().code(),
+            StatusCode::kOutOfRange);
+  EXPECT_EQ(Engine::CheckMultiGetKeys(Engine::kMultiGetKeysMax + 1).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Engine::CheckMultiGetKeys(Engine::kMultiGetKeysMax).ok());
+  std::vector<std::string_view> keys(Engine::kMultiGetKeysMax + 1, "k");
+  EXPECT_EQ(e->MultiGet("t", keys).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->MultiGet("nope", std::vector<std::string_view>{"k"}).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(e->ScanAsOf("t", {}, Lsn(e->visible_lsn().value() + 1)).status().code(),
+            StatusCode::kOutOfRange);
+  EXPECT_EQ(e->ScanAsOf("nope", {}, e->visible_lsn()).status().code(), StatusCode::kNotFound);
+  // An event past event_bytes_max, whole record counted.
+  EXPECT_EQ(
+      Commit(*e, Transaction().Append(Event("events", std::string(5000, 'p')))).status().code(),
+      StatusCode::kInvalidArgument);
+  // Removing a listener that was never added (or twice) does nothing.
+  e->RemoveEventsListener(12345);
+  const std::uint64_t id = e->AddEventsListener([] {});
+  e->RemoveEventsListener(id);
+  e->RemoveEventsListener(id);
+  EXPECT_TRUE(e->status().ok());
+  EXPECT_TRUE(Commit(*e, Transaction().Append(Event("events", "after"))).ok());
+}
+
 TEST(EngineOnDisk, CommitsSurviveAReopen) {
   testing::TempDir dir;
   auto io = std::move(storage::MakeIo()).value();
