@@ -41,9 +41,15 @@ void TsanAcquire(void*) {}
 
 // Callbacks queued and not yet finished. Barrier waits on this rather than on urcu_bp_barrier,
 // whose synchronisation (and internal allocations) ThreadSanitizer cannot see.
-std::mutex outstanding_mu;
-std::condition_variable outstanding_cv;
-std::uint64_t outstanding = 0;
+// Never destroyed: liburcu's callback thread may still be running a callback while the
+// process exits (a program that queued work and did not call Barrier), and a destroyed
+// condition variable must not be notified.
+struct Outstanding {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::uint64_t count = 0;
+};
+Outstanding& outstanding = *new Outstanding;
 
 // Standard layout, so liburcu's container_of finds it from its head.
 struct Callback {
@@ -60,8 +66,8 @@ void RunCallback(rcu_head* head) {
   (*callback->fn)();
   delete callback->fn;
   delete callback;
-  std::lock_guard lock(outstanding_mu);
-  if (--outstanding == 0) outstanding_cv.notify_all();
+  std::lock_guard lock(outstanding.mu);
+  if (--outstanding.count == 0) outstanding.cv.notify_all();
 }
 
 }  // namespace
@@ -81,8 +87,8 @@ void AfterReaders(std::function<void()> fn) {
   LOCKSTEP_ASSERT(!InReadSection());
   auto* callback = new Callback{{}, new std::function<void()>(std::move(fn))};
   {
-    std::lock_guard lock(outstanding_mu);
-    ++outstanding;
+    std::lock_guard lock(outstanding.mu);
+    ++outstanding.count;
   }
   TsanRelease(callback);
   urcu_bp_call_rcu(&callback->head, RunCallback);
@@ -105,8 +111,8 @@ void WaitForReaders() {
 
 void Barrier() {
   LOCKSTEP_ASSERT(!InReadSection());
-  std::unique_lock lock(outstanding_mu);
-  outstanding_cv.wait(lock, [] { return outstanding == 0; });
+  std::unique_lock lock(outstanding.mu);
+  outstanding.cv.wait(lock, [] { return outstanding.count == 0; });
 }
 
 }  // namespace lockstep::engine::rcu
