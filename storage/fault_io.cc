@@ -160,7 +160,12 @@ FaultInjectingIo::~FaultInjectingIo() = default;
 Status FaultInjectingIo::Begin(OpKind kind, const std::string& path, FaultKind* fault) {
   const std::uint64_t n = ++operations_;
   if (observer_) observer_(n, kind, path);
-  if (crash_at_ != 0 && n >= crash_at_) crashed_ = true;
+  const bool aimed = crash_at_next_ && kind == crash_at_next_->first &&
+                     path.find(crash_at_next_->second) != std::string::npos;
+  if (((crash_at_ != 0 && n >= crash_at_) || aimed) && !crashed_) {
+    crashed_ = true;
+    crash_point_ = {kind, path};
+  }
   if (crashed_) {
     return base::IoError(fmt::format("{} {}: simulated crash", OpKindName(kind), path));
   }
@@ -421,11 +426,22 @@ std::uint64_t FaultInjectingIo::operations() const {
 void FaultInjectingIo::CrashAtOperation(std::uint64_t n) {
   std::lock_guard lock(mu_);
   crash_at_ = n;
+  if (n == 0) crash_at_next_.reset();
+}
+
+void FaultInjectingIo::CrashAtNext(OpKind kind, std::string path_contains) {
+  std::lock_guard lock(mu_);
+  crash_at_next_.emplace(kind, std::move(path_contains));
 }
 
 bool FaultInjectingIo::crashed() const {
   std::lock_guard lock(mu_);
   return crashed_;
+}
+
+FaultInjectingIo::CrashPoint FaultInjectingIo::crash_point() const {
+  std::lock_guard lock(mu_);
+  return crashed_ ? crash_point_ : CrashPoint{};
 }
 
 void FaultInjectingIo::AddFault(FaultRule rule) {
@@ -475,6 +491,7 @@ void FaultInjectingIo::Restart(std::mt19937_64& rng, const CrashModel& model) {
   ++generation_;
   operations_ = 0;
   crash_at_ = 0;
+  crash_at_next_.reset();
   crashed_ = false;
 }
 
@@ -485,6 +502,7 @@ void FaultInjectingIo::RestartProcess() {
   ++generation_;
   operations_ = 0;
   crash_at_ = 0;
+  crash_at_next_.reset();
   crashed_ = false;
 }
 

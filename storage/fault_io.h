@@ -30,6 +30,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -109,7 +110,18 @@ class FaultInjectingIo final : public Io {
   // Operation number `n` (counting from 1 after construction or Restart) and all later ones
   // fail with kIoError "simulated crash" and change nothing. 0 cancels.
   void CrashAtOperation(std::uint64_t n);
+  // The next operation of `kind` whose path contains `path_contains`, and all later ones, fail
+  // as a crash (to aim one at a rare moment, such as retention removing a segment). Cancelled
+  // by CrashAtOperation(0) and by a restart.
+  void CrashAtNext(OpKind kind, std::string path_contains);
   bool crashed() const;
+  // The operation the crash struck (its kind and path), while crashed(): for tests that check
+  // where their crashes land.
+  struct CrashPoint {
+    OpKind kind = OpKind::kAny;
+    std::string path;
+  };
+  CrashPoint crash_point() const;
   void AddFault(FaultRule rule);
   void ClearFaults();
   // Called for every operation with its number, kind and path, before it takes effect.
@@ -154,6 +166,8 @@ class FaultInjectingIo final : public Io {
   std::uint64_t generation_ = 1;
   std::uint64_t operations_ = 0;
   std::uint64_t crash_at_ = 0;
+  std::optional<std::pair<OpKind, std::string>> crash_at_next_;
+  CrashPoint crash_point_;
   bool crashed_ = false;
   std::vector<FaultRule> rules_;
   std::function<void(std::uint64_t, OpKind, const std::string&)> observer_;

@@ -196,6 +196,7 @@ struct Totals {
   std::uint64_t cycles = 0, crashes = 0, recovery_crashes = 0, process_crashes = 0;
   std::uint64_t injected = 0, submitted = 0, acked = 0, conflicts = 0, stale = 0, retries = 0;
   std::uint64_t retry_checks = 0, checkpoints = 0, failed_checkpoints = 0, trimmed_events = 0;
+  std::uint64_t crashes_in_checkpoints = 0, crashes_in_retention = 0;
   std::uint64_t log_start = 0;
   std::uint64_t disk_full = 0;  // transactions rejected for a full disk (and undone)  // the
                                 // highest LSN below which retention forgot everything
@@ -240,7 +241,12 @@ class Machine {
     // Arm the next crash (or an injected error), then work until it strikes or the budget ends.
     const std::uint64_t dice = Uniform(0, 9);
     fault_armed_ = false;
-    if (dice < 6) {
+    if (dice < 2) {
+      // Aimed at retention removing a log segment (a rare moment for a random crash), with a
+      // random crash later in case no segment goes this cycle.
+      io_.CrashAtNext(storage::OpKind::kRemove, "log/");
+      io_.CrashAtOperation(io_.operations() + Uniform(1, 200));
+    } else if (dice < 6) {
       io_.CrashAtOperation(io_.operations() + Uniform(1, 60));
     } else if (dice < 8) {
       fault_armed_ = true;
@@ -299,7 +305,16 @@ class Machine {
   }
 
   void Restart(Totals& totals) {
-    if (io_.crashed()) ++totals.crashes;
+    if (io_.crashed()) {
+      ++totals.crashes;
+      // Where it struck: inside a checkpoint (its file or directory), or inside retention (a
+      // log segment removed once a checkpoint covers it).
+      const auto where = io_.crash_point();
+      if (where.path.find("checkpoints") != std::string::npos) ++totals.crashes_in_checkpoints;
+      if (where.kind == storage::OpKind::kRemove && where.path.find("log/") != std::string::npos) {
+        ++totals.crashes_in_retention;
+      }
+    }
     disk_full_until_ = 0;
     io_.ClearFaults();
     if (Uniform(0, 2) == 0) {
@@ -633,7 +648,8 @@ TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
     }
   }
   std::printf(
-      "engine model: cycles %llu, crashes %llu (process %llu, during recovery %llu), injected "
+      "engine model: cycles %llu, crashes %llu (process %llu, during recovery %llu, in a "
+      "checkpoint %llu, in retention %llu), injected "
       "errors %llu, transactions %llu (acknowledged %llu, conflicts %llu, stale generations "
       "%llu, retries answered %llu), retry checks after recovery %llu, checkpoints %llu "
       "(failed %llu), events trimmed by retention %llu, rejected for a full disk %llu\n",
@@ -641,6 +657,8 @@ TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
       static_cast<unsigned long long>(totals.crashes),
       static_cast<unsigned long long>(totals.process_crashes),
       static_cast<unsigned long long>(totals.recovery_crashes),
+      static_cast<unsigned long long>(totals.crashes_in_checkpoints),
+      static_cast<unsigned long long>(totals.crashes_in_retention),
       static_cast<unsigned long long>(totals.injected),
       static_cast<unsigned long long>(totals.submitted),
       static_cast<unsigned long long>(totals.acked),
@@ -662,6 +680,8 @@ TEST(EngineModel, RandomTransactionsWithCrashesMatchTheModel) {
   EXPECT_GT(totals.retry_checks, 0u);
   EXPECT_GT(totals.checkpoints, 0u);
   EXPECT_GT(totals.failed_checkpoints, 0u);
+  EXPECT_GT(totals.crashes_in_checkpoints, 0u) << "no crash struck inside a checkpoint";
+  EXPECT_GT(totals.crashes_in_retention, 0u) << "no crash struck while retention removed segments";
   EXPECT_GT(totals.trimmed_events, 0u);
   EXPECT_GT(totals.log_start, 1u) << "retention never deleted a segment";
   EXPECT_GT(totals.disk_full, 0u) << "no full disk was simulated";
