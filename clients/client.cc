@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <deque>
@@ -171,10 +172,15 @@ class Client::Impl {
     call.budget = options_.retry_deadline + extra;
     call.deadline = Clock::now() + call.budget;
     call.done = std::move(done);
+    if (io_.get_executor().running_in_this_thread()) {
+      // From a callback on the network thread (a pipelined caller refilling its window): one
+      // post takes every call submitted in this turn, instead of one post each.
+      if (submitted_.empty()) asio::post(io_, [this] { TakeSubmitted(); });
+      submitted_.emplace_back(id, std::move(call));
+      return;
+    }
     asio::post(io_, [this, id, call = std::move(call)]() mutable {
-      if (closed_) return call.done(base::Unavailable("the client was closed"));
-      calls_.emplace(id, std::move(call));
-      queue_.push_back(id);
+      Queue(id, std::move(call));
       if (ready_) WriteNext();
     });
   }
@@ -210,6 +216,22 @@ class Client::Impl {
         });
   }
 
+  // Network thread: the calls submitted from its own callbacks, in the order they were made.
+  void TakeSubmitted() {
+    auto taken = std::exchange(submitted_, {});
+    for (auto& [id, call] : taken) Queue(id, std::move(call));
+    if (ready_) WriteNext();
+    // Reused: the next turn's submissions allocate nothing for the list.
+    taken.clear();
+    if (submitted_.empty()) submitted_ = std::move(taken);
+  }
+
+  void Queue(std::uint64_t id, Call call) {
+    if (closed_) return call.done(base::Unavailable("the client was closed"));
+    calls_.emplace(id, std::move(call));
+    queue_.push_back(id);
+  }
+
   void Handshake() {
     FlatBufferBuilder fbb(128);
     auto hs = fb::CreateHandshakeRequest(fbb, wire::kMajorVersion, wire::kMinorVersion,
@@ -240,15 +262,25 @@ class Client::Impl {
             return Lost(fmt::format("connection to {} lost: {}", options_.broker, ec.message()));
           }
           reader_->Filled(n);
-          for (;;) {
-            auto frame = reader_->Next();
-            if (!frame.ok()) return Lost("bad frame from the server: " + frame.status().ToString());
-            if (!*frame) break;
-            OnFrame(**frame);
-            if (gen != generation_) return;  // the frame ended this connection
-          }
-          ReadMore();
+          ProcessFrames(gen);
         });
+  }
+
+  // Handles the complete frames read, a turn of kFramesPerTurn at a time: what their callbacks
+  // submitted goes out before the next turn, so the server starts on it while this thread works
+  // on the rest of a large read, instead of both waiting for the other's whole batch.
+  void ProcessFrames(std::uint64_t gen) {
+    constexpr int kFramesPerTurn = 32;
+    for (int handled = 0; handled < kFramesPerTurn; ++handled) {
+      auto frame = reader_->Next();
+      if (!frame.ok()) return Lost("bad frame from the server: " + frame.status().ToString());
+      if (!*frame) return ReadMore();
+      OnFrame(**frame);
+      if (gen != generation_) return;  // the frame ended this connection
+    }
+    asio::post(io_, [this, gen] {
+      if (gen == generation_) ProcessFrames(gen);
+    });
   }
 
   void OnFrame(wire::FrameReader::Frame& frame) {
@@ -413,6 +445,7 @@ class Client::Impl {
   // Network thread only:
   std::map<std::uint64_t, Call> calls_;  // by id: resent in the order they were made
   std::deque<std::uint64_t> queue_;
+  std::vector<std::pair<std::uint64_t, Call>> submitted_;  // see TakeSubmitted
   std::vector<std::byte> handshake_;
   std::optional<wire::FrameReader> reader_;  // per connection
   // Blocks for large responses, recycled once their holders (consumers' batches) let go: 16 MiB
@@ -494,6 +527,31 @@ std::string NewIdempotencyKey() {
   return fmt::format("{}{:016x}", key_prefix, key_counter++);
 }
 
+// Strings written once per message: a lookup among the few already written (a linear scan —
+// a transaction names a handful), else a new one.
+class NameCache {
+ public:
+  explicit NameCache(FlatBufferBuilder& fbb) : fbb_(fbb) {}
+  FbOffset<flatbuffers::String> Get(const std::string& name) {
+    for (std::size_t i = 0; i < count_; ++i) {
+      if (*names_[i] == name) return offsets_[i];
+    }
+    auto offset = fbb_.CreateString(name);
+    if (count_ < kSlots) {
+      names_[count_] = &name;
+      offsets_[count_++] = offset;
+    }
+    return offset;
+  }
+
+ private:
+  static constexpr std::size_t kSlots = 8;
+  FlatBufferBuilder& fbb_;
+  std::array<const std::string*, kSlots> names_{};
+  std::array<FbOffset<flatbuffers::String>, kSlots> offsets_{};
+  std::size_t count_ = 0;
+};
+
 FbOffset<fb::OffsetCommit> BuildOffset(FlatBufferBuilder& fbb, const OffsetCommit& o) {
   return fb::CreateOffsetCommit(fbb, fbb.CreateString(o.group), o.generation,
                                 fbb.CreateString(o.topic), o.partition.value(), o.offset.value());
@@ -517,29 +575,39 @@ void Client::Commit(Transaction txn, Callback<CommitResult> done) {
   // Without a key of its own, a transaction gets a random one: resending it is then safe.
   if (!txn.idempotency_key() && !txn.producer_sequence()) txn.IdempotencyKey(NewIdempotencyKey());
   FlatBufferBuilder fbb(1024);
-  std::vector<FbOffset<fb::Precondition>> pre;
+  // A transaction names its few tables and topics again and again (a read-check and a put of
+  // each key): each name is written once and referred to after that.
+  NameCache names(fbb);
+  // The offset lists are reused by the thread's next commit: encoding allocates nothing for them.
+  thread_local std::vector<FbOffset<fb::Precondition>> pre;
+  thread_local std::vector<FbOffset<fb::Write>> writes;
+  thread_local std::vector<FbOffset<fb::Event>> events;
+  thread_local std::vector<FbOffset<fb::EventHeader>> headers;
+  pre.clear();
+  writes.clear();
+  events.clear();
   for (const Precondition& p : txn.preconditions()) {
     pre.push_back(fb::CreatePrecondition(fbb, static_cast<fb::PreconditionKind>(p.kind),
-                                         fbb.CreateString(p.table), Bytes(fbb, p.key),
-                                         p.version.value()));
+                                         names.Get(p.table), Bytes(fbb, p.key), p.version.value()));
   }
-  std::vector<FbOffset<fb::Write>> writes;
   for (const TableWrite& w : txn.writes()) {
-    writes.push_back(fb::CreateWrite(fbb, fbb.CreateString(w.table), Bytes(fbb, w.key),
+    writes.push_back(fb::CreateWrite(fbb, names.Get(w.table), Bytes(fbb, w.key),
                                      Bytes(fbb, w.value), w.is_delete));
   }
-  std::vector<FbOffset<fb::Event>> events;
   for (const EventAppend& e : txn.events()) {
-    std::vector<FbOffset<fb::EventHeader>> headers;
-    for (const auto& [name, value] : e.headers) {
-      headers.push_back(fb::CreateEventHeader(fbb, fbb.CreateString(name), Bytes(fbb, value)));
+    FbOffset<flatbuffers::Vector<FbOffset<fb::EventHeader>>> header_list;
+    if (!e.headers.empty()) {
+      headers.clear();
+      for (const auto& [name, value] : e.headers) {
+        headers.push_back(fb::CreateEventHeader(fbb, names.Get(name), Bytes(fbb, value)));
+      }
+      header_list = fbb.CreateVector(headers);
     }
-    events.push_back(
-        fb::CreateEvent(fbb, fbb.CreateSharedString(e.topic),
-                        e.partition ? static_cast<std::int64_t>(e.partition->value()) : -1,
-                        e.key ? Bytes(fbb, *e.key) : FbOffset<flatbuffers::Vector<std::uint8_t>>(),
-                        Bytes(fbb, e.payload), fbb.CreateString(e.type), e.schema_version,
-                        fbb.CreateVector(headers), e.timestamp_ms.value_or(-1)));
+    events.push_back(fb::CreateEvent(
+        fbb, names.Get(e.topic), e.partition ? static_cast<std::int64_t>(e.partition->value()) : -1,
+        e.key ? Bytes(fbb, *e.key) : FbOffset<flatbuffers::Vector<std::uint8_t>>(),
+        Bytes(fbb, e.payload), names.Get(e.type), e.schema_version, header_list,
+        e.timestamp_ms.value_or(-1)));
   }
   std::vector<FbOffset<fb::OffsetCommit>> offsets;
   for (const OffsetCommit& o : txn.offsets()) offsets.push_back(BuildOffset(fbb, o));

@@ -32,6 +32,9 @@ namespace {
 
 class Connection;
 
+// Requests handled per turn of a connection's strand (see ProcessFrames).
+constexpr std::uint32_t kFramesPerTurn = 32;
+
 // A fetch waiting for new durable events (long-poll): answered when enough arrived, at its
 // deadline, or when the server stops.
 struct ParkedFetch {
@@ -250,9 +253,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void ProcessFrames() {
-    while (!closed_ && !closing_) {
+    // The answers to the frames of one turn go out together, in one write.
+    Corked corked(*this);
+    for (std::uint32_t handled = 0; !closed_ && !closing_; ++handled) {
       if (Saturated()) {
         paused_ = true;  // backpressure: MaybeResume goes on once responses drain
+        return;
+      }
+      if (handled == kFramesPerTurn) {
+        // A read may hold hundreds of pipelined requests. Their answers leave in turns, so
+        // that the client works on the first ones while the server works on the rest, instead
+        // of both waiting for the other's whole batch; commit answers queued meanwhile go too.
+        asio::post(strand_, [self = shared_from_this()] { self->ProcessFrames(); });
         return;
       }
       auto frame = reader_.Next();
@@ -299,6 +311,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // ---- Writing --------------------------------------------------------------------------------
 
+  // While one lives, responses queue without being written; the last one to end writes them all
+  // at once. A batch of work (the frames of one read, the commits of one group) then costs the
+  // client one wake-up and the server one system call, instead of one for its first answer and
+  // another for the rest.
+  class Corked {
+   public:
+    explicit Corked(Connection& c) : c_(c) { ++c_.corked_; }
+    ~Corked() {
+      if (--c_.corked_ == 0 && !c_.writing_) c_.WriteNext();
+    }
+    Corked(const Corked&) = delete;
+    Corked& operator=(const Corked&) = delete;
+
+   private:
+    Connection& c_;
+  };
+
   void Send(FlatBufferBuilder& fbb, Attachment attachment = {}) {
     if (closed_) return;
     OutFrame frame;
@@ -308,7 +337,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                            static_cast<std::uint32_t>(frame.attachment.bytes));
     queued_bytes_ += frame.bytes();
     writes_.push_back(std::move(frame));
-    if (!writing_) WriteNext();
+    if (!writing_ && corked_ == 0) WriteNext();
   }
 
   void SendError(std::uint64_t correlation_id, const Status& status) {
@@ -499,24 +528,44 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // socket and timer — never outlive the io_context.
     server_.engine_.Commit(std::move(txn).value(), [weak = weak_from_this(), gate = server_.gate_,
                                                     id](Result<engine::CommitResult> r) {
-      PostIfAlive(*gate, weak, [id, r = std::move(r)](Connection& self) {
-        --self.inflight_;
-        if (r.ok()) {
-          FlatBufferBuilder fbb(256);
-          self.SendResponse(id, fbb, Build(fbb, *r));
-        } else {
-          self.SendError(id, r.status());
-        }
-        self.MaybeResume();
-      });
+      std::lock_guard lock(gate->mu);
+      if (!gate->open) return;
+      if (std::shared_ptr<Connection> self = weak.lock()) self->Committed(id, std::move(r));
     });
   }
 
-  // From any thread: runs fn(connection) on its strand if the server still runs and the
-  // connection still exists. The strong reference is taken and dropped under the server's gate,
-  // which is open only while the io_context lives.
-  template <typename Fn>
-  static void PostIfAlive(Server::Impl::Gate& gate, const std::weak_ptr<Connection>& weak, Fn&& fn);
+  // Any thread (the engine's, under the gate): queues a commit's answer. The answers of one
+  // group commit arrive together; the first one posts a drain, which answers them all in one
+  // turn of the strand and one write, instead of one post, one turn and one wake-up each.
+  void Committed(std::uint64_t id, Result<engine::CommitResult> result) {
+    bool first = false;
+    {
+      std::lock_guard lock(committed_mu_);
+      first = committed_.empty();
+      committed_.push_back({id, std::move(result)});
+    }
+    if (first) asio::post(strand_, [self = shared_from_this()] { self->AnswerCommitted(); });
+  }
+
+  // On the strand.
+  void AnswerCommitted() {
+    {
+      std::lock_guard lock(committed_mu_);
+      std::swap(committed_, answering_);
+    }
+    Corked corked(*this);
+    for (auto& [id, result] : answering_) {
+      --inflight_;
+      if (result.ok()) {
+        FlatBufferBuilder fbb(256);
+        SendResponse(id, fbb, Build(fbb, *result));
+      } else {
+        SendError(id, result.status());
+      }
+    }
+    answering_.clear();
+    MaybeResume();
+  }
 
   void Dispatch(const fb::RequestMessage& m) {
     const std::uint64_t id = m.correlation_id();
@@ -843,6 +892,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::size_t gathered_ = 0;   // pieces of it sent whole
   std::size_t in_write_ = 0;   // frames at the front of writes_ it covers
   std::list<std::unique_ptr<ParkedFetch>> parked_;
+  struct Answer {
+    std::uint64_t id;
+    Result<engine::CommitResult> result;
+  };
+  std::mutex committed_mu_;
+  std::vector<Answer> committed_;  // under committed_mu_: answers not yet taken by the strand
+  std::vector<Answer> answering_;  // on the strand: the answers being sent
+  std::uint32_t corked_ = 0;       // live Corked scopes
   std::uint64_t queued_bytes_ = 0;
   std::uint32_t inflight_ = 0;
   std::uint64_t next_parked_id_ = 0;
@@ -861,16 +918,6 @@ template <typename Fn>
 void Connection::Post(Fn&& fn) {
   std::lock_guard lock(server_.gate_->mu);
   if (server_.gate_->open) asio::post(strand_, std::forward<Fn>(fn));
-}
-
-template <typename Fn>
-void Connection::PostIfAlive(Server::Impl::Gate& gate, const std::weak_ptr<Connection>& weak,
-                             Fn&& fn) {
-  std::lock_guard lock(gate.mu);
-  if (!gate.open) return;
-  if (std::shared_ptr<Connection> self = weak.lock()) {
-    asio::post(self->strand_, [self, fn = std::forward<Fn>(fn)]() mutable { fn(*self); });
-  }
 }
 
 // ---- Server::Impl --------------------------------------------------------------------------
