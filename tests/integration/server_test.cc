@@ -1,8 +1,9 @@
 // Proves the server and the client together over loopback TCP: produce then consume, a parked
-// long-poll answered as soon as a new event is durable (well before its timeout), transactions
-// with conflicts and reads as of an LSN, a client that reconnects and whose queued commit is
-// applied once, and the bad-input catalogue — random bytes, truncated frames, a 4 GiB length
-// prefix, invalid FlatBuffers, a wrong protocol version, an unknown request type, 1,000 idle
+// long-poll answered as soon as a new event is durable (well before its timeout) or, with
+// min_bytes, as soon as enough are; the handshake and idle timeouts and the connection limit;
+// transactions with conflicts and reads as of an LSN, a client that reconnects and whose queued
+// commit is applied once, and the bad-input catalogue — random bytes, truncated frames, a 4 GiB
+// length prefix, invalid FlatBuffers, a wrong protocol version, an unknown request type, 1,000 idle
 // connections, a client that never reads its responses — after each of which the server is up,
 // other clients are served, and no data is lost.
 #include <atomic>
@@ -91,16 +92,47 @@ TEST_F(ServerTest, AParkedLongPollReturnsAsSoonAsANewEventIsDurable) {
   EXPECT_EQ(pending.wait_for(0ms), std::future_status::timeout) << "it did not wait";
   auto producer = Connect();
   ASSERT_TRUE(producer->Commit(client::Transaction().Append(Event("ticks", "now"))).ok());
+  const auto acknowledged = std::chrono::steady_clock::now();
   auto got = pending.get();
-  const auto waited = std::chrono::steady_clock::now() - start;
+  const auto answered = std::chrono::steady_clock::now();
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(Payloads(*got), std::vector<std::string>{"now"});
-  EXPECT_LT(waited, 10s) << "answered by its timeout, not by the event";
+  EXPECT_LT(answered - start, 10s) << "answered by its timeout, not by the event";
+  // Woken by the commit, not found by a periodic re-check: a server that looked once a second
+  // would fail this about half the time, one that looked every 5 s nearly always.
+  EXPECT_LT(answered - acknowledged, 500ms);
   // A long-poll that sees nothing returns empty at its timeout.
   wait.max_wait = 300ms;
   auto empty = client_->Fetch("ticks", PartitionId(0), Offset(1), wait);
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(empty->events, 0u);
+}
+
+// A long-poll with min_bytes stays parked while the new events are fewer bytes than that, and
+// is answered as soon as enough are durable, with all of them, well before its timeout.
+TEST_F(ServerTest, ALongPollWaitsForMinBytes) {
+  ASSERT_TRUE(client_->CreateTopic("drips", 1).ok());
+  client::FetchOptions wait;
+  wait.max_wait = 20'000ms;
+  wait.min_bytes = 2048;
+  const auto start = std::chrono::steady_clock::now();
+  auto pending = std::async(
+      std::launch::async, [&] { return client_->Fetch("drips", PartitionId(0), Offset(0), wait); });
+  auto producer = Connect();
+  const std::string hundred(100, 'd');
+  ASSERT_TRUE(producer->Commit(client::Transaction().Append(Event("drips", hundred))).ok());
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(pending.wait_for(0ms), std::future_status::timeout)
+      << "answered with one event, below min_bytes";
+  // Thirty more: over 3,000 bytes of records in all.
+  client::Transaction more;
+  for (int i = 0; i < 30; ++i) more.Append(Event("drips", hundred));
+  ASSERT_TRUE(producer->Commit(std::move(more)).ok());
+  auto got = pending.get();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->events, 31u);
+  EXPECT_GE(got->records.size(), 2048u);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s) << "answered by its timeout";
 }
 
 // A partition whose records are damaged fails every fetch with DataLoss. Next to a busy
@@ -773,12 +805,40 @@ TEST_F(BadInput, RandomBytes) {
   }
 }
 
+TEST_F(BadInput, RandomBytesAfterTheHandshake) {
+  std::mt19937_64 rng(7);
+  for (int round = 0; round < 20; ++round) {
+    auto s = Raw();
+    asio::write(s, asio::buffer(Handshake()));
+    ASSERT_EQ(ResponseCode(s), StatusCode::kOk);
+    std::vector<std::uint8_t> junk(1 + rng() % 4096);
+    for (auto& b : junk) b = static_cast<std::uint8_t>(rng());
+    boost::system::error_code ec;
+    asio::write(s, asio::buffer(junk), ec);
+    s.shutdown(tcp::socket::shutdown_send, ec);
+    EXPECT_TRUE(ClosedByServer(s)) << "round " << round;
+  }
+}
+
 TEST_F(BadInput, ATruncatedFrameThenAHangUp) {
   auto hs = Handshake();
   auto s = Raw();
   asio::write(s, asio::buffer(hs.data(), hs.size() - 3));
   s.close();
   std::this_thread::sleep_for(50ms);
+}
+
+// Half a request on a live connection: the server waits for the rest without holding up anyone
+// else, and answers it once it is whole.
+TEST_F(BadInput, HalfAFrameOnAnOpenConnectionHoldsUpNobody) {
+  auto s = Raw();
+  asio::write(s, asio::buffer(Handshake()));
+  ASSERT_EQ(ResponseCode(s), StatusCode::kOk);
+  const auto stats = StatsRequest(4);
+  asio::write(s, asio::buffer(stats.data(), stats.size() / 2));
+  ExpectHealthy();
+  asio::write(s, asio::buffer(stats.data() + stats.size() / 2, stats.size() - stats.size() / 2));
+  EXPECT_EQ(ResponseCode(s), StatusCode::kOk);
 }
 
 TEST_F(BadInput, AFourGibLengthPrefixIsAnsweredAndClosed) {
@@ -841,23 +901,23 @@ TEST_F(BadInput, ARequestWithoutItsBodyIsRefusedNotDereferenced) {
 TEST_F(BadInput, AnUnknownRequestTypeIsAnsweredAndTheConnectionStays) {
   auto s = Raw();
   asio::write(s, asio::buffer(Handshake()));
-  ASSERT_EQ(ReadResponse(s).value(), StatusCode::kOk);
+  ASSERT_EQ(ResponseCode(s), StatusCode::kOk);
   flatbuffers::FlatBufferBuilder fbb;
   auto body = wire::fb::CreateStatsRequest(fbb);
   fbb.Finish(
       wire::fb::CreateRequestMessage(fbb, 7, static_cast<wire::fb::Request>(200), body.Union()));
   asio::write(s, asio::buffer(Frame(fbb)));
-  EXPECT_EQ(ReadResponse(s).value(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResponseCode(s), StatusCode::kInvalidArgument);
   // Still served on the same connection.
   asio::write(s, asio::buffer(StatsRequest(8)));
-  EXPECT_EQ(ReadResponse(s).value(), StatusCode::kOk);
+  EXPECT_EQ(ResponseCode(s), StatusCode::kOk);
 }
 
 TEST_F(BadInput, AMultiGetWithHollowKeysIsAnsweredAndTheConnectionStays) {
   ASSERT_TRUE(client_->CreateTable("accounts").ok());
   auto s = Raw();
   asio::write(s, asio::buffer(Handshake()));
-  ASSERT_EQ(ReadResponse(s).value(), StatusCode::kOk);
+  ASSERT_EQ(ResponseCode(s), StatusCode::kOk);
   // No table name, no keys vector: an unknown table.
   flatbuffers::FlatBufferBuilder bare;
   wire::fb::MultiGetRequestBuilder b(bare);
@@ -865,7 +925,7 @@ TEST_F(BadInput, AMultiGetWithHollowKeysIsAnsweredAndTheConnectionStays) {
   bare.Finish(
       wire::fb::CreateRequestMessage(bare, 1, wire::fb::Request::MultiGetRequest, empty.Union()));
   asio::write(s, asio::buffer(Frame(bare)));
-  EXPECT_EQ(ReadResponse(s).value(), StatusCode::kNotFound);
+  EXPECT_EQ(ResponseCode(s), StatusCode::kNotFound);
   // Keys without bytes read as the empty key, which no row has.
   flatbuffers::FlatBufferBuilder hollow;
   std::vector<flatbuffers::Offset<wire::fb::Key>> keys(3, wire::fb::KeyBuilder(hollow).Finish());
@@ -874,13 +934,22 @@ TEST_F(BadInput, AMultiGetWithHollowKeysIsAnsweredAndTheConnectionStays) {
   hollow.Finish(wire::fb::CreateRequestMessage(hollow, 2, wire::fb::Request::MultiGetRequest,
                                                request.Union()));
   asio::write(s, asio::buffer(Frame(hollow)));
-  EXPECT_EQ(ReadResponse(s).value(), StatusCode::kOk);
+  EXPECT_EQ(ResponseCode(s), StatusCode::kOk);
   asio::write(s, asio::buffer(StatsRequest(3)));
-  EXPECT_EQ(ReadResponse(s).value(), StatusCode::kOk);
+  EXPECT_EQ(ResponseCode(s), StatusCode::kOk);
   ExpectHealthy();
 }
 
 TEST_F(BadInput, AThousandIdleConnections) {
+  // Both ends of every connection live in this process: about 2,000 descriptors, above the
+  // usual soft limit of 1,024 (lockstepd raises its own limit the same way).
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  if (files.rlim_cur < 4096 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = std::min<rlim_t>(files.rlim_max, 4096);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &files), 0);
+  }
+  ASSERT_GE(files.rlim_cur, 2100u) << "this test needs about 2,100 descriptors";
   std::vector<tcp::socket> idle;
   for (int i = 0; i < 1000; ++i) idle.push_back(Raw());
   ExpectHealthy();
@@ -917,6 +986,81 @@ TEST_F(BadInput, AClientThatNeverReadsItsResponsesIsThrottled) {
   }
   EXPECT_LT(i, kMax) << "the server kept reading";
   EXPECT_LE(server_->stats().connections, 3u);
+  ExpectHealthy();
+}
+
+// ---- Timeouts and limits ----------------------------------------------------------------------
+
+class ServerLimits : public ServerTest {
+ protected:
+  void SetUp() override {}  // each test sets its options, then calls Start()
+  void Start() {
+    ServerTest::SetUp();
+    ASSERT_NE(client_, nullptr);
+    ASSERT_TRUE(client_->CreateTable("t").ok());
+  }
+  // How long until the server closes `s` (5 s: it did not).
+  static std::chrono::milliseconds UntilClosed(tcp::socket& s) {
+    const auto start = std::chrono::steady_clock::now();
+    if (!ClosedByServer(s)) return 5000ms;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 start);
+  }
+};
+
+TEST_F(ServerLimits, AConnectionThatNeverHandshakesIsClosedAtTheHandshakeTimeout) {
+  server_options_.handshake_timeout = 300ms;
+  Start();
+  auto silent = Raw();
+  EXPECT_LT(UntilClosed(silent), 3000ms);
+  ExpectHealthy();
+}
+
+TEST_F(ServerLimits, AnIdleConnectionIsClosedButABusyOneStays) {
+  server_options_.idle_timeout = 400ms;
+  Start();
+  auto idle = Raw();
+  asio::write(idle, asio::buffer(Handshake()));
+  ASSERT_EQ(ResponseCode(idle), StatusCode::kOk);
+  auto busy = Raw();
+  asio::write(busy, asio::buffer(Handshake()));
+  ASSERT_EQ(ResponseCode(busy), StatusCode::kOk);
+  // The busy one asks something every 100 ms for over twice the idle timeout.
+  for (int i = 0; i < 10; ++i) {
+    asio::write(busy, asio::buffer(StatsRequest(10 + static_cast<std::uint64_t>(i))));
+    ASSERT_EQ(ResponseCode(busy), StatusCode::kOk) << "request " << i;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_LT(UntilClosed(idle), 3000ms);
+  asio::write(busy, asio::buffer(StatsRequest(99)));
+  EXPECT_EQ(ResponseCode(busy), StatusCode::kOk);
+}
+
+TEST_F(ServerLimits, AConnectionPastTheLimitIsToldWhyAndClosed) {
+  server_options_.max_connections = 3;
+  Start();  // the fixture's client is the first
+  auto second = Raw();
+  auto third = Raw();
+  for (int i = 0; i < 200 && server_->stats().connections < 3; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(server_->stats().connections, 3u);
+  auto refused = Raw();
+  auto r = ReadResponse(refused);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, StatusCode::kResourceExhausted);
+  EXPECT_TRUE(ClosedByServer(refused));
+  EXPECT_GE(server_->stats().refused_connections, 1u);
+  // The connections within the limit are served meanwhile.
+  EXPECT_TRUE(client_->Commit(client::Transaction().Put("t", "k", "v")).ok());
+  asio::write(second, asio::buffer(Handshake()));
+  EXPECT_EQ(ResponseCode(second), StatusCode::kOk);
+  // Once two leave, a new client gets in (the fixture's health check connects one).
+  second.close();
+  third.close();
+  for (int i = 0; i < 200 && server_->stats().connections > 1; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
   ExpectHealthy();
 }
 
