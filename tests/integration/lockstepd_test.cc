@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <set>
 #include <span>
 #include <string>
@@ -60,6 +61,52 @@ TEST(Lockstepd, ServesThenStopsOnSigtermWithExitZero) {
   Daemon again(dir.Sub("data"));
   auto c2 = Connect(again.WaitListening());
   EXPECT_EQ(c2->Get("t", "k")->value().value, "v");
+}
+
+// SIGTERM with work in flight: a parked long-poll is answered at once (not at its 30 s
+// timeout), every commit the server had read is answered OK, the exit status is 0, and after a
+// restart every one of them is there.
+TEST(Lockstepd, SigtermAnswersWhatIsInFlightThenExitsZero) {
+  testing::TempDir dir;
+  Daemon d(dir.Sub("data"));
+  const std::uint16_t port = d.WaitListening();
+  ASSERT_NE(port, 0);
+  auto waiter = Connect(port, 5s);
+  auto writer = Connect(port, 5s);
+  ASSERT_TRUE(writer->CreateTopic("quiet", 1).ok());
+  ASSERT_TRUE(writer->CreateTable("rows").ok());
+  client::FetchOptions wait;
+  wait.max_wait = 30s;
+  auto parked = std::async(std::launch::async,
+                           [&] { return waiter->Fetch("quiet", PartitionId(0), Offset(0), wait); });
+  // Enough that the engine is still syncing some when the signal lands.
+  constexpr int kCommits = 2000;
+  const std::string value(1000, 'v');
+  std::vector<std::future<Result<client::CommitResult>>> acks;
+  for (int i = 0; i < kCommits; ++i) {
+    acks.push_back(
+        writer->CommitAsync(client::Transaction().Put("rows", "r" + std::to_string(i), value)));
+  }
+  // Answered in order on the connection after the server read every commit before it (the
+  // commits wait for their sync; the stats request is answered at once): the commits are in
+  // flight, or answered, when the signal comes.
+  ASSERT_TRUE(writer->Stats().ok());
+  ASSERT_EQ(parked.wait_for(0ms), std::future_status::timeout) << "the fetch was answered";
+  const auto signalled = std::chrono::steady_clock::now();
+  EXPECT_EQ(d.Stop(SIGTERM), 0);
+  auto fetched = parked.get();
+  ASSERT_TRUE(fetched.ok()) << fetched.status().ToString();
+  EXPECT_EQ(fetched->events, 0u);
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, 10s) << "answered by its timeout";
+  for (int i = 0; i < kCommits; ++i) {
+    auto r = acks[i].get();
+    EXPECT_TRUE(r.ok()) << "commit " << i << ": " << r.status().ToString();
+  }
+  Daemon again(dir.Sub("data"));
+  auto reader = Connect(again.WaitListening());
+  auto rows = reader->Scan("rows", {.limit = kCommits + 10});
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  EXPECT_EQ(rows->size(), static_cast<std::size_t>(kCommits));
 }
 
 TEST(Lockstepd, RefusesADataDirectoryAnotherServerHolds) {
