@@ -776,6 +776,128 @@ TEST_F(ServerTest, AnEventDamagedOnDiskIsCaughtByTheConsumer) {
   EXPECT_EQ(polled.status().code(), StatusCode::kDataLoss) << polled.status().ToString();
 }
 
+// ---- Consumer positions: the reset policy, seeking by timestamp, auto-commit --------------------
+
+// Polls until `count` events came (or 5 s passed); their payloads, in order.
+std::vector<std::string> PollPayloads(client::Consumer& consumer, std::size_t count,
+                                      std::vector<std::uint64_t>* offsets = nullptr) {
+  std::vector<std::string> out;
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (out.size() < count && std::chrono::steady_clock::now() < deadline) {
+    auto polled = consumer.Poll(200ms);
+    EXPECT_TRUE(polled.ok()) << polled.status().ToString();
+    if (!polled.ok()) break;
+    for (const auto& e : *polled) {
+      out.push_back(e.payload);
+      if (offsets != nullptr) offsets->push_back(e.offset.value());
+    }
+  }
+  return out;
+}
+
+// A position past the end of the partition ("offset out of range", as after retention deleted
+// what a consumer was about to read) is reset by the consumer's policy: to the earliest event,
+// to the latest (only new events come), or not at all (Poll fails, saying why).
+TEST_F(ServerTest, AnOutOfRangePositionIsResetByTheConsumersPolicy) {
+  ASSERT_TRUE(client_->CreateTopic("r", 1).ok());
+  client::Transaction ten;
+  for (int i = 0; i < 10; ++i) ten.Append(Event("r", "e" + std::to_string(i)));
+  ASSERT_TRUE(client_->Commit(std::move(ten)).ok());
+  // A group with a committed offset: a consumer that may never reset needs a valid start.
+  client::OffsetCommit start;
+  start.group = "readers";
+  start.topic = "r";
+  start.partition = PartitionId(0);
+  start.offset = Offset(5);
+  ASSERT_TRUE(client_->CommitOffsets({start}).ok());
+  auto consumer_with = [&](client::ResetPolicy policy) {
+    client::ConsumerOptions co;
+    co.group = "readers";
+    co.reset = policy;
+    co.max_wait = 50ms;
+    auto c = client::Consumer::Create(*client_, co);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_TRUE((*c)->Assign("r").ok());
+    EXPECT_TRUE((*c)->Seek("r", PartitionId(0), Offset(50)).ok());  // the end is 10
+    return std::move(c).value();
+  };
+  {
+    auto earliest = consumer_with(client::ResetPolicy::kEarliest);
+    std::vector<std::uint64_t> offsets;
+    auto got = PollPayloads(*earliest, 10, &offsets);
+    ASSERT_EQ(got.size(), 10u);
+    EXPECT_EQ(got.front(), "e0");
+    EXPECT_EQ(offsets.front(), 0u);
+  }
+  {
+    auto latest = consumer_with(client::ResetPolicy::kLatest);
+    auto before = latest->Poll(300ms);
+    ASSERT_TRUE(before.ok()) << before.status().ToString();
+    EXPECT_TRUE(before->empty()) << "the old events came: reset to the earliest, not the latest";
+    ASSERT_TRUE(client_->Commit(client::Transaction().Append(Event("r", "new"))).ok());
+    std::vector<std::uint64_t> offsets;
+    auto got = PollPayloads(*latest, 1, &offsets);
+    ASSERT_EQ(got, std::vector<std::string>{"new"});
+    EXPECT_EQ(offsets, std::vector<std::uint64_t>{10});
+  }
+  {
+    auto strict = consumer_with(client::ResetPolicy::kFail);
+    Status failed = Status::Ok();
+    for (int i = 0; i < 25 && failed.ok(); ++i) {
+      auto polled = strict->Poll(200ms);
+      if (!polled.ok()) failed = polled.status();
+      EXPECT_TRUE(!polled.ok() || polled->empty()) << "events from a position out of range";
+    }
+    EXPECT_EQ(failed.code(), StatusCode::kFailedPrecondition) << failed.ToString();
+  }
+}
+
+// Seeking to a timestamp in the middle of a partition starts at the first event stamped at or
+// after it.
+TEST_F(ServerTest, SeekingToATimestampStartsAtTheFirstEventAtOrAfterIt) {
+  ASSERT_TRUE(client_->CreateTopic("ts", 1).ok());
+  for (int i = 0; i < 5; ++i) {
+    auto e = Event("ts", "at" + std::to_string(i));
+    e.timestamp_ms = 1'000'000 + i * 1000;
+    ASSERT_TRUE(client_->Commit(client::Transaction().Append(std::move(e))).ok());
+  }
+  client::ConsumerOptions co;
+  co.max_wait = 50ms;
+  auto consumer = client::Consumer::Create(*client_, co);
+  ASSERT_TRUE(consumer.ok());
+  ASSERT_TRUE((*consumer)->Assign("ts").ok());
+  ASSERT_TRUE((*consumer)->SeekToTimestamp("ts", PartitionId(0), 1'002'500).ok());
+  EXPECT_EQ(PollPayloads(**consumer, 2), (std::vector<std::string>{"at3", "at4"}));
+  ASSERT_TRUE((*consumer)->SeekToTimestamp("ts", PartitionId(0), 1'002'000).ok());  // exactly
+  EXPECT_EQ(PollPayloads(**consumer, 3), (std::vector<std::string>{"at2", "at3", "at4"}));
+}
+
+// With auto_commit, each Poll first commits the positions the previous ones reached: a new
+// member of the group starts after them.
+TEST_F(ServerTest, AutoCommitCommitsWhatEarlierPollsDelivered) {
+  ASSERT_TRUE(client_->CreateTopic("ac", 1).ok());
+  client::Transaction three;
+  for (int i = 0; i < 3; ++i) three.Append(Event("ac", "old" + std::to_string(i)));
+  ASSERT_TRUE(client_->Commit(std::move(three)).ok());
+  client::ConsumerOptions co;
+  co.group = "auto";
+  co.auto_commit = true;
+  co.max_wait = 50ms;
+  {
+    auto first = client::Consumer::Create(*client_, co);
+    ASSERT_TRUE(first.ok());
+    ASSERT_TRUE((*first)->Assign("ac").ok());
+    ASSERT_EQ(PollPayloads(**first, 3).size(), 3u);
+    ASSERT_TRUE((*first)->Poll(50ms).ok());  // commits offset 3 before it polls
+  }
+  ASSERT_TRUE(client_->Commit(client::Transaction().Append(Event("ac", "fresh"))).ok());
+  co.auto_commit = false;
+  auto second = client::Consumer::Create(*client_, co);
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE((*second)->Assign("ac").ok());
+  EXPECT_EQ(PollPayloads(**second, 1), std::vector<std::string>{"fresh"});
+}
+
 // ---- The bad-input catalogue ---------------------------------------------------------------
 
 class BadInput : public ServerTest {
