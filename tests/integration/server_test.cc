@@ -458,6 +458,115 @@ TEST_F(ServerTest, ACallPastItsDeadlineSaysWhetherItHappened) {
   EXPECT_NE(r.status().message().find("never sent"), std::string::npos) << r.status().ToString();
 }
 
+// A stand-in server that answers the handshake, then reads requests and never answers them —
+// or, with `hang_up`, closes the connection at the first one: what a client sees when a server
+// stalls, or dies, after a request reached it.
+class MuteServer {
+ public:
+  explicit MuteServer(bool hang_up) : hang_up_(hang_up) {
+    Accept();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~MuteServer() {
+    io_.stop();
+    thread_.join();
+  }
+  std::string address() const {
+    return "127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port());
+  }
+
+ private:
+  struct Conn {
+    explicit Conn(tcp::socket s) : socket(std::move(s)) {}
+    tcp::socket socket;
+    std::array<std::byte, wire::kFrameHeaderBytes> header{};
+    std::vector<std::byte> body;
+    bool handshaken = false;
+  };
+  void Accept() {
+    acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+      if (ec) return;
+      auto conn = std::make_shared<Conn>(std::move(socket));
+      conns_.push_back(conn);
+      Read(conn);
+      Accept();
+    });
+  }
+  void Read(const std::shared_ptr<Conn>& c) {
+    asio::async_read(
+        c->socket, asio::buffer(c->header), [this, c](boost::system::error_code ec, std::size_t) {
+          if (ec) return;
+          auto h = wire::ParseFrameHeader(c->header, 1u << 24);
+          if (!h.ok()) return;
+          c->body.resize(h->body_bytes());
+          asio::async_read(
+              c->socket, asio::buffer(c->body),
+              [this, c](boost::system::error_code e, std::size_t) {
+                if (e) return;
+                if (!c->handshaken) {
+                  c->handshaken = true;
+                  flatbuffers::FlatBufferBuilder fbb;
+                  auto hs = wire::fb::CreateHandshakeResponse(fbb, wire::kMajorVersion,
+                                                              wire::kMinorVersion,
+                                                              fbb.CreateString("mute"), 1u << 24);
+                  fbb.Finish(wire::fb::CreateResponseMessage(
+                      fbb, 0, 0, wire::fb::Response::HandshakeResponse, hs.Union()));
+                  const auto header = wire::EncodeFrameHeader(fbb.GetSize(), 0);
+                  std::array<asio::const_buffer, 2> out = {
+                      asio::buffer(header), asio::buffer(fbb.GetBufferPointer(), fbb.GetSize())};
+                  asio::write(c->socket, out, e);
+                } else if (hang_up_) {
+                  c->socket.close(e);
+                  return;
+                }
+                Read(c);
+              });
+        });
+  }
+
+  const bool hang_up_;
+  asio::io_context io_;
+  tcp::acceptor acceptor_{io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
+  std::vector<std::shared_ptr<Conn>> conns_;
+  std::thread thread_;
+};
+
+std::unique_ptr<client::Client> ConnectTo(const std::string& address,
+                                          std::chrono::milliseconds deadline) {
+  client::ClientOptions o;
+  o.broker = address;
+  o.retry_deadline = deadline;
+  auto c = client::Client::Connect(o);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(c).value() : nullptr;
+}
+
+TEST(ClientOutcomes, ACommitSentButNeverAnsweredFailsAtItsDeadlineSayingTheOutcomeIsUnknown) {
+  MuteServer mute(/*hang_up=*/false);
+  auto c = ConnectTo(mute.address(), 300ms);
+  ASSERT_NE(c, nullptr);
+  const auto start = std::chrono::steady_clock::now();
+  auto r = c->Commit(client::Transaction().Put("t", "k", "v"));
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("the request was sent: its outcome is unknown"),
+            std::string::npos)
+      << r.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s) << "not bounded by its deadline";
+}
+
+TEST(ClientOutcomes, ACatalogChangeCutOffByALostConnectionSaysItsOutcomeIsUnknown) {
+  MuteServer dies(/*hang_up=*/true);
+  auto c = ConnectTo(dies.address(), 5000ms);
+  ASSERT_NE(c, nullptr);
+  // Not resent (a second "already exists" would hide whether the first took effect): it fails
+  // at once, without waiting for its deadline.
+  const auto start = std::chrono::steady_clock::now();
+  Status s = c->CreateTopic("orders", 1);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("its outcome is unknown"), std::string::npos) << s.ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+}
+
 // ---- Producer and consumer -----------------------------------------------------------------
 
 TEST_F(ServerTest, AProducerBatchesAndDeliversInOrderAndAConsumerReadsItAll) {
