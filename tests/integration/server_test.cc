@@ -567,6 +567,39 @@ TEST(ClientOutcomes, ACatalogChangeCutOffByALostConnectionSaysItsOutcomeIsUnknow
   EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
 }
 
+// Backpressure: with the server not answering, a producer's buffer fills; Send then waits for
+// room for send_timeout, and refuses with ResourceExhausted.
+TEST(ClientOutcomes, AProducerWhoseBufferStaysFullWaitsThenRefuses) {
+  MuteServer mute(/*hang_up=*/false);
+  auto c = ConnectTo(mute.address(), 1000ms);
+  ASSERT_NE(c, nullptr);
+  client::ProducerOptions po;
+  po.buffer_bytes = 8 << 10;
+  po.send_timeout = 300ms;
+  auto producer = client::Producer::Create(*c, po);
+  ASSERT_TRUE(producer.ok()) << producer.status().ToString();
+  int accepted = 0;
+  Status refused = Status::Ok();
+  std::chrono::steady_clock::duration waited{};
+  for (int i = 0; i < 100 && refused.ok(); ++i) {
+    client::EventAppend e;
+    e.topic = "t";
+    e.payload = std::string(1000, 'x');
+    const auto start = std::chrono::steady_clock::now();
+    Status sent = (*producer)->Send(std::move(e));
+    if (sent.ok()) {
+      ++accepted;
+    } else {
+      refused = sent;
+      waited = std::chrono::steady_clock::now() - start;
+    }
+  }
+  EXPECT_EQ(refused.code(), StatusCode::kResourceExhausted) << refused.ToString();
+  EXPECT_GE(waited, 250ms) << "refused without waiting for room";
+  EXPECT_GE(accepted, 4);
+  EXPECT_LE(accepted, 8) << "more than 8 KiB buffered";
+}
+
 // ---- Producer and consumer -----------------------------------------------------------------
 
 TEST_F(ServerTest, AProducerBatchesAndDeliversInOrderAndAConsumerReadsItAll) {
