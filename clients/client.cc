@@ -88,9 +88,9 @@ struct Response {
 };
 
 struct Call {
-  // Header and message, ready to write; shared with a write in progress, which may outlive
-  // the call (answered, or past its deadline, before the write's completion runs).
-  std::shared_ptr<const std::vector<std::byte>> frame;
+  // Header and message, ready to write (again, after a reconnect). A write copies it into the
+  // connection's outgoing buffer, so the call may end while that write is under way.
+  std::vector<std::byte> frame;
   bool resend_safe = false;
   bool sent = false;  // written (maybe partly) on some connection
   Clock::time_point deadline;
@@ -164,10 +164,9 @@ class Client::Impl {
     }
     Call call;
     const auto header = wire::EncodeFrameHeader(fbb.GetSize(), 0);
-    auto frame = std::make_shared<std::vector<std::byte>>(header.size() + fbb.GetSize());
-    std::memcpy(frame->data(), header.data(), header.size());
-    std::memcpy(frame->data() + header.size(), fbb.GetBufferPointer(), fbb.GetSize());
-    call.frame = std::move(frame);
+    call.frame.resize(header.size() + fbb.GetSize());
+    std::memcpy(call.frame.data(), header.data(), header.size());
+    std::memcpy(call.frame.data() + header.size(), fbb.GetBufferPointer(), fbb.GetSize());
     call.resend_safe = resend_safe;
     call.budget = options_.retry_deadline + extra;
     call.deadline = Clock::now() + call.budget;
@@ -330,27 +329,31 @@ class Client::Impl {
     }
   }
 
-  // Writes every queued request (up to 64) with one gather write; the frames are shared with
-  // the write, so a call answered or expired meanwhile does not free them under it.
+  // Writes the queued requests, up to kWriteBytes at a time, with one write from one buffer:
+  // copying a frame (a few hundred bytes) costs less than keeping it alive for the write and
+  // gathering it, and the buffer is reused, so writing allocates nothing.
   void WriteNext() {
     if (writing_ || !ready_) return;
-    auto frames = std::make_shared<std::vector<std::shared_ptr<const std::vector<std::byte>>>>();
-    std::vector<asio::const_buffer> buffers;
-    while (!queue_.empty() && frames->size() < 64) {
+    constexpr std::size_t kWriteBytes = 256 << 10;
+    out_.clear();
+    while (!queue_.empty() && out_.size() < kWriteBytes) {
       auto it = calls_.find(queue_.front());
       queue_.pop_front();
       if (it == calls_.end()) continue;
       it->second.sent = true;
-      frames->push_back(it->second.frame);
-      buffers.push_back(asio::buffer(*it->second.frame));
+      out_.insert(out_.end(), it->second.frame.begin(), it->second.frame.end());
     }
-    if (frames->empty()) return;
+    if (out_.empty()) return;
     writing_ = true;
-    asio::async_write(socket_, buffers,
-                      [this, gen = generation_, frames](boost::system::error_code ec, std::size_t) {
+    // out_ stays untouched until the completion (writing_); a connection that breaks cancels
+    // the write when its socket is closed, before a new connection's write refills out_.
+    asio::async_write(socket_, asio::buffer(out_),
+                      [this, gen = generation_](boost::system::error_code ec, std::size_t) {
                         if (gen != generation_) return;
                         writing_ = false;
                         if (ec) return Lost("write: " + ec.message());
+                        // One huge request does not pin its size in memory for good.
+                        if (out_.capacity() > 4 * kWriteBytes) out_ = {};
                         WriteNext();
                       });
   }
@@ -447,6 +450,7 @@ class Client::Impl {
   std::deque<std::uint64_t> queue_;
   std::vector<std::pair<std::uint64_t, Call>> submitted_;  // see TakeSubmitted
   std::vector<std::byte> handshake_;
+  std::vector<std::byte> out_;               // the requests being written (see WriteNext)
   std::optional<wire::FrameReader> reader_;  // per connection
   // Blocks for large responses, recycled once their holders (consumers' batches) let go: 16 MiB
   // keeps four 4 MiB fetches' blocks between a release and the next response.
@@ -524,7 +528,14 @@ std::string NewIdempotencyKey() {
         fmt::format("client-{:08x}{:08x}{:08x}{:08x}-", words[0], words[1], words[2], words[3]);
     key_counter = 0;
   }
-  return fmt::format("{}{:016x}", key_prefix, key_counter++);
+  // The prefix, then the counter in 16 hex digits (by hand: this runs once per commit).
+  std::string key;
+  key.reserve(key_prefix.size() + 16);
+  key = key_prefix;
+  const std::uint64_t n = key_counter++;
+  for (int shift = 60; shift >= 0; shift -= 4)
+    key.push_back("0123456789abcdef"[(n >> shift) & 0xf]);
+  return key;
 }
 
 // Strings written once per message: a lookup among the few already written (a linear scan —
