@@ -124,11 +124,20 @@ Result<engine::Transaction> ToOffsetCommits(const fb::CommitOffsetsRequest& r) {
 }
 
 FbOffset<fb::CommitResponse> Build(FlatBufferBuilder& fbb, const engine::CommitResult& result) {
-  std::vector<FbOffset<fb::EventPosition>> events;
-  events.reserve(result.events.size());
+  // One per commit, so nothing here allocates once warm: CreateSharedString would allocate a
+  // string pool per builder; a transaction's events mostly name one topic, so the previous
+  // name's string is reused. The list of positions is the thread's, reused.
+  thread_local std::vector<FbOffset<fb::EventPosition>> events;
+  events.clear();
+  const std::string* topic = nullptr;
+  FbOffset<flatbuffers::String> topic_offset;
   for (const engine::EventPosition& e : result.events) {
-    events.push_back(fb::CreateEventPosition(fbb, fbb.CreateSharedString(e.topic),
-                                             e.partition.value(), e.offset.value()));
+    if (topic == nullptr || *topic != e.topic) {
+      topic = &e.topic;
+      topic_offset = fbb.CreateString(e.topic);
+    }
+    events.push_back(
+        fb::CreateEventPosition(fbb, topic_offset, e.partition.value(), e.offset.value()));
   }
   return fb::CreateCommitResponse(fbb, result.lsn.value(), fbb.CreateVector(events));
 }
