@@ -7,6 +7,7 @@
 // it gracefully (exit 0). A held lock, damaged data, a bad flag or config: a message and a
 // non-zero exit (2 for usage, 1 otherwise).
 #include <fmt/format.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -146,6 +147,31 @@ void RaiseFileLimit() {
   }
 }
 
+// The message as a logfmt value (the `%*` of the log pattern): quotes, backslashes and line
+// breaks escaped, so that a record stays one parseable line whatever it quotes — group names,
+// paths, errors.
+class LogfmtMessage : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    for (const char c : std::string_view(msg.payload.data(), msg.payload.size())) {
+      const char* escaped = c == '"'    ? "\\\""
+                            : c == '\\' ? "\\\\"
+                            : c == '\n'  ? "\\n"
+                            : c == '\r'  ? "\\r"
+                                         : nullptr;
+      if (escaped != nullptr) {
+        dest.append(escaped, escaped + 2);
+      } else {
+        dest.push_back(c);
+      }
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<LogfmtMessage>();
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -268,7 +294,10 @@ int main(int argc, char** argv) {
 
   auto logger = spdlog::stderr_logger_mt("lockstepd");
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("ts=%Y-%m-%dT%H:%M:%S.%e level=%l msg=\"%v\"");
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<LogfmtMessage>('*').set_pattern(
+      "ts=%Y-%m-%dT%H:%M:%S.%e level=%l msg=\"%*\"");
+  spdlog::set_formatter(std::move(formatter));
   const auto level = spdlog::level::from_str(s.log_level);
   spdlog::set_level(level);
 

@@ -276,7 +276,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       auto message = wire::VerifyRequest((*frame)->message);
       if (!message.ok()) return Reject(0, message.status());
       server_.requests_.fetch_add(1, std::memory_order_relaxed);
-      last_activity_ = std::chrono::steady_clock::now();
+      if (handled == 0) last_activity_ = std::chrono::steady_clock::now();  // once per turn
       Dispatch(**message);
     }
     ReadMore();

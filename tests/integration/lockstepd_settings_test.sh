@@ -151,6 +151,18 @@ LOCKSTEP_IO_THREADS=0 starts --data-dir "$data" --io-threads 2 || fail "a flag d
 refused 2 "io_threads" "the config file beats the default" "$lockstepd" --data-dir "$data" --config "$scratch/c.toml"
 LOCKSTEP_CONFIG="$scratch/c.toml" refused 2 "io_threads" "LOCKSTEP_CONFIG names the file" "$lockstepd" --data-dir "$data"
 
+# Structured logs: every stderr line is one logfmt record, also when the message quotes
+# something with quotes and backslashes in it (here the data directory's name).
+odd="$scratch/da\"ta\\dir"
+if starts --data-dir "$odd"; then
+  grep -qF 'msg="opening '"$scratch"'/da\"ta\\dir"' "$scratch/err" ||
+    fail "the data directory's quote is not escaped in the log: $(head -c 500 "$scratch/err")"
+  bad=$(grep -vE '^ts=[0-9T:.-]+ level=[a-z]+ msg="([^"\\]|\\.)*"$' "$scratch/err" | head -n 3)
+  [[ -z $bad ]] || fail "log lines that are not logfmt records: $bad"
+else
+  fail "lockstepd did not start on a data directory with a quote in its name: $(head -c 300 "$scratch/err")"
+fi
+
 # The metrics listener of a real lockstepd: its port is in the log; /readyz is 200 once it
 # serves, and /metrics reports the durable LSN.
 http_get() {  # http_get PORT PATH: the whole HTTP/1.0 answer
