@@ -147,21 +147,28 @@ void RaiseFileLimit() {
   }
 }
 
-// The message as a logfmt value (the `%*` of the log pattern): quotes, backslashes and line
-// breaks escaped, so that a record stays one parseable line whatever it quotes — group names,
+// The message as a logfmt value (the `%*` of the log pattern): quotes and backslashes escaped,
+// line breaks and tabs as \n \r \t, other control bytes as \u00XX, so that a record stays one
+// parseable line, and a terminal shows no escape sequence, whatever it quotes — group names,
 // paths, errors.
 class LogfmtMessage : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm&,
               spdlog::memory_buf_t& dest) override {
     for (const char c : std::string_view(msg.payload.data(), msg.payload.size())) {
+      const auto byte = static_cast<unsigned char>(c);
       const char* escaped = c == '"'    ? "\\\""
                             : c == '\\' ? "\\\\"
-                            : c == '\n'  ? "\\n"
-                            : c == '\r'  ? "\\r"
-                                         : nullptr;
+                            : c == '\n' ? "\\n"
+                            : c == '\r' ? "\\r"
+                            : c == '\t' ? "\\t"
+                                        : nullptr;
       if (escaped != nullptr) {
         dest.append(escaped, escaped + 2);
+      } else if (byte < 0x20 || byte == 0x7f) {
+        constexpr char kHex[] = "0123456789abcdef";
+        const char unicode[] = {'\\', 'u', '0', '0', kHex[byte >> 4], kHex[byte & 0xf]};
+        dest.append(unicode, unicode + sizeof unicode);
       } else {
         dest.push_back(c);
       }

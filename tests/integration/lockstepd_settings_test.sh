@@ -152,12 +152,12 @@ refused 2 "io_threads" "the config file beats the default" "$lockstepd" --data-d
 LOCKSTEP_CONFIG="$scratch/c.toml" refused 2 "io_threads" "LOCKSTEP_CONFIG names the file" "$lockstepd" --data-dir "$data"
 
 # Structured logs: every stderr line is one logfmt record, also when the message quotes
-# something with quotes and backslashes in it (here the data directory's name).
-odd="$scratch/da\"ta\\dir"
+# something with a quote, a backslash and a tab in it (here the data directory's name).
+odd="$scratch/da\"ta\\di"$'\t'"r"
 if starts --data-dir "$odd"; then
-  grep -qF 'msg="opening '"$scratch"'/da\"ta\\dir"' "$scratch/err" ||
-    fail "the data directory's quote is not escaped in the log: $(head -c 500 "$scratch/err")"
-  bad=$(grep -vE '^ts=[0-9T:.-]+ level=[a-z]+ msg="([^"\\]|\\.)*"$' "$scratch/err" | head -n 3)
+  grep -qF 'msg="opening '"$scratch"'/da\"ta\\di\tr"' "$scratch/err" ||
+    fail "the data directory's name is not escaped in the log: $(head -c 500 "$scratch/err")"
+  bad=$(grep -vE '^ts=[0-9T:.-]+ level=[a-z]+ msg="([^"\\[:cntrl:]]|\\.)*"$' "$scratch/err" | head -n 3)
   [[ -z $bad ]] || fail "log lines that are not logfmt records: $bad"
 else
   fail "lockstepd did not start on a data directory with a quote in its name: $(head -c 300 "$scratch/err")"

@@ -71,8 +71,8 @@ TEST(Lockstepd, SigtermAnswersWhatIsInFlightThenExitsZero) {
   Daemon d(dir.Sub("data"));
   const std::uint16_t port = d.WaitListening();
   ASSERT_NE(port, 0);
-  auto waiter = Connect(port, 5s);
-  auto writer = Connect(port, 5s);
+  auto waiter = Connect(port, 30s);
+  auto writer = Connect(port, 30s);
   ASSERT_TRUE(writer->CreateTopic("quiet", 1).ok());
   ASSERT_TRUE(writer->CreateTable("rows").ok());
   client::FetchOptions wait;

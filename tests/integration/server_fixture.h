@@ -2,9 +2,12 @@
 // The fixture of the in-process integration tests: an engine over real files, a server on a free
 // loopback port, a connected client, and helpers for raw (hostile) connections.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <boost/asio.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <future>
@@ -149,38 +152,55 @@ class ServerTest : public ::testing::Test {
                                               wire::fb::CreateStatsRequest(fbb).Union()));
     return Frame(fbb);
   }
-  // Reads one response frame (or fails after 5 s): its error code, or kOk.
+  // Reads exactly `out.size()` bytes, each wait for more bounded by 5 s: an error (EOF, reset,
+  // or "no data within 5 s") otherwise. Waits with poll(2): Asio's blocking reads wait again
+  // without a limit after SO_RCVTIMEO expires, so a test would hang instead of failing.
+  static Status ReadExactly(tcp::socket& s, std::span<std::byte> out) {
+    std::size_t got = 0;
+    while (got < out.size()) {
+      pollfd p{s.native_handle(), POLLIN, 0};
+      const int ready = ::poll(&p, 1, 5000);
+      if (ready == 0) return base::DeadlineExceeded("no data within 5 s");
+      if (ready < 0) return base::Unavailable(std::strerror(errno));
+      const ssize_t n = ::recv(s.native_handle(), out.data() + got, out.size() - got, 0);
+      if (n == 0) return base::Unavailable("closed by the server");
+      if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        return base::Unavailable(std::strerror(errno));
+      }
+      got += static_cast<std::size_t>(n);
+    }
+    return Status::Ok();
+  }
+  // Reads one response frame (or fails after 5 s without data): its error code, or kOk.
   static Result<StatusCode> ReadResponse(tcp::socket& s) {
     std::array<std::byte, 8> header;
-    boost::system::error_code ec;
-    asio::read(s, asio::buffer(header), ec);
-    if (ec) return base::Unavailable(ec.message());
+    LOCKSTEP_RETURN_IF_ERROR(ReadExactly(s, header));
     auto h = wire::ParseFrameHeader(header, 1u << 30);
     if (!h.ok()) return h.status();
     std::vector<std::byte> body(h->body_bytes());
-    asio::read(s, asio::buffer(body), ec);
-    if (ec) return base::Unavailable(ec.message());
+    LOCKSTEP_RETURN_IF_ERROR(ReadExactly(s, body));
     auto m = wire::VerifyResponse(std::span(body.data(), h->message_bytes));
     if (!m.ok()) return m.status();
     return (*m)->error() ? wire::FromWire((*m)->error()->code()) : StatusCode::kOk;
   }
-  // The same, a failure to read reported as its code (kUnavailable): a test asserting kOk then
-  // fails instead of stopping at a Result without a value.
+  // The same, a failure to read reported as its code (kUnavailable, kDeadlineExceeded): a test
+  // asserting kOk then fails instead of stopping at a Result without a value.
   static StatusCode ResponseCode(tcp::socket& s) {
     auto r = ReadResponse(s);
     return r.ok() ? *r : r.status().code();
   }
-  // True once the server closed `s` (read returns EOF or an error), within 5 s.
+  // True once the server closed `s` (EOF or a reset; what it sent before is skipped); false if
+  // it stays open 5 s without sending anything.
   static bool ClosedByServer(tcp::socket& s) {
-    s.non_blocking(false);
-    timeval tv{5, 0};
-    setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    std::array<char, 4096> buf;
+    std::array<std::byte, 4096> buf;
     for (;;) {
-      boost::system::error_code ec;
-      s.read_some(asio::buffer(buf), ec);
-      if (ec == asio::error::eof || ec == asio::error::connection_reset) return true;
-      if (ec) return false;  // timed out
+      pollfd p{s.native_handle(), POLLIN, 0};
+      const int ready = ::poll(&p, 1, 5000);
+      if (ready <= 0) return false;
+      const ssize_t n = ::recv(s.native_handle(), buf.data(), buf.size(), 0);
+      if (n == 0) return true;
+      if (n < 0 && errno != EINTR && errno != EAGAIN) return errno == ECONNRESET;
     }
   }
 

@@ -543,7 +543,7 @@ std::unique_ptr<client::Client> ConnectTo(const std::string& address,
 
 TEST(ClientOutcomes, ACommitSentButNeverAnsweredFailsAtItsDeadlineSayingTheOutcomeIsUnknown) {
   MuteServer mute(/*hang_up=*/false);
-  auto c = ConnectTo(mute.address(), 300ms);
+  auto c = ConnectTo(mute.address(), 1000ms);
   ASSERT_NE(c, nullptr);
   const auto start = std::chrono::steady_clock::now();
   auto r = c->Commit(client::Transaction().Put("t", "k", "v"));
@@ -959,12 +959,14 @@ TEST_F(ServerTest, AnOutOfRangePositionIsResetByTheConsumersPolicy) {
     co.max_wait = 50ms;
     auto c = client::Consumer::Create(*client_, co);
     EXPECT_TRUE(c.ok()) << c.status().ToString();
+    if (!c.ok()) return std::unique_ptr<client::Consumer>();
     EXPECT_TRUE((*c)->Assign("r").ok());
     EXPECT_TRUE((*c)->Seek("r", PartitionId(0), Offset(50)).ok());  // the end is 10
     return std::move(c).value();
   };
   {
     auto earliest = consumer_with(client::ResetPolicy::kEarliest);
+    ASSERT_NE(earliest, nullptr);
     std::vector<std::uint64_t> offsets;
     auto got = PollPayloads(*earliest, 10, &offsets);
     ASSERT_EQ(got.size(), 10u);
@@ -973,6 +975,7 @@ TEST_F(ServerTest, AnOutOfRangePositionIsResetByTheConsumersPolicy) {
   }
   {
     auto latest = consumer_with(client::ResetPolicy::kLatest);
+    ASSERT_NE(latest, nullptr);
     auto before = latest->Poll(300ms);
     ASSERT_TRUE(before.ok()) << before.status().ToString();
     EXPECT_TRUE(before->empty()) << "the old events came: reset to the earliest, not the latest";
@@ -984,6 +987,7 @@ TEST_F(ServerTest, AnOutOfRangePositionIsResetByTheConsumersPolicy) {
   }
   {
     auto strict = consumer_with(client::ResetPolicy::kFail);
+    ASSERT_NE(strict, nullptr);
     Status failed = Status::Ok();
     for (int i = 0; i < 25 && failed.ok(); ++i) {
       auto polled = strict->Poll(200ms);
@@ -1070,17 +1074,20 @@ TEST_F(BadInput, RandomBytes) {
   }
 }
 
+// Random message bytes in a well-formed frame, on a handshaken connection: answered with an
+// error, then closed (the fixture's teardown checks the server serves on and lost nothing).
 TEST_F(BadInput, RandomBytesAfterTheHandshake) {
   std::mt19937_64 rng(7);
   for (int round = 0; round < 20; ++round) {
     auto s = Raw();
     asio::write(s, asio::buffer(Handshake()));
     ASSERT_EQ(ResponseCode(s), StatusCode::kOk);
-    std::vector<std::uint8_t> junk(1 + rng() % 4096);
-    for (auto& b : junk) b = static_cast<std::uint8_t>(rng());
-    boost::system::error_code ec;
-    asio::write(s, asio::buffer(junk), ec);
-    s.shutdown(tcp::socket::shutdown_send, ec);
+    std::vector<std::byte> frame(8 + 1 + rng() % 4096);
+    for (auto& b : frame) b = static_cast<std::byte>(rng());
+    const auto header = wire::EncodeFrameHeader(static_cast<std::uint32_t>(frame.size() - 8), 0);
+    std::copy(header.begin(), header.end(), frame.begin());
+    asio::write(s, asio::buffer(frame));
+    EXPECT_EQ(ResponseCode(s), StatusCode::kInvalidArgument) << "round " << round;
     EXPECT_TRUE(ClosedByServer(s)) << "round " << round;
   }
 }
@@ -1274,15 +1281,15 @@ class ServerLimits : public ServerTest {
 };
 
 TEST_F(ServerLimits, AConnectionThatNeverHandshakesIsClosedAtTheHandshakeTimeout) {
-  server_options_.handshake_timeout = 300ms;
+  server_options_.handshake_timeout = 1000ms;
   Start();
   auto silent = Raw();
-  EXPECT_LT(UntilClosed(silent), 3000ms);
+  EXPECT_LT(UntilClosed(silent), 4000ms);
   ExpectHealthy();
 }
 
 TEST_F(ServerLimits, AnIdleConnectionIsClosedButABusyOneStays) {
-  server_options_.idle_timeout = 400ms;
+  server_options_.idle_timeout = 1500ms;
   Start();
   auto idle = Raw();
   asio::write(idle, asio::buffer(Handshake()));
@@ -1290,13 +1297,13 @@ TEST_F(ServerLimits, AnIdleConnectionIsClosedButABusyOneStays) {
   auto busy = Raw();
   asio::write(busy, asio::buffer(Handshake()));
   ASSERT_EQ(ResponseCode(busy), StatusCode::kOk);
-  // The busy one asks something every 100 ms for over twice the idle timeout.
-  for (int i = 0; i < 10; ++i) {
+  // The busy one asks something every 100 ms for twice the idle timeout.
+  for (int i = 0; i < 30; ++i) {
     asio::write(busy, asio::buffer(StatsRequest(10 + static_cast<std::uint64_t>(i))));
     ASSERT_EQ(ResponseCode(busy), StatusCode::kOk) << "request " << i;
     std::this_thread::sleep_for(100ms);
   }
-  EXPECT_LT(UntilClosed(idle), 3000ms);
+  EXPECT_TRUE(ClosedByServer(idle));
   asio::write(busy, asio::buffer(StatsRequest(99)));
   EXPECT_EQ(ResponseCode(busy), StatusCode::kOk);
 }
@@ -1326,6 +1333,7 @@ TEST_F(ServerLimits, AConnectionPastTheLimitIsToldWhyAndClosed) {
   for (int i = 0; i < 200 && server_->stats().connections > 1; ++i) {
     std::this_thread::sleep_for(10ms);
   }
+  EXPECT_EQ(server_->stats().connections, 1u);
   ExpectHealthy();
 }
 
