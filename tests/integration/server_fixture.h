@@ -172,8 +172,13 @@ class ServerTest : public ::testing::Test {
     }
     return Status::Ok();
   }
-  // Reads one response frame (or fails after 5 s without data): its error code, or kOk.
-  static Result<StatusCode> ReadResponse(tcp::socket& s) {
+  // A response's error code (kOk for none) and message.
+  struct Answer {
+    StatusCode code = StatusCode::kOk;
+    std::string message;
+  };
+  // Reads one response frame (or fails after 5 s without data).
+  static Result<Answer> ReadAnswer(tcp::socket& s) {
     std::array<std::byte, 8> header;
     LOCKSTEP_RETURN_IF_ERROR(ReadExactly(s, header));
     auto h = wire::ParseFrameHeader(header, 1u << 30);
@@ -182,7 +187,14 @@ class ServerTest : public ::testing::Test {
     LOCKSTEP_RETURN_IF_ERROR(ReadExactly(s, body));
     auto m = wire::VerifyResponse(std::span(body.data(), h->message_bytes));
     if (!m.ok()) return m.status();
-    return (*m)->error() ? wire::FromWire((*m)->error()->code()) : StatusCode::kOk;
+    const wire::fb::Error* error = (*m)->error();
+    if (error == nullptr) return Answer{};
+    return Answer{wire::FromWire(error->code()), error->message() ? error->message()->str() : ""};
+  }
+  // The same, its code alone.
+  static Result<StatusCode> ReadResponse(tcp::socket& s) {
+    LOCKSTEP_ASSIGN_OR_RETURN(Answer answer, ReadAnswer(s));
+    return answer.code;
   }
   // The same, a failure to read reported as its code (kUnavailable, kDeadlineExceeded): a test
   // asserting kOk then fails instead of stopping at a Result without a value.
