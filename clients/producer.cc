@@ -130,23 +130,49 @@ void Producer::SenderLoop() {
       callbacks->push_back(std::move(q.done));
     }
     if (!queue_.empty()) first_queued_ = std::chrono::steady_clock::now();
-    txn.ProducerSequence(options_.producer_id, next_sequence_++);
+    const std::uint64_t sequence = next_sequence_++;
+    txn.ProducerSequence(options_.producer_id, sequence);
     ++in_flight_;
     lock.unlock();
-    client_.Commit(std::move(txn), [this, callbacks, bytes](Result<CommitResult> r) {
-      for (std::size_t i = 0; i < callbacks->size(); ++i) {
-        if (!(*callbacks)[i]) continue;
-        if (r.ok() && i < r->events.size()) {
-          (*callbacks)[i](r->events[i]);
-        } else if (r.ok()) {
-          (*callbacks)[i](base::Internal("the commit answered fewer events than were sent"));
-        } else {
-          (*callbacks)[i](r.status());
-        }
-      }
-      Finish(bytes, callbacks->size());
+    client_.Commit(std::move(txn), [this, sequence, callbacks, bytes](Result<CommitResult> r) {
+      Answered(sequence, Batch{std::move(callbacks), std::move(r), bytes});
     });
     lock.lock();
+  }
+}
+
+// On the client's network thread, where every commit answer arrives. A batch can be answered
+// before an earlier one: a commit the server refuses at once (an unknown topic, a frame too
+// large) overtakes one still waiting for its sync. Its callbacks wait until every earlier
+// batch's have run, so callbacks run in the order Send was called.
+void Producer::Answered(std::uint64_t sequence, Batch batch) {
+  answered_.emplace(sequence, std::move(batch));
+  while (!answered_.empty() && answered_.begin()->first == next_to_deliver_) {
+    Batch next = std::move(answered_.begin()->second);
+    answered_.erase(answered_.begin());
+    ++next_to_deliver_;
+    Deliver(next);
+    // The last Finish may let a destructor waiting in Flush go on: nothing of the producer is
+    // touched after it. A batch still in answered_ holds unacknowledged events, so while the
+    // loop goes on, that cannot have happened.
+    const bool more = !answered_.empty() && answered_.begin()->first == next_to_deliver_;
+    Finish(next.bytes, next.callbacks->size());
+    if (!more) return;
+  }
+}
+
+void Producer::Deliver(const Batch& batch) {
+  const auto& callbacks = *batch.callbacks;
+  const Result<CommitResult>& r = batch.result;
+  for (std::size_t i = 0; i < callbacks.size(); ++i) {
+    if (!callbacks[i]) continue;
+    if (r.ok() && i < r->events.size()) {
+      callbacks[i](r->events[i]);
+    } else if (r.ok()) {
+      callbacks[i](base::Internal("the commit answered fewer events than were sent"));
+    } else {
+      callbacks[i](r.status());
+    }
   }
 }
 

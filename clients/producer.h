@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -56,6 +57,14 @@ class Producer {
   Producer(Client& client, ProducerOptions options);
   void SenderLoop();
   void Finish(std::uint64_t bytes, std::size_t events);
+  // A batch's answer, and the callbacks of its events.
+  struct Batch {
+    std::shared_ptr<std::vector<DeliveryCallback>> callbacks;
+    Result<CommitResult> result;
+    std::uint64_t bytes = 0;
+  };
+  void Answered(std::uint64_t sequence, Batch batch);
+  void Deliver(const Batch& batch);
 
   struct Queued {
     EventAppend event;
@@ -73,6 +82,10 @@ class Producer {
   std::uint64_t unacknowledged_ = 0;  // events queued or in flight
   std::uint32_t in_flight_ = 0;       // batches
   std::uint64_t next_sequence_ = 1;
+  // The client's network thread only: batches answered before an earlier one, by sequence, and
+  // the sequence whose callbacks run next.
+  std::map<std::uint64_t, Batch> answered_;
+  std::uint64_t next_to_deliver_ = 1;
   bool flushing_ = false;
   bool stopping_ = false;
   std::thread sender_;

@@ -604,6 +604,40 @@ TEST(ClientOutcomes, AProducerWhoseBufferStaysFullWaitsThenRefuses) {
 
 // ---- Producer and consumer -----------------------------------------------------------------
 
+// A batch the server refuses at once (an unknown topic) is answered before an earlier batch
+// still waiting for its sync; the producer still runs the callbacks in the order Send was
+// called.
+TEST_F(ServerTest, AProducersCallbacksKeepSendOrderWhenALaterBatchFailsFirst) {
+  ASSERT_TRUE(client_->CreateTopic("slow", 1).ok());
+  client::ProducerOptions po;
+  po.batch_events = 1;  // every event its own batch
+  po.linger = 0ms;
+  auto producer = client::Producer::Create(*client_, po);
+  ASSERT_TRUE(producer.ok());
+  std::mutex mu;
+  std::vector<std::string> order;
+  auto record = [&](std::string name) {
+    return [&, name](Result<client::EventPosition> r) {
+      std::lock_guard lock(mu);
+      order.push_back(name + (r.ok() ? ":ok" : ":failed: " + r.status().ToString()));
+    };
+  };
+  constexpr int kRounds = 20;
+  for (int i = 0; i < kRounds; ++i) {
+    // Three megabytes to write and sync, then a commit refused before it reaches the log.
+    ASSERT_TRUE((*producer)->Send(Event("slow", std::string(3 << 20, 'x')), record("big")).ok());
+    ASSERT_TRUE((*producer)->Send(Event("missing", "y"), record("lost")).ok());
+  }
+  ASSERT_TRUE((*producer)->Flush(30s).ok());
+  std::lock_guard lock(mu);
+  ASSERT_EQ(order.size(), 2u * kRounds);
+  for (int i = 0; i < kRounds; ++i) {
+    EXPECT_EQ(order[2 * i], "big:ok") << "callback " << 2 * i;
+    EXPECT_EQ(order[2 * i + 1].rfind("lost:failed: not_found", 0), 0u)
+        << "callback " << 2 * i + 1 << ": " << order[2 * i + 1];
+  }
+}
+
 TEST_F(ServerTest, AProducerBatchesAndDeliversInOrderAndAConsumerReadsItAll) {
   ASSERT_TRUE(client_->CreateTopic("clicks", 3).ok());
   client::ProducerOptions po;
