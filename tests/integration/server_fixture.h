@@ -38,6 +38,18 @@ using base::StatusCode;
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
+// A client of the server at `address` (HOST:PORT), or null (a test failure) if it cannot
+// connect within `deadline`.
+inline std::unique_ptr<client::Client> ConnectTo(const std::string& address,
+                                                 std::chrono::milliseconds deadline) {
+  client::ClientOptions o;
+  o.broker = address;
+  o.retry_deadline = deadline;
+  auto c = client::Client::Connect(o);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(c).value() : nullptr;
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -71,12 +83,14 @@ class ServerTest : public ::testing::Test {
     port_ = server_->port();
   }
   std::unique_ptr<client::Client> Connect(std::chrono::milliseconds deadline = 5000ms) {
-    client::ClientOptions o;
-    o.broker = "127.0.0.1:" + std::to_string(port_);
-    o.retry_deadline = deadline;
-    auto c = client::Client::Connect(o);
-    EXPECT_TRUE(c.ok()) << c.status().ToString();
-    return c.ok() ? std::move(c).value() : nullptr;
+    return ConnectTo("127.0.0.1:" + std::to_string(port_), deadline);
+  }
+  // Creates `topic` with one partition holding `count` events: prefix + "0", prefix + "1", ...
+  void CreateTopicOf(const std::string& topic, int count, const std::string& prefix) {
+    ASSERT_TRUE(client_->CreateTopic(topic, 1).ok());
+    client::Transaction events;
+    for (int i = 0; i < count; ++i) events.Append(Event(topic, prefix + std::to_string(i)));
+    ASSERT_TRUE(client_->Commit(std::move(events)).ok());
   }
   static client::EventAppend Event(std::string topic, std::string payload,
                                    std::optional<std::uint32_t> partition = 0) {

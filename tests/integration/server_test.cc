@@ -533,16 +533,6 @@ class MuteServer {
   std::thread thread_;
 };
 
-std::unique_ptr<client::Client> ConnectTo(const std::string& address,
-                                          std::chrono::milliseconds deadline) {
-  client::ClientOptions o;
-  o.broker = address;
-  o.retry_deadline = deadline;
-  auto c = client::Client::Connect(o);
-  EXPECT_TRUE(c.ok()) << c.status().ToString();
-  return c.ok() ? std::move(c).value() : nullptr;
-}
-
 TEST(ClientOutcomes, ACommitSentButNeverAnsweredFailsAtItsDeadlineSayingTheOutcomeIsUnknown) {
   MuteServer mute(/*hang_up=*/false);
   auto c = ConnectTo(mute.address(), 1000ms);
@@ -977,10 +967,7 @@ std::vector<std::string> PollPayloads(client::Consumer& consumer, std::size_t co
 // what a consumer was about to read) is reset by the consumer's policy: to the earliest event,
 // to the latest (only new events come), or not at all (Poll fails, saying why).
 TEST_F(ServerTest, AnOutOfRangePositionIsResetByTheConsumersPolicy) {
-  ASSERT_TRUE(client_->CreateTopic("r", 1).ok());
-  client::Transaction ten;
-  for (int i = 0; i < 10; ++i) ten.Append(Event("r", "e" + std::to_string(i)));
-  ASSERT_TRUE(client_->Commit(std::move(ten)).ok());
+  CreateTopicOf("r", 10, "e");
   // A group with a committed offset: a consumer that may never reset needs a valid start.
   client::OffsetCommit start;
   start.group = "readers";
@@ -1057,10 +1044,7 @@ TEST_F(ServerTest, SeekingToATimestampStartsAtTheFirstEventAtOrAfterIt) {
 // With auto_commit, each Poll first commits the positions the previous ones reached: a new
 // member of the group starts after them.
 TEST_F(ServerTest, AutoCommitCommitsWhatEarlierPollsDelivered) {
-  ASSERT_TRUE(client_->CreateTopic("ac", 1).ok());
-  client::Transaction three;
-  for (int i = 0; i < 3; ++i) three.Append(Event("ac", "old" + std::to_string(i)));
-  ASSERT_TRUE(client_->Commit(std::move(three)).ok());
+  CreateTopicOf("ac", 3, "old");
   client::ConsumerOptions co;
   co.group = "auto";
   co.auto_commit = true;
